@@ -1,0 +1,1 @@
+//! Deterministic OCI image building from directories, files and Debian packages.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything kboot's build and test suite need on a fresh Debian 12 host.
+# Idempotent: packages already present are skipped quickly. Needs root.
+set -euo pipefail
+
+APT_PACKAGES=(
+  build-essential pkg-config libseccomp-dev protobuf-compiler   # build
+  docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
+  skopeo umoci                                                    # differential tests and benchmarks
+  runc crun                                                       # differential container tests
+  busybox-static etcd-server etcd-client                          # test images
+  iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust stable (rustup) first" >&2; exit 1; }
+echo "install-deps: ok"

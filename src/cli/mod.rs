@@ -1,0 +1,171 @@
+//! Command-line types and one handler per subcommand. The only module that prints.
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::state::paths_from;
+use crate::state::Paths;
+
+mod containers;
+mod images;
+mod roles;
+mod unpack;
+
+/// Exit code for a command that ran and failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kboot",
+    version,
+    about = "Turn a bare Linux host into a Kubernetes node: no Docker, no containerd"
+)]
+pub struct Cli {
+    /// Persistent data: content store, images, rootfs, containers, PKI.
+    #[arg(long, global = true, env = "KBOOT_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Runtime state (sockets, shim records); lost on reboot.
+    #[arg(long, global = true, env = "KBOOT_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Configuration directory (registries.toml, config.toml).
+    #[arg(long, global = true, env = "KBOOT_CONFIG", value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace (KBOOT_LOG overrides with a filter).
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull images from registries into the local store.
+    Pull(images::PullArgs),
+    /// List images in the local store.
+    Images(images::ImagesArgs),
+    /// Remove image references.
+    Rmi(images::RmiArgs),
+    /// Remove blobs and rootfs that no image references.
+    Prune(images::PruneArgs),
+    /// Import images from a docker-save tar or an OCI layout (dir or tar; plain, gzip or zstd).
+    Load(images::LoadArgs),
+    /// Export images as an OCI layout tar.
+    Save(images::SaveArgs),
+    /// Export an image's flattened rootfs into a directory.
+    Unpack(unpack::UnpackArgs),
+    /// Bring up a role (master, worker) or the services of a Compose-subset file.
+    Run(containers::RunArgs),
+    /// Print what `run` would do, without doing it.
+    Plan(roles::PlanArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Run a command inside a running container.
+    Exec(containers::ExecArgs),
+    /// Stop containers (remembered: they stay stopped).
+    Stop(containers::NamesArgs),
+    /// Start stopped containers.
+    Start(containers::NamesArgs),
+    /// Remove containers.
+    Rm(containers::NamesArgs),
+    /// Stop and remove everything kboot started.
+    Down(containers::DownArgs),
+    /// Per-container libcontainer wrapper (internal).
+    #[command(hide = true)]
+    Shim(containers::ShimArgs),
+}
+
+/// What every handler gets: resolved paths and global settings.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub paths: Paths,
+}
+
+impl Context {
+    /// Runs a future on a multi-threaded tokio runtime built for this command only:
+    /// `kboot shim` never builds one (libcontainer must not clone from a threaded process).
+    pub fn block_on<F: std::future::Future>(&self, fut: F) -> anyhow::Result<F::Output> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("start the async runtime: {e}"))?;
+        Ok(rt.block_on(fut))
+    }
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    crate::logging::init(&cli.log_level);
+    let ctx = Context {
+        paths: paths_from(cli.root.clone(), cli.state.clone(), cli.config.clone()),
+    };
+    match dispatch(&ctx, cli.command) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Pull(a) => images::pull(ctx, a),
+        Command::Images(a) => images::images(ctx, a),
+        Command::Rmi(a) => images::rmi(ctx, a),
+        Command::Prune(a) => images::prune(ctx, a),
+        Command::Load(a) => images::load(ctx, a),
+        Command::Save(a) => images::save(ctx, a),
+        Command::Unpack(a) => unpack::unpack(ctx, a),
+        Command::Run(a) => containers::run(ctx, a),
+        Command::Plan(a) => roles::plan(ctx, a),
+        Command::Ps(a) => containers::ps(ctx, a),
+        Command::Logs(a) => containers::logs(ctx, a),
+        Command::Exec(a) => containers::exec(ctx, a),
+        Command::Stop(a) => containers::stop(ctx, a),
+        Command::Start(a) => containers::start(ctx, a),
+        Command::Rm(a) => containers::rm(ctx, a),
+        Command::Down(a) => containers::down(ctx, a),
+        Command::Shim(a) => containers::shim(ctx, a),
+    }
+}
+
+/// A usage or configuration mistake: exit 2 instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Prints `kboot: <error chain>` and picks the exit code. A closed stdout
+/// (`kboot images | head -1`) is not a failure.
+#[allow(clippy::print_stderr)]
+fn report(err: &anyhow::Error) -> ExitCode {
+    if err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("kboot: {err:#}");
+    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// The one way handlers say a subcommand's feature has not landed yet. Exit 1
+/// with the issue that tracks it, never a silent success.
+pub(crate) fn not_yet(what: &str, issue: u32) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`kboot {what}` is not implemented yet (tracked in issue {issue})")
+}

@@ -1,0 +1,15 @@
+//! kboot: turn a bare Linux host into a Kubernetes node with one binary.
+//!
+//! The crate is split by what each module owns (see `docs/architecture.md`):
+//! `registry` fetches, `store` keeps content, `unpack` builds rootfs, `bundle`
+//! writes OCI runtime specs, `shim` is the only caller of libcontainer,
+//! `supervisor` keeps containers running, `plan` describes what to run,
+//! `pki` makes certificates, `cri` serves the kubelet, `state` knows every
+//! path on disk. `cli` is the only module that prints.
+
+pub mod cli;
+pub mod logging;
+pub mod state;
+
+/// Re-exported so callers build specs with the exact version libcontainer uses.
+pub use oci_spec;

@@ -1,0 +1,173 @@
+use std::path::{Path, PathBuf};
+
+/// Default persistent root: images, rootfs, containers, PKI.
+pub const DEFAULT_ROOT: &str = "/var/lib/kboot";
+/// Default runtime state: shim pids, libcontainer state, sockets. Gone after a reboot.
+pub const DEFAULT_STATE: &str = "/run/kboot";
+/// Default configuration directory.
+pub const DEFAULT_CONFIG: &str = "/etc/kboot";
+
+/// Every location kboot reads or writes, derived from three directories.
+///
+/// `root` survives reboots (content, images, rootfs, container records, PKI);
+/// `state` is runtime state under `/run` (lost on reboot, rebuilt from `root`);
+/// `config` holds what the operator writes (registries, defaults, plans).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    root: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self::new(DEFAULT_ROOT, DEFAULT_STATE, DEFAULT_CONFIG)
+    }
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>, state: impl Into<PathBuf>, config: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            state: state.into(),
+            config: config.into(),
+        }
+    }
+
+    /// Everything under one directory: `DIR/root`, `DIR/state`, `DIR/config`.
+    /// Meant for tests and throwaway runs.
+    pub fn under(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        Self::new(dir.join("root"), dir.join("state"), dir.join("config"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    // --- content store -------------------------------------------------------
+
+    /// `content/`: the content-addressed store.
+    pub fn content(&self) -> PathBuf {
+        self.root.join("content")
+    }
+    /// `content/blobs/`: blobs by algorithm and hex digest.
+    pub fn blobs(&self) -> PathBuf {
+        self.content().join("blobs")
+    }
+    /// `content/blobs/<algorithm>/<hex>`.
+    pub fn blob(&self, algorithm: &str, hex: &str) -> PathBuf {
+        self.blobs().join(algorithm).join(hex)
+    }
+    /// `content/ingest/`: partial downloads, resumable, one file per digest.
+    pub fn ingest(&self) -> PathBuf {
+        self.content().join("ingest")
+    }
+    /// `images/`: the name → manifest digest index.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// `locks/`: advisory lock files (store, images, supervisor).
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    // --- rootfs cache ----------------------------------------------------------
+
+    /// `rootfs/`: unpacked images keyed by chain ID.
+    pub fn rootfs_cache(&self) -> PathBuf {
+        self.root.join("rootfs")
+    }
+    /// `rootfs/<chain-id hex>/`.
+    pub fn rootfs(&self, chain_id_hex: &str) -> PathBuf {
+        self.rootfs_cache().join(chain_id_hex)
+    }
+
+    // --- containers ----------------------------------------------------------------
+
+    /// `containers/`: one directory per container kboot manages.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    /// `containers/<name>/`: bundle, desired state, logs.
+    pub fn container(&self, name: &str) -> PathBuf {
+        self.containers().join(name)
+    }
+
+    // --- pki --------------------------------------------------------------------------
+
+    /// `pki/`: CA, certificates, keys (0600), kubeconfigs.
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    // --- runtime state ----------------------------------------------------------------
+
+    /// libcontainer's state root (one directory per running container).
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state.join("runtime")
+    }
+    /// `shims/`: one record per running shim (pid, container).
+    pub fn shims(&self) -> PathBuf {
+        self.state.join("shims")
+    }
+    /// The supervisor's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state.join("kboot.sock")
+    }
+    /// The CRI socket the kubelet talks to.
+    pub fn cri_socket(&self) -> PathBuf {
+        self.state.join("cri.sock")
+    }
+
+    // --- configuration ----------------------------------------------------------------
+
+    /// `registries.toml`: mirrors, rewrite rules, credentials, insecure hosts.
+    pub fn registries_config(&self) -> PathBuf {
+        self.config.join("registries.toml")
+    }
+    /// `config.toml`: node defaults (versions, addresses, networking).
+    pub fn node_config(&self) -> PathBuf {
+        self.config.join("config.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_under_dir_keep_every_location_inside_it() {
+        let p = Paths::under("/tmp/x");
+        for path in [
+            p.blob("sha256", "ab"),
+            p.ingest(),
+            p.images(),
+            p.rootfs("cd"),
+            p.container("etcd"),
+            p.pki(),
+            p.runtime_root(),
+            p.cri_socket(),
+            p.registries_config(),
+        ] {
+            assert!(path.starts_with("/tmp/x"), "{} escapes the test dir", path.display());
+        }
+    }
+
+    #[test]
+    fn default_paths_match_the_documented_host_layout() {
+        let p = Paths::default();
+        assert_eq!(
+            p.blob("sha256", "ab"),
+            Path::new("/var/lib/kboot/content/blobs/sha256/ab")
+        );
+        assert_eq!(p.cri_socket(), Path::new("/run/kboot/cri.sock"));
+        assert_eq!(p.registries_config(), Path::new("/etc/kboot/registries.toml"));
+    }
+}

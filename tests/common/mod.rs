@@ -1,0 +1,60 @@
+//! Shared test utilities: a temp kboot root per test and the binary under test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Panics unless running as root: a privileged test must fail loudly, not pass, without root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (run the privileged suite as root: see README)"
+    );
+}
+
+/// A unique directory holding a kboot root, state and config for one test.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        Self {
+            tmp: tempfile::Builder::new()
+                .prefix("kboot-test-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+    /// `kboot` with `--root`, `--state`, `--config` pointing inside this dir.
+    pub fn kboot(&self) -> Command {
+        let mut cmd = Command::new(kboot_bin());
+        cmd.env_remove("KBOOT_LOG")
+            .env("KBOOT_ROOT", self.path().join("root"))
+            .env("KBOOT_STATE", self.path().join("state"))
+            .env("KBOOT_CONFIG", self.path().join("config"));
+        cmd
+    }
+}
+
+pub fn kboot_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kboot"))
+}
+
+/// Runs a command and returns its output, with stdout and stderr in the panic message on failure.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn command");
+    assert!(
+        out.status.success(),
+        "command {cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

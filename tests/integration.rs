@@ -1,0 +1,5 @@
+//! Tier 0 and tier 4 tests that need no root: the binary as users run it.
+
+#[path = "cli_contract.rs"]
+mod cli;
+mod common;

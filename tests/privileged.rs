@@ -1,0 +1,4 @@
+//! Tier 3: root-only integration tests. Each test calls `common::require_root()`,
+//! which panics (never skips) without euid 0. CI runs them as root.
+
+mod common;
