@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod logging;
+pub mod plan;
 pub mod state;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.

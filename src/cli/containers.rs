@@ -19,6 +19,9 @@ pub struct RunArgs {
     /// Return once every service is running (or failed, with the reason).
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Flags that only apply to `run master|worker`.
+    #[command(flatten)]
+    pub role_flags: super::roles::RoleFlags,
 }
 
 #[derive(Debug, Args)]
@@ -66,8 +69,11 @@ pub struct ShimArgs {
     pub bundle: PathBuf,
 }
 
-pub fn run(_ctx: &Context, _args: RunArgs) -> anyhow::Result<ExitCode> {
-    not_yet("run", 4)
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(role) = &args.role {
+        return super::roles::run_role(ctx, role, &args);
+    }
+    not_yet("run -f", 4)
 }
 pub fn ps(_ctx: &Context, _args: PsArgs) -> anyhow::Result<ExitCode> {
     not_yet("ps", 4)

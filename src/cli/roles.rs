@@ -20,6 +20,14 @@ pub struct PlanArgs {
     pub format: PlanFormat,
 }
 
+/// `run master|worker` flags (kube-deploy's variables are read from the environment too).
+#[derive(Debug, Default, Args)]
+pub struct RoleFlags {}
+
+pub fn run_role(_ctx: &Context, _role: &str, _args: &super::containers::RunArgs) -> anyhow::Result<ExitCode> {
+    not_yet("run master|worker", 5)
+}
+
 pub fn plan(_ctx: &Context, _args: PlanArgs) -> anyhow::Result<ExitCode> {
     not_yet("plan", 5)
 }
