@@ -66,8 +66,9 @@ build_k8s() {
     go mod init kboot.local/k8sbuild >/dev/null 2>&1
     gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
     # Derive the staging list from upstream's go.mod: a missing replace fails, an extra one is harmless.
+    # Only exact v0.0.0 requires are staging: k8s.io/utils and kube-openapi use v0.0.0-<date>-<hash> pseudo-versions.
     for m in $( { sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$gomod"
-                  sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0.*|\1|p' "$gomod"; } | sort -u ); do
+                  sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0[[:space:]]*$|\1|p' "$gomod"; } | sort -u ); do
       go mod edit -replace="$m=$m@v0.${v#1.}"
     done
     # Upstream's godebug line is ignored for dependencies; copy it so TLS/x509 behave as in a release.
