@@ -8,7 +8,7 @@ use kboot::state::Paths;
 use kboot::store::Store;
 
 use crate::common::oci_image::{noise, sha256, write_layout, Entry, TestImage};
-use crate::common::registry::{Auth, Fault, FaultProxy, Registry, PASS, USER};
+use crate::common::registry::{Auth, Cdn, Fault, FaultProxy, Registry, PASS, USER};
 use crate::common::{run_ok, Dir};
 
 /// An image with three layers (one of 3 MB) pushed to `repo:tag`.
@@ -462,4 +462,54 @@ fn pull_mirror_falls_back_and_rewrite_rules_apply() {
     let out = pull(&only_dead, &["etcd:3.5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&dead), "{}", stderr(&out));
+}
+
+#[test]
+fn pull_follows_blob_redirects_without_sending_credentials_there() {
+    let reg = Registry::start(Auth::Htpasswd);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "redirect/app:1", 140);
+    let cdn = Cdn::start(&reg);
+    let proxy = FaultProxy::start(&reg, Fault::RedirectBlobs(format!("http://{}", cdn.addr)));
+    let reference = format!("{}/redirect/app:1", proxy.host());
+    let creds = format!("{USER}:{PASS}");
+    let out = pull(
+        &dir,
+        &["--insecure-registry", &proxy.host(), "--creds", &creds, &reference],
+    );
+    assert_pulled(&dir, &out, &reference, &img);
+    let seen = cdn.seen_auth.lock().unwrap().clone();
+    assert_eq!(seen.len(), img.blobs().len() - 1, "config and layers come from the CDN");
+    assert!(
+        seen.iter().all(Option::is_none),
+        "credentials leaked to the CDN: {seen:?}"
+    );
+}
+
+#[test]
+fn pull_progress_goes_to_stderr_as_lines_when_not_a_terminal() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/progress:1", 150);
+    let reference = format!("{}/test/progress:1", reg.host());
+    let out = dir
+        .kboot()
+        .args(["pull", "--insecure-registry", &reg.host(), &reference])
+        .output()
+        .unwrap();
+    assert_pulled(&dir, &out, &reference, &img);
+    let err = stderr(&out);
+    let big = &sha256(&img.layers[0])[7..19];
+    assert!(err.contains(&format!("{big}: downloading 3.1 MB")), "{err}");
+    assert!(err.contains(&format!("{big}: done")), "{err}");
+    let again = dir
+        .kboot()
+        .args(["pull", "--insecure-registry", &reg.host(), &reference])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&again).contains(&format!("{big}: already present")),
+        "{}",
+        stderr(&again)
+    );
 }
