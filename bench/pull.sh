@@ -61,5 +61,7 @@ kr=$(cut -d' ' -f2 "$WORK/kboot.txt" | median); sr=$(cut -d' ' -f2 "$WORK/skopeo
 kmax=$(cut -d' ' -f2 "$WORK/kboot.txt" | sort -n | tail -1)
 printf '%-8s %10s %14s\n' tool "median s" "median RSS MB"
 printf '%-8s %10.2f %14.1f\n' kboot "$kt" "$(echo "$kr/1024" | bc -l)" skopeo "$st" "$(echo "$sr/1024" | bc -l)"
+printf 'all runs (s): kboot %s | skopeo %s\n' "$(cut -d' ' -f1 "$WORK/kboot.txt" | tr '\n' ' ')" \
+  "$(cut -d' ' -f1 "$WORK/skopeo.txt" | tr '\n' ' ')"
 printf 'time ratio kboot/skopeo: %.2f   RSS ratio: %.2f   kboot max RSS over runs: %.1f MB   runs: %s\n' \
   "$(echo "$kt/$st" | bc -l)" "$(echo "$kr/$sr" | bc -l)" "$(echo "$kmax/1024" | bc -l)" "$RUNS"
