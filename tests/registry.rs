@@ -2,6 +2,8 @@
 //! TLS, Bearer; differential with skopeo; faults through a proxy.
 
 use std::process::Output;
+
+use base64::Engine as _;
 use std::time::{Duration, Instant};
 
 use kboot::state::Paths;
@@ -174,17 +176,21 @@ fn pull_basic_auth_uses_flag_file_or_docker_config_and_rejects_wrong_ones() {
         "{err}"
     );
 
-    let out = pull(
-        &dir,
-        &[
-            "--insecure-registry",
-            &host,
-            "--creds",
-            &format!("{USER}:{PASS}"),
-            &reference,
-        ],
-    );
+    // Right credentials, with every log line on: no secret may show.
+    let out = dir
+        .kboot()
+        .args(["--log-level", "trace", "pull", "--quiet", "--insecure-registry", &host])
+        .args(["--creds", &format!("{USER}:{PASS}"), &reference])
+        .output()
+        .unwrap();
     assert_pulled(&dir, &out, &reference, &img);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
+    let err = stderr(&out);
+    assert!(err.contains("DEBUG"), "trace logging produced nothing: {err}");
+    assert!(
+        !err.contains(PASS) && !err.contains(&basic),
+        "a secret reached the logs"
+    );
 
     let from_file = Dir::new();
     write_config(
@@ -197,7 +203,6 @@ fn pull_basic_auth_uses_flag_file_or_docker_config_and_rejects_wrong_ones() {
     let from_docker = Dir::new();
     let docker_dir = from_docker.path().join("docker");
     std::fs::create_dir_all(&docker_dir).unwrap();
-    use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
     std::fs::write(
         docker_dir.join("config.json"),

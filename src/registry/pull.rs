@@ -57,6 +57,16 @@ fn sha256_digest(bytes: &[u8]) -> Digest {
 }
 
 impl Puller {
+    /// A puller for this host: the store at `paths`, `registries.toml` and
+    /// Docker's config.json for locations and credentials, the host platform.
+    pub fn new(paths: &crate::state::Paths) -> Result<Self, RegistryError> {
+        Ok(Self {
+            client: RegistryClient::new(super::RegistriesConfig::load(&paths.registries_config())?),
+            store: Store::open(paths)?,
+            options: PullOptions::default(),
+        })
+    }
+
     /// Pulls one image; tries each location in turn until one serves the manifest.
     #[instrument(skip(self, progress), fields(platform = %self.options.platform))]
     pub async fn pull(&self, reference: &str, progress: &dyn Progress) -> Result<Pulled, RegistryError> {
