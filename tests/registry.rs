@@ -518,3 +518,68 @@ fn pull_progress_goes_to_stderr_as_lines_when_not_a_terminal() {
         stderr(&again)
     );
 }
+
+#[test]
+fn pull_by_digest_checks_the_content_against_it() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/pinned:1", 160);
+    let by_digest = format!("{}/test/pinned@{}", reg.host(), img.manifest_digest());
+    let out = pull(&dir, &["--insecure-registry", &reg.host(), &by_digest]);
+    assert_pulled(
+        &dir,
+        &out,
+        &by_digest.replace(&format!("@{}", img.manifest_digest()), ""),
+        &img,
+    );
+    run_ok(dir.kboot().args(["rmi", &by_digest]));
+    let images = run_ok(dir.kboot().args(["images", "--format", "json"]));
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "[]");
+
+    // A registry answering the pinned digest with other bytes is caught.
+    let other = TestImage::small(161);
+    let proxy = FaultProxy::start(
+        &reg,
+        Fault::Manifest(
+            other.manifest.clone(),
+            "application/vnd.oci.image.manifest.v1+json".into(),
+        ),
+    );
+    let lying = format!("{}/test/pinned@{}", proxy.host(), img.manifest_digest());
+    let fresh = Dir::new();
+    let out = pull(&fresh, &["--insecure-registry", &proxy.host(), &lying]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not the requested"), "{}", stderr(&out));
+}
+
+#[test]
+fn pull_on_a_terminal_draws_progress_bars() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/tty:1", 170);
+    let reference = format!("{}/test/tty:1", reg.host());
+    // `script` gives kboot a pseudo-terminal as stdout and stderr.
+    let cmd = format!(
+        "{} pull --insecure-registry {} {reference}",
+        crate::common::kboot_bin().display(),
+        reg.host()
+    );
+    let tty = run_ok(
+        std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("KBOOT_ROOT", dir.path().join("root"))
+            .env("KBOOT_STATE", dir.path().join("state"))
+            .env("KBOOT_CONFIG", dir.path().join("config"))
+            .env("TERM", "xterm"),
+    );
+    let text = String::from_utf8_lossy(&tty.stdout);
+    let big = &sha256(&img.layers[0])[7..19];
+    assert!(
+        text.contains(big) && text.contains("[=") && text.contains("MiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{reference}@{}", img.manifest_digest())),
+        "{text}"
+    );
+}
