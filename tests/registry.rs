@@ -95,6 +95,8 @@ fn pull_plain_registry_matches_skopeo_byte_for_byte() {
     let fresh = Dir::new();
     let refused = pull(&fresh, &[&reference]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let hint = format!("--insecure-registry {}", reg.host());
+    assert!(stderr(&refused).contains(&hint), "{}", stderr(&refused));
 }
 
 #[test]
@@ -228,7 +230,8 @@ fn pull_tls_verifies_against_the_configured_ca() {
     let untrusted = Dir::new();
     let out = pull(&untrusted, &[&reference]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).to_lowercase().contains("certificate"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("certificate") && err.contains("ca_file"), "{err}");
 
     let trusted = Dir::new();
     let ca = reg.ca.as_ref().unwrap().ca.display().to_string();
