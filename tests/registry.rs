@@ -586,3 +586,56 @@ fn pull_on_a_terminal_draws_progress_bars() {
         "{text}"
     );
 }
+
+#[test]
+fn pull_docker_schema2_manifest_list_like_skopeo() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let amd = TestImage::small(180);
+    let arm = TestImage::new("arm", Some("v7"), &[&[("a", b"arm")]]);
+    let layout = dir.path().join("multi");
+    write_layout(&layout, &[("multi", Entry::Index(vec![&amd, &arm]))]);
+    reg.push_as(&layout, "multi", "docker/multi:1", Some("v2s2"));
+    let reference = format!("{}/docker/multi:1", reg.host());
+    let out = pull(&dir, &["--insecure-registry", &reg.host(), &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // The amd64 entry of the manifest list the registry serves.
+    let raw = run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]));
+    let list: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let amd64 = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap();
+    assert_eq!(line, format!("{reference}@{}", amd64["digest"].as_str().unwrap()));
+    // skopeo converts the manifest to OCI for an oci: destination, but the
+    // config and layers it fetches must be the same bytes as ours.
+    let sk = dir.path().join("skopeo");
+    reg.skopeo_pull("docker/multi:1", &sk);
+    let store = Store::open(&Paths::under(dir.path())).unwrap();
+    let image = store.resolve(&reference).unwrap();
+    assert_eq!(
+        image.manifest.media_type().as_ref().map(|m| m.to_string()).as_deref(),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+    assert_eq!(image.config.architecture().to_string(), "amd64");
+    for d in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
+        let theirs = sk.join("blobs/sha256").join(d.digest().digest());
+        assert_eq!(
+            std::fs::read(theirs).unwrap(),
+            std::fs::read(store.blob_path(d.digest())).unwrap()
+        );
+    }
+}

@@ -336,8 +336,23 @@ impl RegistryClient {
         }
     }
 
-    /// Fetches a manifest or index by tag or digest; returns its bytes.
+    /// Fetches a manifest or index by tag or digest; returns its bytes. A body
+    /// cut short is fetched again (the request itself retries inside `get`).
     pub async fn manifest(&self, loc: &Location, tag_or_digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self.manifest_once(loc, tag_or_digest).await {
+                Err(e @ RegistryError::Interrupted { .. }) if attempt + 1 < self.retry.attempts => {
+                    warn!(registry = %loc.registry, error = %error_chain(&e), "manifest body interrupted, retrying");
+                    tokio::time::sleep(self.retry.wait(attempt, &e)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn manifest_once(&self, loc: &Location, tag_or_digest: &str) -> Result<Vec<u8>, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let reference = format!("{}/{}:{tag_or_digest}", loc.registry, loc.repository);
@@ -355,9 +370,9 @@ impl RegistryClient {
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Http {
-                method: "GET",
+            let chunk = chunk.map_err(|source| RegistryError::Interrupted {
                 url: url.clone(),
+                got: body.len() as u64,
                 source,
             })?;
             body.extend_from_slice(&chunk);

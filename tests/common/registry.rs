@@ -184,8 +184,16 @@ impl Registry {
 
     /// Pushes `layout:name` (an OCI layout entry, index or manifest) to `repo:tag`.
     pub fn push(&self, layout: &Path, name: &str, repo_tag: &str) {
+        self.push_as(layout, name, repo_tag, None);
+    }
+
+    /// Like [`Self::push`], with skopeo's `--format` (`v2s2` converts to Docker schema 2).
+    pub fn push_as(&self, layout: &Path, name: &str, repo_tag: &str, format: Option<&str>) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--all", "--dest-tls-verify=false"]);
+        if let Some(f) = format {
+            cmd.args(["--format", f]);
+        }
         if matches!(self.auth_kind(), Some(true)) {
             cmd.arg(format!("--dest-creds={USER}:{PASS}"));
         }
