@@ -631,7 +631,27 @@ fn pull_docker_schema2_manifest_list_like_skopeo() {
         Some("application/vnd.docker.distribution.manifest.v2+json")
     );
     assert_eq!(image.config.architecture().to_string(), "amd64");
+    // `save` writes the OCI form (skopeo's layout reader sees only OCI media
+    // types); skopeo and `kboot load` both read it, with the same config.
+    let archive = dir.path().join("v2s2.tar");
+    run_ok(dir.kboot().args(["save", "-o"]).arg(&archive).arg(&reference));
+    let from_archive = dir.path().join("from-archive");
+    run_ok(std::process::Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        &format!("oci-archive:{}:{reference}", archive.display()),
+        &format!("oci:{}:x", from_archive.display()),
+    ]));
+    let reloaded = Dir::new();
+    run_ok(reloaded.kboot().args(["load", "-i"]).arg(&archive));
+    let again = Store::open(&Paths::under(reloaded.path()))
+        .unwrap()
+        .resolve(&reference)
+        .unwrap();
+    assert_eq!(again.manifest.config().digest(), image.manifest.config().digest());
+    assert_eq!(again.manifest.layers().len(), image.manifest.layers().len());
     for d in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
+        assert!(from_archive.join("blobs/sha256").join(d.digest().digest()).exists());
         let theirs = sk.join("blobs/sha256").join(d.digest().digest());
         assert_eq!(
             std::fs::read(theirs).unwrap(),
