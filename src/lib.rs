@@ -11,6 +11,7 @@ pub mod cli;
 pub mod logging;
 pub mod plan;
 pub mod state;
+pub mod unpack;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

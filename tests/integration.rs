@@ -3,3 +3,5 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod unpack_hostile;
+mod unpack_util;
