@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod unpack_hostile;
+mod unpack_model;
 mod unpack_util;
