@@ -2,3 +2,5 @@
 //! which panics (never skips) without euid 0. CI runs them as root.
 
 mod common;
+mod unpack_umoci;
+mod unpack_util;

@@ -279,12 +279,7 @@ fn to_tar_layer(l: &GenLayer, keys: &[u32]) -> Layer {
 fn read_tree(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
     let mut inos: BTreeMap<u64, String> = BTreeMap::new();
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut Tree,
-        inos: &mut BTreeMap<u64, String>,
-    ) {
+    fn walk(root: &Path, dir: &Path, out: &mut Tree, inos: &mut BTreeMap<u64, String>) {
         let mut children: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         children.sort();
         for c in children {
