@@ -3,6 +3,8 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod registry;
+mod store;
 mod unpack_hostile;
 mod unpack_model;
 mod unpack_util;
