@@ -2,5 +2,6 @@
 //! which panics (never skips) without euid 0. CI runs them as root.
 
 mod common;
+mod unpack_overlay;
 mod unpack_umoci;
 mod unpack_util;
