@@ -219,7 +219,15 @@ fn debs(names: &[&str]) -> Vec<PathBuf> {
         no_deps: true,
         exclude: Vec::new(),
     };
-    apt::download(&names, &opts, &dir).expect("apt-get download (needs apt lists: apt-get update)")
+    apt::download(&names, &opts, &dir).unwrap_or_else(|_| {
+        // A fresh machine may have no apt lists yet.
+        let ok = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "apt-get update failed");
+        apt::download(&names, &opts, &dir).expect("apt-get download")
+    })
 }
 
 #[test]
