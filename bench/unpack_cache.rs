@@ -40,7 +40,9 @@ fn main() -> anyhow::Result<()> {
     for (name, mode) in [("overlay", ViewMode::Auto), ("copy", ViewMode::Copy)] {
         let cache = RootfsCache::new(&paths).with_view_mode(mode);
         let mut times = Vec::new();
-        for i in 0..runs {
+        // A copy takes seconds: three runs give its median.
+        let n = if mode == ViewMode::Copy { runs.min(3) } else { runs };
+        for i in 0..n {
             let dir = root.join(format!("bench-containers/{name}-{i}"));
             let t = Instant::now();
             let lower = cache.ensure(&layers, &diff_ids)?;

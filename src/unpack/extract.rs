@@ -174,7 +174,7 @@ impl Extractor {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
                     let existing = lstat_at(&dir.fd, name).map_err(|e| self.write_err(st, &raw, "stat", e.into()))?;
-                    if !existing.is_some_and(|s| file_type(&s) == SFlag::S_IFDIR) {
+                    if existing.is_none_or(|s| file_type(&s) != SFlag::S_IFDIR) {
                         self.remove(st, &raw, &dir.fd, name)?;
                         mkdir().map_err(|e| self.write_err(st, &raw, "mkdir", e.into()))?;
                     }
