@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod registry;
+mod rootfs_tools_push;
 mod store;
 mod unpack_cache;
 mod unpack_hostile;
