@@ -4,4 +4,9 @@
 mod cli;
 mod common;
 mod registry;
+mod rootfs_tools_push;
 mod store;
+mod unpack_cache;
+mod unpack_hostile;
+mod unpack_model;
+mod unpack_util;
