@@ -13,6 +13,7 @@ pub mod logging;
 pub mod plan;
 pub mod shim;
 pub mod state;
+pub mod supervisor;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

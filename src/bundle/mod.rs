@@ -142,7 +142,9 @@ pub fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
     while let Some((dir, depth)) = dirs.pop() {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for e in entries.flatten() {
-            let Ok(meta) = e.path().symlink_metadata() else { continue };
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
             let name = e.file_name().to_string_lossy().into_owned();
             let ft = meta.file_type();
             if ft.is_dir() && depth < 2 && !["pts", "shm", "mqueue"].contains(&name.as_str()) {
@@ -159,7 +161,11 @@ pub fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
             } else {
                 continue;
             };
-            let rel = e.path().strip_prefix(dev).map(|r| Path::new("/dev").join(r)).unwrap_or(e.path());
+            let rel = e
+                .path()
+                .strip_prefix(dev)
+                .map(|r| Path::new("/dev").join(r))
+                .unwrap_or(e.path());
             if let Some(d) = device_node(rel, typ, &meta) {
                 out.push(d);
             }
@@ -214,13 +220,7 @@ const MASKED_PATHS: &[&str] = &[
     "/proc/scsi",
     "/sys/firmware",
 ];
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Used when neither the image nor the service sets `PATH`.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -375,7 +375,9 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
         .resources(resources.build().map_err(spec_err)?)
         .devices(devices);
     if svc.privileged {
-        linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
     } else {
         linux = linux
             .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -389,7 +391,13 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
 
     SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path(req.rootfs).readonly(false).build().map_err(spec_err)?)
+        .root(
+            RootBuilder::default()
+                .path(req.rootfs)
+                .readonly(false)
+                .build()
+                .map_err(spec_err)?,
+        )
         .hostname(svc.name.clone())
         .process(process)
         .mounts(mounts(svc).map_err(spec_err)?)
@@ -452,18 +460,33 @@ fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecErr
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         // A tmpfs /dev: never the host's (libcontainer rewrites /dev/ptmx and
         // symlinks in it, machine-notes P2); device nodes come from linux.devices.
-        m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
         m(
             "/dev/pts",
             "devpts",
             "devpts",
             &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         )?,
-        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
         m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
     ];
     if svc.privileged {
-        out.push(m("/sys", "bind", "/sys", &["rbind", "rw", "nosuid", "noexec", "nodev"])?);
+        out.push(m(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "rw", "nosuid", "noexec", "nodev"],
+        )?);
     } else {
         out.push(m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?);
     }
@@ -475,7 +498,12 @@ fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecErr
         };
         let src = v.source.to_string_lossy();
         let dst = v.target.to_string_lossy();
-        out.push(m(&dst, "bind", &src, &["rbind", if v.read_only { "ro" } else { "rw" }, prop])?);
+        out.push(m(
+            &dst,
+            "bind",
+            &src,
+            &["rbind", if v.read_only { "ro" } else { "rw" }, prop],
+        )?);
     }
     Ok(out)
 }

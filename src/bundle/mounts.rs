@@ -14,7 +14,9 @@ use oci_spec::runtime::Spec;
 /// Needs root; called by the shim just before the container is created.
 pub fn prepare_volumes(spec: &Spec) -> Result<()> {
     for m in spec.mounts().iter().flatten() {
-        let (Some(source), Some(opts)) = (m.source(), m.options()) else { continue };
+        let (Some(source), Some(opts)) = (m.source(), m.options()) else {
+            continue;
+        };
         if m.typ().as_deref() != Some("bind") || source == Path::new("/sys") {
             continue;
         }

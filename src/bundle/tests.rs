@@ -58,7 +58,15 @@ fn svc() -> Service {
 }
 
 fn ns_types(spec: &Spec) -> Vec<LinuxNamespaceType> {
-    spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
+    spec.linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|n| n.typ())
+        .collect()
 }
 
 #[test]
@@ -104,10 +112,14 @@ fn bundle_missing_entrypoint_names_service_and_program() {
     let r = rootfs();
     let mut s = svc();
     s.entrypoint = Some(vec!["etcd".into()]);
-    let err = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap_err().to_string();
+    let err = spec_for(&s, &ImageDefaults::default(), r.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("service `t`") && err.contains("`etcd` not found"), "{err}");
     s.entrypoint = None;
-    let err = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap_err().to_string();
+    let err = spec_for(&s, &ImageDefaults::default(), r.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no command"), "{err}");
 }
 
@@ -116,7 +128,12 @@ fn bundle_user_resolves_names_from_the_image() {
     let r = rootfs();
     let mut s = svc();
     s.command = Some(vec!["/bin/sh".into()]);
-    for (user, want) in [("etcd", (998, 997)), ("1000:kvm", (1000, 105)), ("998", (998, 997)), ("5:6", (5, 6))] {
+    for (user, want) in [
+        ("etcd", (998, 997)),
+        ("1000:kvm", (1000, 105)),
+        ("998", (998, 997)),
+        ("5:6", (5, 6)),
+    ] {
         s.user = Some(user.into());
         let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
         let u = spec.process().as_ref().unwrap().user();
@@ -145,11 +162,22 @@ fn bundle_default_is_isolated_and_unprivileged() {
     // Not in the host's bounding set: asking for it must not make the container fail to start.
     assert!(!eff.contains(&Capability::SysResource));
     let linux = spec.linux().as_ref().unwrap();
-    assert!(linux.masked_paths().as_ref().unwrap().iter().any(|p| p == "/proc/kcore"));
+    assert!(linux
+        .masked_paths()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|p| p == "/proc/kcore"));
     let rules = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
     assert!(!rules[0].allow());
     assert!(linux.devices().as_ref().is_none_or(|d| d.is_empty()));
-    let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
+    let sys = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/sys"))
+        .unwrap();
     assert_eq!(sys.typ().as_deref(), Some("sysfs"));
     assert!(sys.options().as_ref().unwrap().contains(&"ro".to_owned()));
 }
@@ -181,7 +209,11 @@ fn bundle_privileged_host_namespaces_match_the_kubelet_contract() {
     let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
     assert_eq!(
         ns_types(&spec),
-        [LinuxNamespaceType::Mount, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts]
+        [
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts
+        ]
     );
     let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
     assert_eq!(caps.bounding().as_ref().unwrap().len(), 40);
@@ -218,7 +250,10 @@ fn bundle_devices_are_created_and_allowed() {
     let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
     let linux = spec.linux().as_ref().unwrap();
     let d = &linux.devices().as_ref().unwrap()[0];
-    assert_eq!((d.path().as_path(), d.major(), d.minor()), (Path::new("/dev/mynull"), 1, 3));
+    assert_eq!(
+        (d.path().as_path(), d.major(), d.minor()),
+        (Path::new("/dev/mynull"), 1, 3)
+    );
     let rule = &linux.resources().as_ref().unwrap().devices().as_ref().unwrap()[1];
     assert!(rule.allow() && rule.major() == Some(1) && rule.access().as_deref() == Some("rw"));
     s.devices[0].host = "/dev/no-such-device".into();

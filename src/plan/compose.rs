@@ -372,7 +372,8 @@ impl<'de> Deserialize<'de> for Environment {
                     let v = if v.is_null() {
                         String::new()
                     } else {
-                        scalar(&v).ok_or_else(|| de::Error::custom(format!("environment: `{k}`: value must be a scalar")))?
+                        scalar(&v)
+                            .ok_or_else(|| de::Error::custom(format!("environment: `{k}`: value must be a scalar")))?
                     };
                     out.insert(k, v);
                 }
@@ -407,7 +408,11 @@ pub fn parse_volume(s: &str) -> Result<Volume, String> {
     let (src, dst, opts) = match parts.as_slice() {
         [src, dst] => (*src, *dst, ""),
         [src, dst, opts] => (*src, *dst, *opts),
-        _ => return Err(format!("volumes: `{s}`: expected `SRC:DST[:ro|rw|shared|slave|private]`")),
+        _ => {
+            return Err(format!(
+                "volumes: `{s}`: expected `SRC:DST[:ro|rw|shared|slave|private]`"
+            ))
+        }
     };
     for (what, p) in [("source", src), ("destination", dst)] {
         if !p.starts_with('/') {
@@ -588,7 +593,11 @@ impl<'de> Deserialize<'de> for RawHealthcheck {
                     Some((first, rest)) if first == "CMD-SHELL" && rest.len() == 1 => {
                         vec!["/bin/sh".into(), "-c".into(), rest[0].clone()]
                     }
-                    _ => return Err(de::Error::custom("healthcheck.test: use [\"CMD\", args…] or [\"CMD-SHELL\", \"command\"]")),
+                    _ => {
+                        return Err(de::Error::custom(
+                            "healthcheck.test: use [\"CMD\", args…] or [\"CMD-SHELL\", \"command\"]",
+                        ))
+                    }
                 }
             }
             serde_yaml::Value::String(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
@@ -632,7 +641,10 @@ from_yaml_value!(ByteSize, |v: &serde_yaml::Value| -> Result<u64, String> {
 /// Docker sizes: a number with an optional b, k, m, g suffix (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').filter(|r| !r.is_empty() && r.ends_with(['k', 'm', 'g'])).unwrap_or(&t);
+    let t = t
+        .strip_suffix('b')
+        .filter(|r| !r.is_empty() && r.ends_with(['k', 'm', 'g']))
+        .unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1u64 << 10),
         Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -842,7 +854,10 @@ services:
                 .to_string();
             assert!(err.contains(want), "{yaml}: {err}");
             let key = yaml.trim().split(':').next().unwrap();
-            assert!(err.contains(&format!("service `s`, key `{key}` (line 4)")), "{yaml}: {err}");
+            assert!(
+                err.contains(&format!("service `s`, key `{key}` (line 4)")),
+                "{yaml}: {err}"
+            );
         }
     }
 
@@ -851,10 +866,14 @@ services:
         let err = parse_str("services:\n  a:\n    image: x\n    depends_on: [zz]\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("service `a`, key `depends_on` (line 4): unknown service `zz`"), "{err}");
-        let err = parse_str("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n")
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.contains("service `a`, key `depends_on` (line 4): unknown service `zz`"),
+            "{err}"
+        );
+        let err =
+            parse_str("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("cycle"), "{err}");
     }
 
@@ -864,7 +883,9 @@ services:
             .unwrap_err()
             .to_string();
         assert!(err.contains("defined twice") || err.contains("duplicate"), "{err}");
-        let err = parse_str("services:\n  \"a/b\":\n    image: x\n").unwrap_err().to_string();
+        let err = parse_str("services:\n  \"a/b\":\n    image: x\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("service `a/b`, key `name`"), "{err}");
     }
 
@@ -877,7 +898,10 @@ services:
 
     #[test]
     fn split_words_handles_quotes_like_sh() {
-        assert_eq!(split_words(r#"a 'b c' "d \"e\"" f\ g"#).unwrap(), ["a", "b c", "d \"e\"", "f g"]);
+        assert_eq!(
+            split_words(r#"a 'b c' "d \"e\"" f\ g"#).unwrap(),
+            ["a", "b c", "d \"e\"", "f g"]
+        );
         assert!(split_words("'open").is_err());
     }
 

@@ -242,7 +242,11 @@ mod tests {
         let got: Vec<_> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
         assert_eq!(
             got,
-            [(Stream::Stderr, "oops"), (Stream::Stdout, "hello"), (Stream::Stdout, "wor")]
+            [
+                (Stream::Stderr, "oops"),
+                (Stream::Stdout, "hello"),
+                (Stream::Stdout, "wor")
+            ]
         );
         assert!(humantime::parse_rfc3339(&lines[0].timestamp).is_ok());
     }

@@ -77,7 +77,7 @@ pub enum ShimError {
         id: String,
         step: &'static str,
         #[source]
-        source: libcontainer::error::LibcontainerError,
+        source: Box<libcontainer::error::LibcontainerError>,
     },
     #[error(transparent)]
     Volume(#[from] crate::bundle::BundleError),
@@ -150,17 +150,16 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         mask.add(*s);
     }
     mask.thread_block().map_err(sys("block signals"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(sys("create signalfd"))?;
+    let sfd =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(sys("create signalfd"))?;
 
     let container_dir = cfg.paths.container(&cfg.id);
-    let mut logw = LogWriter::open(&log::log_path(&container_dir), cfg.log_max_bytes).map_err(|source| {
-        ShimError::Io {
+    let mut logw =
+        LogWriter::open(&log::log_path(&container_dir), cfg.log_max_bytes).map_err(|source| ShimError::Io {
             id: id.clone(),
             step: "open the log file",
             source,
-        }
-    })?;
+        })?;
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
 
@@ -236,12 +235,19 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 type Started = (Pid, Option<Container>, Option<Spec>);
 
+/// Maps a libcontainer failure of `step` for container `id`.
+fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> ShimError {
+    let id = id.to_owned();
+    move |source| ShimError::Libcontainer {
+        id,
+        step,
+        source: Box::new(source),
+    }
+}
+
 fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     let id = cfg.id.clone();
-    let lc = |step: &'static str| {
-        let id = id.clone();
-        move |source| ShimError::Libcontainer { id, step, source }
-    };
+    let lc = |step| lc_error(&id, step);
     let config = cfg.bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
         id: id.clone(),
@@ -367,10 +373,7 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
             return status;
         }
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let streams: Vec<(usize, &OwnedFd)> = [(0, out_r), (1, err_r)]
-            .into_iter()
-            .filter(|(i, _)| open[*i])
-            .collect();
+        let streams: Vec<(usize, &OwnedFd)> = [(0, out_r), (1, err_r)].into_iter().filter(|(i, _)| open[*i]).collect();
         for (_, fd) in &streams {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
@@ -381,10 +384,7 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
                 return wait_blocking(pid);
             }
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         for (n, (i, fd)) in streams.iter().enumerate() {
             if ready[n + 1] {
                 let stream = if *i == 0 { Stream::Stdout } else { Stream::Stderr };
@@ -395,7 +395,9 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
         }
         if ready[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
-                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
                 if sig != Signal::SIGCHLD {
                     let _ = kill(pid, sig);
                 }
@@ -487,21 +489,22 @@ fn oom_kills(spec: &Spec) -> u64 {
 /// and cgroup) with the caller's stdio, and returns its exit code. Called from
 /// a single-threaded CLI process, like the shim.
 pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
-    let lc = |step: &'static str| {
-        let id = id.to_owned();
-        move |source| ShimError::Libcontainer { id, step, source }
-    };
+    let lc = |step| lc_error(id, step);
     if !paths.runtime_root().join(id).exists() {
         return Err(ShimError::NotRunning { id: id.to_owned() });
     }
-    let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_root_path(paths.runtime_root())
-        .map_err(lc("use the runtime state directory"))?
-        .as_tenant()
-        .with_container_args(args)
-        .with_detach(false)
-        .build()
-        .map_err(lc("start the process in the container"))?;
+    // libcontainer warns about every controller this host lacks; in `exec` those
+    // lines would land on the user's terminal, and failures come back as errors anyway.
+    let pid = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(paths.runtime_root())
+            .map_err(lc("use the runtime state directory"))?
+            .as_tenant()
+            .with_container_args(args)
+            .with_detach(false)
+            .build()
+            .map_err(lc("start the process in the container"))
+    })?;
     Ok(match wait_blocking(pid) {
         WaitStatus::Exited(_, c) => c,
         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
