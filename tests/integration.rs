@@ -3,3 +3,5 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod containers_cli;
+mod containers_support;

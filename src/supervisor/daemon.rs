@@ -189,6 +189,9 @@ impl Supervisor {
         let Some(exit) = exit.filter(|e| e.finished_at_ms >= desired.requested_at_ms) else {
             // Wanted and not yet run since it was asked for.
             if self.deps_ready(&desired.service.depends_on) {
+                let mut status = read_status(&self.paths, name);
+                status.spawned_at_ms = now;
+                write_status(&self.paths, name, &status)?;
                 self.spawn(name)?;
             }
             return Ok(());
@@ -217,6 +220,7 @@ impl Supervisor {
         }
         if status.restart_at_ms.is_some_and(|t| now >= t) && self.deps_ready(&desired.service.depends_on) {
             status.restart_at_ms = None;
+            status.spawned_at_ms = now;
             write_status(&self.paths, name, &status)?;
             self.spawn(name)?;
         }

@@ -205,8 +205,9 @@ pub struct ContainerView {
 }
 
 impl ContainerView {
-    fn failed(&self) -> bool {
-        self.status == "failed" || (self.status == "exited" && self.exit_code != Some(0))
+    /// Failed to start, exited non-zero for good, or crash-looping.
+    pub fn failed(&self) -> bool {
+        self.status == "failed" || self.status == "restarting" || (self.status == "exited" && self.exit_code != Some(0))
     }
 }
 
@@ -216,9 +217,13 @@ pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
     let status = read_status(paths, name);
     let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, name));
     let shim = shim::running(paths, name);
+    // Spawned, but the shim has not written its record yet (or died before it could).
+    let spawning = status.spawned_at_ms > exit.as_ref().map_or(0, |e| e.finished_at_ms)
+        && now_ms().saturating_sub(status.spawned_at_ms) < 10_000;
     let (state, pid) = match (&shim, &desired) {
         (Some(s), _) if s.init_pid.is_some() => ("running", s.init_pid),
         (Some(_), _) => ("starting", None),
+        (None, Some(d)) if d.state == DesiredState::Running && spawning => ("starting", None),
         (None, Some(d)) if d.state == DesiredState::Stopped => ("stopped", None),
         (None, Some(_)) if status.restart_at_ms.is_some() => ("restarting", None),
         (None, _) => match &exit {
@@ -262,10 +267,13 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
         let settled = views.iter().all(|v| {
             let fresh = read_desired(paths, &v.name).map(|d| d.requested_at_ms).unwrap_or(0);
             let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, &v.name));
-            let exited_since = exit.is_some_and(|e| e.finished_at_ms >= fresh);
+            // An exit counts once the supervisor applied the policy to it (restart or not).
+            let handled = exit.is_some_and(|e| {
+                e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
+            });
             match v.status.as_str() {
                 "running" | "stopped" => true,
-                "failed" | "exited" => exited_since,
+                "failed" | "exited" | "restarting" => handled,
                 _ => false,
             }
         });

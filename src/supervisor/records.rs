@@ -46,6 +46,10 @@ pub struct StatusRecord {
     /// killed during the backoff still restarts the container.
     #[serde(default)]
     pub restart_at_ms: Option<u64>,
+    /// When the supervisor last spawned a shim (Unix ms): until the shim writes
+    /// its record, the container is "starting", not still "exited".
+    #[serde(default)]
+    pub spawned_at_ms: u64,
 }
 
 pub fn desired_path(paths: &Paths, name: &str) -> PathBuf {
