@@ -62,6 +62,8 @@ pub enum SupervisorError {
     },
     #[error("start the background supervisor")]
     SpawnDaemon(#[source] std::io::Error),
+    #[error("the background supervisor exited at once ({status}); see {}", log.display())]
+    DaemonExited { status: String, log: PathBuf },
     #[error("timed out after {}s waiting for {names:?} to start; see `kboot ps` and `kboot logs NAME`", timeout.as_secs())]
     Timeout { names: Vec<String>, timeout: Duration },
 }
@@ -332,8 +334,25 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
     }
     let mut child = cmd.spawn().map_err(SupervisorError::SpawnDaemon)?;
-    // Reap it in the background if it dies early; a daemon that keeps running
-    // is re-parented to init when this short-lived client exits.
+    // Return only once it holds the lock: callers then see its pid, and a
+    // `stop`/`down` racing with it cannot miss it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if daemon::running_supervisor(paths) == Some(child.id() as i32) {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SupervisorError::DaemonExited {
+                status: status.to_string(),
+                log: paths.supervisor_log(),
+            });
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A daemon that keeps running is re-parented when this short-lived client exits.
     std::thread::spawn(move || child.wait());
     Ok(())
 }
