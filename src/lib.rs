@@ -11,8 +11,10 @@ pub mod bundle;
 pub mod cli;
 pub mod logging;
 pub mod plan;
+pub mod registry;
 pub mod shim;
 pub mod state;
+pub mod store;
 pub mod supervisor;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.

@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod containers_cli;
 mod containers_support;
+mod store;
