@@ -6,3 +6,5 @@ mod common;
 mod containers_cli;
 mod containers_support;
 mod store;
+mod unpack_hostile;
+mod unpack_util;
