@@ -275,3 +275,31 @@ fn containers_name_collision_with_a_running_container_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("container `x` already exists"));
 }
+
+#[test]
+fn containers_foreground_run_stops_everything_on_sigint_and_down_purge_clears_the_root() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  svc:\n    image: dir:{}\n    command: /bin/sleep 1000\n    restart: always\n",
+            rootfs.display()
+        ),
+    );
+    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || ps(&mut kb(&d))
+        .iter()
+        .any(|c| c["name"] == "svc" && c["status"] == "running")));
+    let pid = find(&ps(&mut kb(&d)), "svc")["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the foreground supervisor this test started.
+    assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
+    let status = fg.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!pid_alive(pid), "the foreground supervisor stops its containers");
+    assert_eq!(find(&ps(&mut kb(&d)), "svc")["status"], "stopped");
+
+    run_ok(kb(&d).args(["down", "--purge"]));
+    assert_eq!(std::fs::read_dir(d.path().join("root")).unwrap().count(), 0);
+}

@@ -258,16 +258,14 @@ pub fn rm(ctx: &Context, args: NamesArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
-    if args.purge {
-        return Err(
-            UsageError("`kboot down --purge` is not implemented yet (issue 4); run `kboot down`".into()).into(),
-        );
-    }
     let images = LocalImages {
         paths: ctx.paths.clone(),
     };
     for name in supervisor::down(&ctx.paths, &images, Duration::from_secs(10))? {
         println_name(&name)?;
+    }
+    if args.purge {
+        supervisor::purge(&ctx.paths)?;
     }
     Ok(ExitCode::SUCCESS)
 }

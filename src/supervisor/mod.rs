@@ -441,6 +441,29 @@ pub fn down(paths: &Paths, images: &dyn ImageSource, timeout: Duration) -> Resul
     Ok(names)
 }
 
+/// `kboot down --purge`, after [`down`]: removes everything under the root
+/// (images, content, rootfs cache, PKI, data kept there). Host volume
+/// directories outside the root stay.
+pub fn purge(paths: &Paths) -> Result<()> {
+    let Ok(entries) = fs::read_dir(paths.root()) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let res = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        res.map_err(|source| SupervisorError::Io {
+            step: "remove",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Removes `/sys/fs/cgroup/<controller>/<kboot parent>` directories left after
 /// libcontainer deleted the containers' leaf cgroups.
 fn remove_cgroup_parents(paths: &Paths) {
