@@ -303,3 +303,34 @@ fn containers_foreground_run_stops_everything_on_sigint_and_down_purge_clears_th
     run_ok(kb(&d).args(["down", "--purge"]));
     assert_eq!(std::fs::read_dir(d.path().join("root")).unwrap().count(), 0);
 }
+
+#[test]
+fn containers_healthcheck_reports_unhealthy_then_healthy_in_ps() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let marker = d.path().join("healthy");
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  svc:\n    image: dir:{}\n    command: /bin/sleep 1000\n    healthcheck:\n      test: [\"CMD\", \"/bin/test\", \"-f\", \"{}\"]\n      interval: 100ms\n      timeout: 2s\n      retries: 2\n",
+            rootfs.display(),
+            marker.display()
+        ),
+    );
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let health = |d: &Dir| find(&ps(&mut kb(d)), "svc")["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&d) == "unhealthy"),
+        "{}",
+        health(&d)
+    );
+    std::fs::write(&marker, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&d) == "healthy"),
+        "{}",
+        health(&d)
+    );
+    let table = String::from_utf8(run_ok(kb(&d).arg("ps")).stdout).unwrap();
+    assert!(table.contains("running (healthy)"), "{table}");
+}

@@ -149,9 +149,10 @@ fn print_table(out: &mut impl Write, views: &[ContainerView]) -> anyhow::Result<
     let rows: Vec<[String; 6]> = views
         .iter()
         .map(|v| {
-            let status = match (&v.reason, v.exit_code) {
-                (Some(r), Some(c)) if v.status != "running" => format!("{} ({c}, {r})", v.status),
-                (None, Some(c)) if v.status != "running" => format!("{} ({c})", v.status),
+            let status = match (&v.reason, v.exit_code, &v.health) {
+                (_, _, Some(h)) if v.status == "running" => format!("running ({h})"),
+                (Some(r), Some(c), _) if v.status != "running" => format!("{} ({c}, {r})", v.status),
+                (None, Some(c), _) if v.status != "running" => format!("{} ({c})", v.status),
                 _ => v.status.clone(),
             };
             [
