@@ -334,3 +334,22 @@ fn containers_healthcheck_reports_unhealthy_then_healthy_in_ps() {
     let table = String::from_utf8(run_ok(kb(&d).arg("ps")).stdout).unwrap();
     assert!(table.contains("running (healthy)"), "{table}");
 }
+
+#[test]
+fn containers_logs_follow_prints_new_lines_until_the_container_exits() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  talk:\n    image: dir:{}\n    command: /bin/sh -c 'echo one; sleep 1; echo two; sleep 1; echo three'\n",
+            rootfs.display()
+        ),
+    );
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let out = run_ok(kb(&d).args(["logs", "-f", "talk"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    let out = run_ok(kb(&d).args(["logs", "--tail", "2", "talk"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+}
