@@ -161,7 +161,7 @@ pub fn read_rotated(path: &Path) -> io::Result<Vec<LogLine>> {
 fn read_files(files: &[PathBuf]) -> io::Result<Vec<LogLine>> {
     let mut out = Vec::new();
     for p in files {
-        match File::open(&p) {
+        match File::open(p) {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
                     if let Some(l) = parse_line(&line?) {
