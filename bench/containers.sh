@@ -57,8 +57,9 @@ if [ "${BENCH_CRUN_HUGETLB:-0}" = 1 ]; then
     HUGETLB_MNT=$W/cg-hugetlb
     mkdir -p "$HUGETLB_MNT"
     mount -t cgroup -o hugetlb cgroup "$HUGETLB_MNT"
+    for _ in $(seq 30); do [ -s /sys/fs/cgroup/unified/cgroup.controllers ] || break; sleep 0.1; done
   fi
-  if crun --root "$W/crun" run -b "$B" t-crun-probe >/dev/null 2>&1; then
+  if crun --root "$W/crun" run -b "$B" t-crun-probe >/dev/null; then
     hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/c.json" -n "crun run" "crun --root $W/crun run -b $B t-crun" >/dev/null
     crun_json=$W/c.json
   fi
