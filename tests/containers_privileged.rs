@@ -75,6 +75,14 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
+    // exec joins the container's cgroup, not just its namespaces.
+    let cg = kboot::state::Paths::under(d.path()).cgroup("box");
+    let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", "/proc/self/cgroup"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(":memory:") && l.ends_with(&cg)),
+        "{text}"
+    );
 
     run_ok(d.kboot().args(["stop", "-t", "1", "box"]));
     let b = find(&ps(&mut d.kboot()), "box").clone();

@@ -512,3 +512,79 @@ pub fn policy_name(p: RestartPolicy) -> String {
         RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_files_are_written_with_their_mode_and_replaced_atomically() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = PlanFile {
+            path: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
+            mode: 0o600,
+            content: "kind: Pod\n".into(),
+        };
+        write_plan_file(&f).unwrap();
+        write_plan_file(&PlanFile {
+            content: "kind: Pod # v2\n".into(),
+            ..f.clone()
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&f.path).unwrap(), "kind: Pod # v2\n");
+        assert_eq!(fs::metadata(&f.path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_dir(f.path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn inspect_reports_oom_and_start_errors_as_reasons() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let svc = crate::plan::Service {
+            name: "x".into(),
+            image: "img".into(),
+            ..Default::default()
+        };
+        records::write_desired(
+            &paths,
+            &DesiredRecord {
+                service: svc,
+                state: DesiredState::Running,
+                stopped_by_user: false,
+                requested_at_ms: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(inspect(&paths, "x").status, "created");
+        let exit = ExitRecord {
+            exit_code: 137,
+            signal: Some("SIGKILL".into()),
+            oom_killed: true,
+            finished_at_ms: 2,
+            ..Default::default()
+        };
+        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        let v = inspect(&paths, "x");
+        assert_eq!(
+            (v.status.as_str(), v.exit_code, v.reason.as_deref()),
+            ("exited", Some(137), Some("OOMKilled"))
+        );
+        assert!(v.failed());
+        let exit = ExitRecord {
+            exit_code: 127,
+            error: Some("create the container: no such file".into()),
+            finished_at_ms: 3,
+            ..Default::default()
+        };
+        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        let v = inspect(&paths, "x");
+        assert_eq!(v.status, "failed");
+        assert!(v.reason.unwrap().contains("no such file"));
+        assert_eq!(list(&paths).len(), 1);
+    }
+}
