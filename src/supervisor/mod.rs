@@ -111,8 +111,16 @@ impl RunReport {
 /// [`RunOptions::detach`]). Safe to call again with the same plan: running
 /// containers are kept, stopped ones restarted, nothing is duplicated.
 pub async fn run_plan(paths: &Paths, plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
-    let images = LocalImages { paths: paths.clone() };
-    let names = apply(paths, plan, &images)?;
+    // Unpacking images and writing bundles is blocking file work: keep it off
+    // the async workers (the CRI server may share this runtime).
+    let (p, pl) = (paths.clone(), plan.clone());
+    let names = tokio::task::spawn_blocking(move || apply(&p, &pl, &LocalImages { paths: p.clone() }))
+        .await
+        .map_err(|e| SupervisorError::Io {
+            step: "prepare the plan's containers under",
+            path: paths.containers(),
+            source: std::io::Error::other(e),
+        })??;
     if opts.detach || daemon::running_supervisor(paths).is_some() {
         ensure_daemon(paths)?;
         return wait_ready(paths, &names, opts.ready_timeout).await;
