@@ -4,3 +4,6 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+mod unpack_overlay;
+mod unpack_umoci;
+mod unpack_util;
