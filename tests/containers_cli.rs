@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::{run_ok, Dir};
-use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, wait_until, write_plan, Down};
+use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down};
 
 const PLAIN: (&str, &str) = ("KBOOT_TEST_ONLY_PLAIN_PROCESS", "1");
 
@@ -124,14 +124,7 @@ fn containers_survive_a_killed_supervisor_and_are_adopted_without_duplicates() {
     let d = Dir::new();
     let _down = guard(&d);
     let rootfs = busybox_rootfs(d.path());
-    let mut yaml = String::from("services:\n");
-    for n in ["a", "b", "c"] {
-        yaml.push_str(&format!(
-            "  {n}:\n    image: dir:{}\n    command: /bin/sleep 1000\n    restart: always\n",
-            rootfs.display()
-        ));
-    }
-    let plan = write_plan(&d, &yaml);
+    let plan = sleepers_plan(&d, &rootfs, &["a", "b", "c"], "/bin/sleep 1000");
     run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
     let before = ps(&mut kb(&d));
     let pids: Vec<i64> = before.iter().map(|c| c["pid"].as_i64().unwrap()).collect();

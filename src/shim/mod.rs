@@ -238,6 +238,15 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 type Started = (Pid, Option<Container>, Option<Spec>);
 
+fn load_spec(cfg: &ShimConfig) -> Result<Spec> {
+    let config = cfg.bundle.join("config.json");
+    Spec::load(&config).map_err(|source| ShimError::ReadBundle {
+        id: cfg.id.clone(),
+        path: config,
+        source,
+    })
+}
+
 /// Maps a libcontainer failure of `step` for container `id`.
 fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> ShimError {
     let id = id.to_owned();
@@ -251,12 +260,7 @@ fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::Li
 fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     let id = cfg.id.clone();
     let lc = |step| lc_error(&id, step);
-    let config = cfg.bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
-        id: id.clone(),
-        path: config.clone(),
-        source,
-    })?;
+    let spec = load_spec(cfg)?;
     crate::bundle::prepare_volumes(&spec)?;
     let root = cfg.paths.runtime_root();
     fs::create_dir_all(&root).map_err(|source| ShimError::Io {
@@ -304,12 +308,7 @@ fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<S
 fn start_plain(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let id = cfg.id.clone();
-    let config = cfg.bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
-        id: id.clone(),
-        path: config.clone(),
-        source,
-    })?;
+    let spec = load_spec(cfg)?;
     let process = spec.process().clone().unwrap_or_default();
     let args = process.args().clone().unwrap_or_default();
     let env: HashMap<String, String> = process
