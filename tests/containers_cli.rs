@@ -353,3 +353,25 @@ fn containers_logs_follow_prints_new_lines_until_the_container_exits() {
     let out = run_ok(kb(&d).args(["logs", "--tail", "2", "talk"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
 }
+
+#[test]
+fn containers_run_detach_reports_a_dependent_of_a_failed_service_as_blocked() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  db:\n    image: dir:{r}\n    command: /bin/sh -c 'exit 2'\n  app:\n    image: dir:{r}\n    command: /bin/sleep 1000\n    depends_on: [db]\n",
+            r = rootfs.display()
+        ),
+    );
+    let out = kb(&d).args(["run", "-d", "-f"]).arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit code 2"), "{text}");
+    assert!(
+        text.contains("blocked") && text.contains("dependency `db` is not running"),
+        "{text}"
+    );
+}

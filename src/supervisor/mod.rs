@@ -205,7 +205,8 @@ fn write_plan_file(f: &PlanFile) -> Result<()> {
 pub struct ContainerView {
     pub name: String,
     pub image: String,
-    /// `running`, `starting`, `restarting`, `exited`, `stopped`, `failed` or `created`.
+    /// `running`, `starting`, `restarting`, `exited`, `stopped`, `failed` or `created`
+    /// (and `blocked` in a run report: waiting on a dependency that will not run).
     pub status: String,
     pub pid: Option<i32>,
     pub restarts: u32,
@@ -292,20 +293,43 @@ pub fn list(paths: &Paths) -> Vec<ContainerView> {
 pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> Result<RunReport> {
     let deadline = Instant::now() + timeout;
     loop {
-        let views: Vec<ContainerView> = names.iter().map(|n| inspect(paths, n)).collect();
-        let settled = views.iter().all(|v| {
-            let fresh = read_desired(paths, &v.name).map(|d| d.requested_at_ms).unwrap_or(0);
+        let mut views: Vec<ContainerView> = names.iter().map(|n| inspect(paths, n)).collect();
+        // `names` is in start order, so one pass also catches dependencies of dependencies.
+        let mut down_for_good: Vec<String> = Vec::new();
+        let mut settled = true;
+        for v in views.iter_mut() {
+            let desired = read_desired(paths, &v.name);
+            let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
             let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, &v.name));
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
             });
-            match v.status.as_str() {
+            let blocked_by = desired
+                .iter()
+                .flat_map(|d| d.service.depends_on.iter())
+                .find(|dep| down_for_good.contains(dep))
+                .cloned();
+            let done = match v.status.as_str() {
                 "running" | "stopped" => true,
-                "failed" | "exited" | "restarting" => handled,
+                "failed" | "exited" => {
+                    if handled {
+                        down_for_good.push(v.name.clone());
+                    }
+                    handled
+                }
+                "restarting" => handled,
+                "created" if blocked_by.is_some() => {
+                    // It would wait for a dependency that will not run again.
+                    v.status = "blocked".into();
+                    v.reason = blocked_by.map(|d| format!("dependency `{d}` is not running"));
+                    down_for_good.push(v.name.clone());
+                    true
+                }
                 _ => false,
-            }
-        });
+            };
+            settled &= done;
+        }
         if settled {
             return Ok(RunReport { services: views });
         }
