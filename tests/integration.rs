@@ -3,6 +3,8 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod containers_cli;
+mod containers_support;
 mod registry;
 mod rootfs_tools_push;
 mod store;
