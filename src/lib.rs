@@ -9,7 +9,10 @@
 
 pub mod cli;
 pub mod logging;
+pub mod pki;
 pub mod plan;
+pub mod preflight;
+pub mod roles;
 pub mod state;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.

@@ -79,6 +79,10 @@ pub enum Command {
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
     Shim(containers::ShimArgs),
+    /// Check certificate expiry or renew leaf certificates of the cluster PKI.
+    Certs(roles::CertsArgs),
+    /// Print the admin kubeconfig (certificates embedded).
+    Kubeconfig(roles::KubeconfigArgs),
 }
 
 /// What every handler gets: resolved paths and global settings.
@@ -138,6 +142,8 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(ctx, a),
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
+        Command::Certs(a) => roles::certs(ctx, a),
+        Command::Kubeconfig(a) => roles::kubeconfig(ctx, a),
     }
 }
 
