@@ -3,3 +3,4 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod roles_cli;

@@ -217,6 +217,8 @@ fn worker_join_inputs(flags: &RoleFlags) -> anyhow::Result<(BootstrapToken, Stri
     })?;
     let ca_pem =
         std::fs::read_to_string(ca_path).with_context(|| format!("read the master's CA {}", ca_path.display()))?;
+    // Checked here, before preflight or anything else touches the host.
+    pki::verify_ca_hash(&ca_pem, &hash).context("join")?;
     Ok((token, hash, ca_pem))
 }
 

@@ -233,8 +233,9 @@ fn hyperkube_kubelet_flags(ctx: &Ctx, args: &mut Vec<String>) {
     }
     args.push(flag("cluster-dns", CLUSTER_DNS));
     args.push(flag("cluster-domain", CLUSTER_DOMAIN));
-    args.push(flag("client-ca-file", ctx.ca()));
     if v(5) {
+        // Kubelet client-certificate authentication and webhook authorization arrived in v1.5.
+        args.push(flag("client-ca-file", ctx.ca()));
         args.push("--anonymous-auth=false".into());
         args.push("--authorization-mode=Webhook".into());
     }
@@ -423,7 +424,7 @@ fn static_pod(
     if privileged {
         container["securityContext"] = json!({"privileged": true});
     }
-    json!({
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -433,11 +434,15 @@ fn static_pod(
         },
         "spec": {
             "hostNetwork": true,
-            "priorityClassName": "system-node-critical",
             "containers": [container],
             "volumes": volumes,
         },
-    })
+    });
+    if ctx.v(1, 11) {
+        // Pod priority is on by default from v1.11; before, the class name would be rejected.
+        pod["spec"]["priorityClassName"] = json!("system-node-critical");
+    }
+    pod
 }
 
 fn apiserver_args(ctx: &Ctx) -> Vec<String> {
