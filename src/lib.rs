@@ -7,13 +7,18 @@
 //! `pki` makes certificates, `cri` serves the kubelet, `state` knows every
 //! path on disk. `cli` is the only module that prints.
 
+pub mod bundle;
 pub mod cli;
 pub mod logging;
 pub mod pki;
 pub mod plan;
 pub mod preflight;
+pub mod registry;
 pub mod roles;
+pub mod shim;
 pub mod state;
+pub mod store;
+pub mod supervisor;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

@@ -3,4 +3,7 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod containers_cli;
+mod containers_support;
 mod roles_cli;
+mod store;

@@ -79,6 +79,9 @@ pub enum Command {
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
     Shim(containers::ShimArgs),
+    /// Background supervisor started by `run --detach` and `start` (internal).
+    #[command(hide = true)]
+    Supervise(containers::SuperviseArgs),
     /// Check certificate expiry or renew leaf certificates of the cluster PKI.
     Certs(roles::CertsArgs),
     /// Print the admin kubeconfig (certificates embedded).
@@ -142,6 +145,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(ctx, a),
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
+        Command::Supervise(a) => containers::supervise(ctx, a),
         Command::Certs(a) => roles::certs(ctx, a),
         Command::Kubeconfig(a) => roles::kubeconfig(ctx, a),
     }

@@ -79,7 +79,7 @@ pub enum PkiError {
     EncodeYaml {
         what: String,
         #[source]
-        source: serde_yaml_ng::Error,
+        source: serde_yaml::Error,
     },
     #[error("encode {what}")]
     Encode {

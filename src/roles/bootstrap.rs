@@ -29,11 +29,11 @@ fn binding(name: &str, role: &str, group: &str) -> Value {
     })
 }
 
-fn objects_yaml(objects: &[Value]) -> Result<String, serde_yaml_ng::Error> {
+fn objects_yaml(objects: &[Value]) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(o)?);
+        out.push_str(&serde_yaml::to_string(o)?);
     }
     Ok(out)
 }
@@ -131,7 +131,7 @@ pub fn write_generated(paths: &Paths, layout: &PkiLayout, id: &NodeIdentity) -> 
     let ca = std::fs::read_to_string(&ca_path).map_err(|source| PkiError::Read { path: ca_path, source })?;
     let dir = paths.bootstrap_objects();
     let yaml = |what: &str, v: &Value| {
-        serde_yaml_ng::to_string(v).map_err(|source| PkiError::EncodeYaml {
+        serde_yaml::to_string(v).map_err(|source| PkiError::EncodeYaml {
             what: what.to_string(),
             source,
         })

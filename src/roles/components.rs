@@ -66,13 +66,13 @@ fn flag(name: &str, value: impl std::fmt::Display) -> String {
 }
 
 fn yaml_file(path: PathBuf, value: &Value) -> Result<PlanFile, RoleError> {
-    rendered_file(path, serde_yaml_ng::to_string(value))
+    rendered_file(path, serde_yaml::to_string(value))
 }
 
 /// A 0644 plan file from rendered YAML, naming the file if rendering failed.
 pub(crate) fn rendered_file(
     path: PathBuf,
-    content: Result<String, serde_yaml_ng::Error>,
+    content: Result<String, serde_yaml::Error>,
 ) -> Result<PlanFile, RoleError> {
     let content = content.map_err(|source| RoleError::Encode {
         what: path.display().to_string(),

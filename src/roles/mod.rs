@@ -106,7 +106,7 @@ pub enum RoleError {
     Encode {
         what: String,
         #[source]
-        source: serde_yaml_ng::Error,
+        source: serde_yaml::Error,
     },
 }
 
@@ -243,7 +243,7 @@ pub fn write_files(plan: &RolePlan) -> std::io::Result<()> {
 
 /// `kboot plan --format yaml`.
 pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
-    serde_yaml_ng::to_string(plan).map_err(|source| RoleError::Encode {
+    serde_yaml::to_string(plan).map_err(|source| RoleError::Encode {
         what: "plan".into(),
         source,
     })
