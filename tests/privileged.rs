@@ -4,3 +4,4 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+mod roles_privileged;

@@ -172,7 +172,13 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
         Role::Worker => Some(worker_join_inputs(flags)?),
         Role::Master => None,
     };
-    crate::preflight::check_node(&crate::preflight::Host::default(), &plan.config)
+    let preflight_host = crate::preflight::Host::default();
+    if preflight_host.euid == 0 {
+        if let Err(e) = crate::preflight::enable_ip_forward(&preflight_host) {
+            eprintln!("kboot: warning: could not enable IPv4 forwarding: {e}");
+        }
+    }
+    crate::preflight::check_node(&preflight_host, &plan.config)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("preflight")?;
     let layout = PkiLayout::new(ctx.paths.pki());
@@ -188,14 +194,88 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
             pki::write_worker_bootstrap(&layout, &ca_pem, &hash, &id.api_server, &token).context("join")?;
         }
     }
-    roles::write_files(&plan).context("write the plan's files")?;
-    // The supervisor lands with the containers issue; until then stop here, loudly.
+    require_images(ctx, &plan)?;
+    let opts = crate::supervisor::RunOptions {
+        detach: args.detach,
+        ready_timeout: flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+        ..crate::supervisor::RunOptions::default()
+    };
+    if role == Role::Master {
+        print_join(ctx, &plan)?;
+    }
+    // Foreground: supervises until SIGINT/SIGTERM. Detached: returns once every service runs.
+    let report = ctx.block_on(crate::supervisor::run_plan(&ctx.paths, &plan.plan, &opts))??;
+    let mut out = std::io::stdout().lock();
+    let failed: Vec<&crate::supervisor::ContainerView> = report.services.iter().filter(|s| s.failed()).collect();
+    for s in &report.services {
+        writeln!(out, "{:<20} {}", s.name, s.status)?;
+    }
+    for s in &failed {
+        writeln!(out, "--- last lines of {} ---", s.name)?;
+        let log = crate::shim::log::log_path(&ctx.paths.container(&s.name));
+        let lines = crate::shim::log::read_all(&log).unwrap_or_default();
+        for l in &lines[lines.len().saturating_sub(20)..] {
+            writeln!(out, "{}", l.text)?;
+        }
+    }
+    if !failed.is_empty() {
+        return Ok(ExitCode::from(super::EXIT_FAILURE));
+    }
+    if flags.wait_ready {
+        // Node readiness needs an apiserver client, which lands with the end-to-end issue;
+        // until then --wait-ready means "every kboot service is running", and says so.
+        eprintln!(
+            "kboot: warning: --wait-ready checked kboot's services only; the node's Ready condition is not checked yet"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every image of the plan must be in the local store. Pulling them here lands with the
+/// fetcher (issue 2); until then the error lists what to pull or load.
+fn require_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
+    let store = crate::store::Store::open(&ctx.paths)?;
+    let mut missing: Vec<&str> = plan
+        .plan
+        .services
+        .iter()
+        .map(|s| s.image.as_str())
+        .filter(|image| store.resolve(image).is_err())
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
     anyhow::bail!(
-        "supervisor not available in this build: PKI and files for the {} are in place ({}), but starting \
-         containers needs the containers module (issue 4)",
-        role.as_str(),
-        ctx.paths.pki().display()
+        "these images are not in the local store: {}\nget them with `kboot pull --platform {} IMAGE…`, or on an \
+         air-gapped host `kboot load -i ARCHIVE` (see vendor-images.md)",
+        missing.join(", "),
+        plan.platform
     )
+}
+
+/// How long `run --detach` waits for the services when `--timeout` is not given.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Prints where the admin kubeconfig is and the command that joins a worker.
+fn print_join(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
+    let layout = PkiLayout::new(ctx.paths.pki());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "admin kubeconfig: {}", layout.kubeconfig("admin.conf").display())?;
+    if !roles::supports_secure_join(&plan.config) {
+        return Ok(());
+    }
+    let ca = std::fs::read_to_string(layout.ca_cert(pki::Authority::Kubernetes))?;
+    let token = pki::read_bootstrap_token(&layout)?;
+    writeln!(
+        out,
+        "join a worker (copy {} to it first):\n  kboot run worker --master {} --token {} --ca-cert-hash {} --ca-cert ca.crt",
+        layout.ca_cert(pki::Authority::Kubernetes).display(),
+        plan.config.master_ip,
+        token.expose(),
+        pki::ca_cert_hash(&ca)?
+    )?;
+    Ok(())
 }
 
 fn worker_join_inputs(flags: &RoleFlags) -> anyhow::Result<(BootstrapToken, String, String)> {

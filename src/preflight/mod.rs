@@ -104,6 +104,16 @@ pub fn check_node(host: &Host, cfg: &NodeConfig) -> Result<(), PreflightError> {
     }
 }
 
+/// Turns on IPv4 forwarding, which every Kubernetes node needs (as k3s and k0s do, rather
+/// than failing). Preflight still reports it if the write did not take.
+pub fn enable_ip_forward(host: &Host) -> std::io::Result<()> {
+    let path = host.proc.join("sys/net/ipv4/ip_forward");
+    if fs::read_to_string(&path)?.trim() == "1" {
+        return Ok(());
+    }
+    fs::write(&path, "1\n")
+}
+
 /// Listening sockets by local port → socket inode, from `/proc/net/tcp` and `tcp6`.
 pub fn listening_sockets(proc: &Path) -> BTreeMap<u16, BTreeSet<u64>> {
     const LISTEN: &str = "0A";

@@ -223,3 +223,12 @@ fn check_ports_on_the_real_proc_finds_a_loopback_listener_and_names_this_process
         "{problems:?}"
     );
 }
+
+#[test]
+fn enable_ip_forward_turns_it_on_so_preflight_passes() {
+    let (_t, host) = healthy();
+    fs::write(host.proc.join("sys/net/ipv4/ip_forward"), "0\n").unwrap();
+    assert_eq!(check_kernel(&host, false).len(), 1);
+    enable_ip_forward(&host).unwrap();
+    assert!(check_kernel(&host, false).is_empty());
+}

@@ -231,6 +231,12 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
     r
 }
 
+/// [`down_role`] on this host with Kubernetes' standard directories: what `kboot down`
+/// calls after removing the containers.
+pub fn down_role_host(paths: &Paths, purge: bool) -> DownReport {
+    down_role(paths, &KubeDirs::default(), purge, &RealHostOps)
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;

@@ -70,10 +70,7 @@ fn yaml_file(path: PathBuf, value: &Value) -> Result<PlanFile, RoleError> {
 }
 
 /// A 0644 plan file from rendered YAML, naming the file if rendering failed.
-pub(crate) fn rendered_file(
-    path: PathBuf,
-    content: Result<String, serde_yaml::Error>,
-) -> Result<PlanFile, RoleError> {
+pub(crate) fn rendered_file(path: PathBuf, content: Result<String, serde_yaml::Error>) -> Result<PlanFile, RoleError> {
     let content = content.map_err(|source| RoleError::Encode {
         what: path.display().to_string(),
         source,

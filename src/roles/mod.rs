@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use cleanup::{down_role, DownReport};
+pub use cleanup::{down_role, down_role_host, DownReport};
 pub use config::{NodeConfig, Role, CLUSTER_DNS, CLUSTER_DOMAIN, KUBERNETES_SERVICE_IP, SERVICE_CIDR};
 pub use version::{Family, KubeVersion};
 
@@ -223,22 +223,6 @@ fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
         mode: mode.to_string(),
         what: what.to_string(),
     }
-}
-
-/// Writes the plan's files (static pod manifests, kubelet config, RBAC, CNI config) and
-/// creates the host directories its containers bind, as `docker run -v` did.
-pub fn write_files(plan: &RolePlan) -> std::io::Result<()> {
-    for f in &plan.plan.files {
-        pki::write_atomic(&f.path, f.content.as_bytes(), f.mode)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("write {}: {e}", f.path.display())))?;
-    }
-    for v in plan.plan.services.iter().flat_map(|s| &s.volumes) {
-        if !v.source.exists() {
-            std::fs::create_dir_all(&v.source)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("create {}: {e}", v.source.display())))?;
-        }
-    }
-    Ok(())
 }
 
 /// `kboot plan --format yaml`.
