@@ -414,3 +414,25 @@ fn run_worker_refuses_a_master_ca_that_does_not_match_the_hash_before_touching_t
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("abcdef.0123456789abcdef"));
 }
+
+#[test]
+fn vendor_images_lists_every_image_of_the_golden_plans() {
+    let catalog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor-images.md")).unwrap();
+    let mut checked = 0;
+    for (name, _, _) in CASES {
+        let plan = std::fs::read_to_string(golden_path(name)).unwrap();
+        for image in plan.lines().filter_map(|l| l.trim().strip_prefix("image: ")) {
+            // The catalog writes per-arch repositories with ARCH and versions as V.
+            let repo = image
+                .rsplit_once(':')
+                .map_or(image, |(r, _)| r)
+                .replace("-amd64", "-ARCH");
+            assert!(
+                catalog.contains(&format!("`{repo}:")),
+                "vendor-images.md does not list {repo} (used by {name})"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} images found in the golden plans");
+}
