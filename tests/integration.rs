@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod containers_cli;
 mod containers_support;
+mod registry;
 mod roles_cli;
 mod store;
