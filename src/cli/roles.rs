@@ -194,7 +194,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
             pki::write_worker_bootstrap(&layout, &ca_pem, &hash, &id.api_server, &token).context("join")?;
         }
     }
-    require_images(ctx, &plan)?;
+    pull_missing_images(ctx, &plan)?;
     let opts = crate::supervisor::RunOptions {
         detach: args.detach,
         ready_timeout: flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
@@ -231,27 +231,63 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every image of the plan must be in the local store. Pulling them here lands with the
-/// fetcher (issue 2); until then the error lists what to pull or load.
-fn require_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
+/// The pull step: every image of the plan that is not in the local store is pulled for the
+/// plan's platform (registry settings from `registries.toml`, as `kboot pull`). On an
+/// air-gapped host, `kboot load` them first and nothing is fetched.
+fn pull_missing_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
+    use crate::registry::{PlatformSpec, PullOptions, Puller, RegistriesConfig, RegistryClient};
     let store = crate::store::Store::open(&ctx.paths)?;
-    let mut missing: Vec<&str> = plan
+    let mut missing: Vec<String> = plan
         .plan
         .services
         .iter()
-        .map(|s| s.image.as_str())
+        .map(|s| s.image.clone())
+        .chain(plan.plan.files.iter().flat_map(|f| static_pod_images(&f.content)))
         .filter(|image| store.resolve(image).is_err())
         .collect();
+    missing.sort();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
+    let platform: PlatformSpec = plan.platform.parse().map_err(|e| anyhow::anyhow!("platform {}: {e}", plan.platform))?;
+    let config = RegistriesConfig::load(&ctx.paths.registries_config()).map_err(|e| UsageError(e.to_string()))?;
+    let puller = Puller {
+        client: RegistryClient::new(config),
+        store,
+        options: PullOptions {
+            platform,
+            ..PullOptions::default()
+        },
+    };
+    let progress = super::progress::for_terminal(false);
+    let failed: Vec<String> = ctx.block_on(async {
+        let mut failed = Vec::new();
+        for image in &missing {
+            if let Err(e) = puller.pull(image, progress.as_ref()).await {
+                failed.push(format!("{image}: {:#}", anyhow::Error::new(e)));
+            }
+        }
+        failed
+    })?;
+    if failed.is_empty() {
+        return Ok(());
+    }
     anyhow::bail!(
-        "these images are not in the local store: {}\nget them with `kboot pull --platform {} IMAGE…`, or on an \
-         air-gapped host `kboot load -i ARCHIVE` (see vendor-images.md)",
-        missing.join(", "),
-        plan.platform
+        "could not pull {} image(s):\n  {}\non an air-gapped host, `kboot load -i ARCHIVE` them first (see vendor-images.md)",
+        failed.len(),
+        failed.join("\n  ")
     )
+}
+
+/// `image:` lines of a static pod manifest: the kubelet pulls these through kboot's CRI,
+/// so they are fetched up front like the rest.
+fn static_pod_images(manifest: &str) -> Vec<String> {
+    manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .map(String::from)
+        .collect()
 }
 
 /// How long `run --detach` waits for the services when `--timeout` is not given.
