@@ -19,6 +19,7 @@ pub mod shim;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod unpack;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

@@ -8,3 +8,7 @@ mod containers_support;
 mod registry;
 mod roles_cli;
 mod store;
+mod unpack_cache;
+mod unpack_hostile;
+mod unpack_model;
+mod unpack_util;

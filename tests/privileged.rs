@@ -5,3 +5,6 @@ mod common;
 mod containers_privileged;
 mod containers_support;
 mod roles_privileged;
+mod unpack_overlay;
+mod unpack_umoci;
+mod unpack_util;
