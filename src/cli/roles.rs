@@ -186,6 +186,11 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     match join {
         None => {
             pki::ensure_master(&layout, &id).context("create the cluster PKI")?;
+            // etcd refuses a data directory other users can read.
+            let data = ctx.paths.etcd_data();
+            std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+            std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", data.display()))?;
             if roles::supports_secure_join(&plan.config) {
                 roles::bootstrap::write_generated(&ctx.paths, &layout, &id).context("write the bootstrap objects")?;
             }
