@@ -275,3 +275,81 @@ fn containers_name_collision_with_a_running_container_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("container `x` already exists"));
 }
+
+#[test]
+fn containers_foreground_run_stops_everything_on_sigint_and_down_purge_clears_the_root() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  svc:\n    image: dir:{}\n    command: /bin/sleep 1000\n    restart: always\n",
+            rootfs.display()
+        ),
+    );
+    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || ps(&mut kb(&d))
+        .iter()
+        .any(|c| c["name"] == "svc" && c["status"] == "running")));
+    let pid = find(&ps(&mut kb(&d)), "svc")["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) on the foreground supervisor this test started.
+    assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
+    let status = fg.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!pid_alive(pid), "the foreground supervisor stops its containers");
+    assert_eq!(find(&ps(&mut kb(&d)), "svc")["status"], "stopped");
+
+    run_ok(kb(&d).args(["down", "--purge"]));
+    assert_eq!(std::fs::read_dir(d.path().join("root")).unwrap().count(), 0);
+}
+
+#[test]
+fn containers_healthcheck_reports_unhealthy_then_healthy_in_ps() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let marker = d.path().join("healthy");
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  svc:\n    image: dir:{}\n    command: /bin/sleep 1000\n    healthcheck:\n      test: [\"CMD\", \"/bin/test\", \"-f\", \"{}\"]\n      interval: 100ms\n      timeout: 2s\n      retries: 2\n",
+            rootfs.display(),
+            marker.display()
+        ),
+    );
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let health = |d: &Dir| find(&ps(&mut kb(d)), "svc")["health"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&d) == "unhealthy"),
+        "{}",
+        health(&d)
+    );
+    std::fs::write(&marker, "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&d) == "healthy"),
+        "{}",
+        health(&d)
+    );
+    let table = String::from_utf8(run_ok(kb(&d).arg("ps")).stdout).unwrap();
+    assert!(table.contains("running (healthy)"), "{table}");
+}
+
+#[test]
+fn containers_logs_follow_prints_new_lines_until_the_container_exits() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  talk:\n    image: dir:{}\n    command: /bin/sh -c 'echo one; sleep 1; echo two; sleep 1; echo three'\n",
+            rootfs.display()
+        ),
+    );
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let out = run_ok(kb(&d).args(["logs", "-f", "talk"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    let out = run_ok(kb(&d).args(["logs", "--tail", "2", "talk"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+}

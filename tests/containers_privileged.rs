@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{require_root, run_ok, Dir};
-use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, wait_until, write_plan, Down};
+use crate::containers_support::{
+    busybox_rootfs, find, load_busybox_image, pid_alive, ps, wait_until, write_plan, Down,
+};
 
 fn guard(d: &Dir) -> Down<'_> {
     Down {
@@ -95,19 +97,29 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
     );
 }
 
-fn etcd_rootfs(d: &Dir) -> PathBuf {
-    let root = busybox_rootfs(d.path());
-    for f in [
+/// etcd from Debian's etcd-server (dynamically linked: libc and the loader
+/// come along), on busybox, as an image built with rootfs-tools and loaded.
+fn load_etcd_image(d: &Dir) {
+    use rootfs_tools::Entry;
+    let extra = [
         "/usr/bin/etcd",
         "/lib/x86_64-linux-gnu/libc.so.6",
         "/lib64/ld-linux-x86-64.so.2",
-    ] {
-        let dst = root.join(f.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(f, &dst).expect("etcd-server is installed (scripts/install-deps.sh)");
-    }
-    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
-    root
+    ]
+    .iter()
+    .map(|f| {
+        Entry::host_file(
+            f.trim_start_matches('/'),
+            std::fs::canonicalize(f).expect("etcd-server is installed"),
+        )
+        .mode(0o755)
+    })
+    .chain([
+        Entry::file("etc/hosts", "127.0.0.1 localhost\n"),
+        Entry::dir("var/lib/etcd"),
+    ])
+    .collect();
+    load_busybox_image(d, "kboot.test/etcd:3.4", extra, |b| b.entrypoint(["/usr/bin/etcd"]));
 }
 
 fn etcdctl(client: u16, args: &[&str]) -> std::process::Output {
@@ -127,7 +139,7 @@ fn containers_etcd_serves_restarts_after_kill_and_stays_stopped_after_stop() {
     require_root();
     let d = Dir::new();
     let _down = guard(&d);
-    let rootfs = etcd_rootfs(&d);
+    load_etcd_image(&d);
     let data = d.path().join("etcd-data");
     let (client, peer) = (port(0), port(1));
     let plan = write_plan(
@@ -135,14 +147,12 @@ fn containers_etcd_serves_restarts_after_kill_and_stays_stopped_after_stop() {
         &format!(
             "services:
   etcd:
-    image: dir:{rootfs}
-    entrypoint: /usr/bin/etcd
+    image: kboot.test/etcd:3.4
     command: --name n1 --data-dir /var/lib/etcd/data --listen-client-urls http://127.0.0.1:{client} --advertise-client-urls http://127.0.0.1:{client} --listen-peer-urls http://127.0.0.1:{peer} --initial-advertise-peer-urls http://127.0.0.1:{peer} --initial-cluster n1=http://127.0.0.1:{peer}
     network_mode: host
     volumes: [\"{data}:/var/lib/etcd\"]
     restart: unless-stopped
 ",
-            rootfs = rootfs.display(),
             data = data.display()
         ),
     );
@@ -545,5 +555,65 @@ fn containers_oom_kill_and_port_conflict_are_reported() {
     assert!(
         err.contains("Address in use") || err.contains("Address already in use"),
         "{err}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn containers_store_image_runs_with_its_config_and_a_private_writable_rootfs() {
+    require_root();
+    let d = Dir::new();
+    let _down = guard(&d);
+    load_busybox_image(
+        &d,
+        "kboot.test/busybox:1",
+        vec![rootfs_tools::Entry::dir("data").owner(1000, 1000)],
+        |b| {
+            b.entrypoint(["/bin/sh", "-c"])
+                .cmd(["echo $GREETING from $(pwd) as $(id -u):$(id -g); echo x > /data/f; exec sleep 1000"])
+                .env("PATH=/bin")
+                .env("GREETING=hello")
+                .working_dir("/data")
+                .user("1000:1000")
+        },
+    );
+    let plan = write_plan(
+        &d,
+        "services:\n  one:\n    image: kboot.test/busybox:1\n  two:\n    image: kboot.test/busybox:1\n    environment: {GREETING: hi}\n",
+    );
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    for (name, greeting) in [("one", "hello"), ("two", "hi")] {
+        assert!(
+            wait_until(Duration::from_secs(5), || String::from_utf8_lossy(
+                &d.kboot().args(["logs", name]).output().unwrap().stdout
+            ) == format!(
+                "{greeting} from /data as 1000:1000\n"
+            )),
+            "{name}: {:?}",
+            d.kboot().args(["logs", name]).output().unwrap()
+        );
+    }
+    // Each container writes to its own view; the shared unpacked image stays untouched.
+    run_ok(
+        d.kboot()
+            .args(["exec", "one", "--", "/bin/sh", "-c", "echo mine > /data/g"]),
+    );
+    let out = d
+        .kboot()
+        .args(["exec", "two", "--", "cat", "/data/g"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "two sees one's file");
+    let cache = d.path().join("root/rootfs");
+    for chain in std::fs::read_dir(&cache).unwrap().flatten() {
+        assert!(!chain.path().join("data/f").exists() && !chain.path().join("data/g").exists());
+    }
+    let merged = d.path().join("root/containers/one/rootfs");
+    run_ok(d.kboot().args(["rm", "-t", "1", "one"]));
+    assert!(!merged.exists(), "rm removes the container's rootfs");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&merged.to_string_lossy().into_owned()),
+        "overlay left mounted"
     );
 }

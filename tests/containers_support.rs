@@ -79,3 +79,39 @@ impl Drop for Down<'_> {
         let _ = cmd.arg("down").output();
     }
 }
+
+/// A busybox image built with rootfs-tools (every applet linked in `/bin`,
+/// passwd and group), loaded into the test's store under `reference`.
+/// `extra` adds entries (an etcd binary, data dirs) and `config` sets the run defaults.
+pub fn load_busybox_image(
+    d: &Dir,
+    reference: &str,
+    extra: Vec<rootfs_tools::Entry>,
+    config: impl FnOnce(rootfs_tools::ImageBuilder) -> rootfs_tools::ImageBuilder,
+) {
+    use rootfs_tools::{Entry, ImageBuilder, Layer};
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let mut layer = Layer::new()
+        .entry(Entry::host_file("bin/busybox", "/bin/busybox").mode(0o755))
+        .entry(Entry::file(
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        ))
+        .entry(Entry::file("etc/group", "root:x:0:\nnogroup:x:65534:\n"))
+        .entry(Entry::dir("tmp").mode(0o1777));
+    for applet in String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
+        layer = layer.entry(Entry::symlink(format!("bin/{applet}"), "/bin/busybox"));
+    }
+    for e in extra {
+        layer = layer.entry(e);
+    }
+    let layout = d.path().join(format!("oci-{}", reference.replace(['/', ':'], "-")));
+    config(ImageBuilder::new().layer(layer))
+        .write_layout(&layout, reference)
+        .expect("build the test image");
+    run_ok(d.kboot().args(["load", "-i"]).arg(&layout));
+}

@@ -149,9 +149,10 @@ fn print_table(out: &mut impl Write, views: &[ContainerView]) -> anyhow::Result<
     let rows: Vec<[String; 6]> = views
         .iter()
         .map(|v| {
-            let status = match (&v.reason, v.exit_code) {
-                (Some(r), Some(c)) if v.status != "running" => format!("{} ({c}, {r})", v.status),
-                (None, Some(c)) if v.status != "running" => format!("{} ({c})", v.status),
+            let status = match (&v.reason, v.exit_code, &v.health) {
+                (_, _, Some(h)) if v.status == "running" => format!("running ({h})"),
+                (Some(r), Some(c), _) if v.status != "running" => format!("{} ({c}, {r})", v.status),
+                (None, Some(c), _) if v.status != "running" => format!("{} ({c})", v.status),
                 _ => v.status.clone(),
             };
             [
@@ -184,16 +185,18 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no container named `{}` (see `kboot ps`)", args.name);
     }
     let path = log::log_path(&dir);
-    let mut follower = args.follow.then(|| LogFollower::at_end(&path));
-    let lines = log::read_all(&path).with_context(|| format!("read {}", path.display()))?;
+    let read_err = || format!("read {}", path.display());
+    let mut follower = LogFollower::at_start(&path);
+    let mut lines = log::read_rotated(&path).with_context(read_err)?;
+    lines.extend(follower.poll().with_context(read_err)?);
     let skip = args.tail.map_or(0, |n| lines.len().saturating_sub(n));
     print_lines(&lines[skip..])?;
-    if let Some(f) = follower.as_mut() {
+    if args.follow {
         loop {
-            print_lines(&f.poll().with_context(|| format!("read {}", path.display()))?)?;
-            let running = supervisor::inspect(&ctx.paths, &args.name).status;
-            if running != "running" && running != "starting" && running != "restarting" {
-                print_lines(&f.poll()?)?;
+            print_lines(&follower.poll().with_context(read_err)?)?;
+            let status = supervisor::inspect(&ctx.paths, &args.name).status;
+            if !["running", "starting", "restarting"].contains(&status.as_str()) {
+                print_lines(&follower.poll().with_context(read_err)?)?;
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -258,16 +261,14 @@ pub fn rm(ctx: &Context, args: NamesArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
-    if args.purge {
-        return Err(
-            UsageError("`kboot down --purge` is not implemented yet (issue 4); run `kboot down`".into()).into(),
-        );
-    }
     let images = LocalImages {
         paths: ctx.paths.clone(),
     };
     for name in supervisor::down(&ctx.paths, &images, Duration::from_secs(10))? {
         println_name(&name)?;
+    }
+    if args.purge {
+        supervisor::purge(&ctx.paths)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,9 +150,18 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
 
 /// All lines of a container's log, oldest first (rotated file included).
 pub fn read_all(path: &Path) -> io::Result<Vec<LogLine>> {
+    read_files(&[rotated(path), path.to_owned()])
+}
+
+/// The lines of the rotated generation (`container.log.1`) only.
+pub fn read_rotated(path: &Path) -> io::Result<Vec<LogLine>> {
+    read_files(&[rotated(path)])
+}
+
+fn read_files(files: &[PathBuf]) -> io::Result<Vec<LogLine>> {
     let mut out = Vec::new();
-    for p in [rotated(path), path.to_owned()] {
-        match File::open(&p) {
+    for p in files {
+        match File::open(p) {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
                     if let Some(l) = parse_line(&line?) {
@@ -176,6 +185,16 @@ pub struct LogFollower {
 }
 
 impl LogFollower {
+    /// Starts at the beginning of the current file: the first `poll` returns
+    /// what is there, later ones what was appended, nothing twice.
+    pub fn at_start(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            inode: fs::metadata(path).map(|m| m.ino()).unwrap_or(0),
+            offset: 0,
+        }
+    }
+
     /// Starts at the current end of the file.
     pub fn at_end(path: &Path) -> Self {
         let meta = fs::metadata(path).ok();

@@ -32,7 +32,7 @@ pub mod log;
 pub mod record;
 
 use log::{LogWriter, Stream};
-use record::{now_ms, proc_stat, write_json, ExitRecord, ShimRecord};
+use record::{now_ms, proc_stat, write_json, write_json_volatile, ExitRecord, ShimRecord};
 
 /// Test-only: when set to `1`, the shim runs the bundle's `process.args` as a
 /// plain host process (no namespaces, no cgroups, no libcontainer), so the
@@ -140,7 +140,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         init_pid: None,
         started_at_ms: None,
     };
-    write_json(&cfg.shim_record(), &rec)?;
+    write_json_volatile(&cfg.shim_record(), &rec)?;
 
     // Blocked before the container exists so no signal is lost in between;
     // the container's init unblocks them before exec (UnblockingExecutor).
@@ -187,7 +187,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
-    write_json(&cfg.shim_record(), &rec)?;
+    write_json_volatile(&cfg.shim_record(), &rec)?;
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
 
     let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw);
@@ -490,6 +490,18 @@ fn oom_kills(spec: &Spec) -> u64 {
 /// a single-threaded CLI process, like the shim.
 pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
     let lc = |step| lc_error(id, step);
+    if std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1") {
+        // Test-only: the "container" is a host process, so is the exec.
+        let status = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .status()
+            .map_err(|source| ShimError::Io {
+                id: id.to_owned(),
+                step: "run the test-only plain exec",
+                source,
+            })?;
+        return Ok(status.code().unwrap_or(255));
+    }
     if !paths.runtime_root().join(id).exists() {
         return Err(ShimError::NotRunning { id: id.to_owned() });
     }

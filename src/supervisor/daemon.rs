@@ -16,9 +16,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 
+use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
+use crate::plan::Healthcheck;
 use crate::shim::record::{now_ms, read_json, ExitRecord};
 use crate::shim::{self, exit_record_path};
 use crate::state::Paths;
@@ -112,12 +114,15 @@ fn lock(paths: &Paths) -> Result<Flock<File>> {
 pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _lock = lock(paths)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel::<ProbeResult>();
     let mut sup = Supervisor {
         paths: paths.clone(),
         opts: opts.clone(),
         own: HashSet::new(),
         adopted: HashSet::new(),
+        probing: HashSet::new(),
         tx,
+        health_tx,
     };
     tracing::info!(root = %paths.root().display(), pid = std::process::id(), "supervisor started");
     let mut tick = tokio::time::interval(opts.tick);
@@ -130,6 +135,7 @@ pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl F
                 break;
             }
             Some(name) = rx.recv() => { sup.own.remove(&name); }
+            Some(probe) = health_rx.recv() => sup.record_probe(probe),
             _ = tick.tick() => {}
         }
         sup.reconcile(now_ms());
@@ -151,7 +157,19 @@ struct Supervisor {
     own: HashSet<String>,
     /// Shims found running (from a previous supervisor), logged once.
     adopted: HashSet<String>,
+    /// Containers with a healthcheck probe in flight.
+    probing: HashSet<String>,
     tx: mpsc::UnboundedSender<String>,
+    health_tx: mpsc::UnboundedSender<ProbeResult>,
+}
+
+/// The outcome of one healthcheck probe.
+#[derive(Debug)]
+struct ProbeResult {
+    name: String,
+    run_started_at_ms: u64,
+    ok: bool,
+    at_ms: u64,
 }
 
 impl Supervisor {
@@ -172,10 +190,15 @@ impl Supervisor {
         let Some(desired) = read_desired(&self.paths, name) else {
             return Ok(());
         };
+        let running = shim::running(&self.paths, name);
+        let started = running.as_ref().and_then(|r| r.started_at_ms);
+        if let (Some(check), Some(started)) = (&desired.service.healthcheck, started) {
+            self.maybe_probe(name, check, started, now);
+        }
         if self.own.contains(name) {
             return Ok(());
         }
-        if let Some(rec) = shim::running(&self.paths, name) {
+        if let Some(rec) = running {
             if self.adopted.insert(name.to_owned()) {
                 tracing::info!(container = %name, shim = rec.shim_pid, pid = ?rec.init_pid, "adopted running container");
             }
@@ -225,6 +248,69 @@ impl Supervisor {
             self.spawn(name)?;
         }
         Ok(())
+    }
+
+    /// Starts a healthcheck probe (`kboot exec NAME -- TEST…`) when one is due.
+    fn maybe_probe(&mut self, name: &str, check: &Healthcheck, run_started_at_ms: u64, now: u64) {
+        if self.probing.contains(name) {
+            return;
+        }
+        let rec = read_health(&self.paths, name)
+            .filter(|h| h.run_started_at_ms == run_started_at_ms)
+            .unwrap_or_else(|| HealthRecord::new(run_started_at_ms));
+        if now < rec.next_check_ms(check) {
+            return;
+        }
+        let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
+        cmd.arg("--root")
+            .arg(self.paths.root())
+            .arg("--state")
+            .arg(self.paths.state())
+            .arg("--config")
+            .arg(self.paths.config())
+            .args(["exec", name, "--"])
+            .args(&check.test)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        self.probing.insert(name.to_owned());
+        let tx = self.health_tx.clone();
+        let timeout = check.timeout;
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let ok = match cmd.spawn() {
+                Ok(mut child) => matches!(
+                    tokio::time::timeout(timeout, child.wait()).await,
+                    Ok(Ok(status)) if status.success()
+                ),
+                Err(_) => false,
+            };
+            let _ = tx.send(ProbeResult {
+                name,
+                run_started_at_ms,
+                ok,
+                at_ms: now_ms(),
+            });
+        });
+    }
+
+    fn record_probe(&mut self, probe: ProbeResult) {
+        self.probing.remove(&probe.name);
+        let Some(check) = read_desired(&self.paths, &probe.name).and_then(|d| d.service.healthcheck) else {
+            return;
+        };
+        let mut rec = read_health(&self.paths, &probe.name)
+            .filter(|h| h.run_started_at_ms == probe.run_started_at_ms)
+            .unwrap_or_else(|| HealthRecord::new(probe.run_started_at_ms));
+        let before = rec.status;
+        rec.record(&check, probe.ok, probe.at_ms);
+        if rec.status != before {
+            tracing::info!(container = %probe.name, health = ?rec.status, "health changed");
+        }
+        if let Err(err) = write_health(&self.paths, &probe.name, &rec) {
+            tracing::error!(container = %probe.name, %err, "record health");
+        }
     }
 
     fn deps_ready(&self, deps: &[String]) -> bool {

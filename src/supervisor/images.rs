@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::bundle::ImageDefaults;
 use crate::plan::Service;
 use crate::state::Paths;
+use crate::store::{Store, StoreError};
+use crate::unpack::{Layer, RootfsCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -43,16 +45,18 @@ pub trait ImageSource {
     fn release(&self, container_dir: &Path);
 }
 
-/// `dir:/path/to/rootfs` runs a directory in place (an extension of the
-/// Compose subset for rootfs built by hand, tests and benchmarks); any other
-/// reference comes from the local image store.
+/// Any reference comes from the local image store: resolved to its manifest
+/// and config, unpacked once into the shared rootfs cache, then given a
+/// writable view in the container directory. `dir:/path/to/rootfs` instead runs
+/// a directory in place (an extension of the Compose subset for rootfs built by
+/// hand, tests and benchmarks; it has no image config and is shared, not copied).
 #[derive(Debug, Clone)]
 pub struct LocalImages {
     pub paths: Paths,
 }
 
 impl ImageSource for LocalImages {
-    fn prepare(&self, service: &Service, _container_dir: &Path) -> Result<PreparedImage, ImageError> {
+    fn prepare(&self, service: &Service, container_dir: &Path) -> Result<PreparedImage, ImageError> {
         if let Some(dir) = service.image.strip_prefix("dir:") {
             let path = PathBuf::from(dir);
             if !path.is_dir() {
@@ -67,11 +71,52 @@ impl ImageSource for LocalImages {
                 defaults: ImageDefaults::default(),
             });
         }
-        Err(ImageError::NotFound {
-            service: service.name.clone(),
-            image: service.image.clone(),
+        let fail = |step: &'static str| {
+            move |e: Box<dyn std::error::Error + Send + Sync>| ImageError::Prepare {
+                service: service.name.clone(),
+                image: service.image.clone(),
+                step,
+                source: e,
+            }
+        };
+        let store = Store::open(&self.paths).map_err(|e| fail("open the image store")(e.into()))?;
+        let image = match store.resolve(&service.image) {
+            Ok(image) => image,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ImageError::NotFound {
+                    service: service.name.clone(),
+                    image: service.image.clone(),
+                })
+            }
+            Err(e) => return Err(fail("resolve the image")(e.into())),
+        };
+        let layers: Vec<Layer> = image
+            .manifest
+            .layers()
+            .iter()
+            .map(|d| Layer {
+                media_type: d.media_type().clone(),
+                path: store.blob_path(d.digest()),
+                digest: d.digest().to_string(),
+            })
+            .collect();
+        let diff_ids = image.config.rootfs().diff_ids().clone();
+        let cache = RootfsCache::new(&self.paths);
+        let lower = cache
+            .ensure(&layers, &diff_ids)
+            .map_err(|e| fail("unpack the image")(e.into()))?;
+        let rootfs = cache
+            .container_rootfs(&lower, container_dir)
+            .map_err(|e| fail("make the container's writable rootfs")(e.into()))?;
+        Ok(PreparedImage {
+            rootfs,
+            defaults: ImageDefaults::from(&image.config),
         })
     }
 
-    fn release(&self, _container_dir: &Path) {}
+    fn release(&self, container_dir: &Path) {
+        if let Err(err) = RootfsCache::new(&self.paths).release_container_rootfs(container_dir) {
+            tracing::warn!(dir = %container_dir.display(), %err, "release the container's rootfs");
+        }
+    }
 }

@@ -30,6 +30,7 @@ use crate::shim::{self, exit_record_path, shim_record_path};
 use crate::state::Paths;
 
 mod daemon;
+pub mod health;
 pub mod images;
 pub mod records;
 pub mod restart;
@@ -204,6 +205,9 @@ pub struct ContainerView {
     /// Why it is not running: `OOMKilled`, a signal name, a start error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `starting`, `healthy` or `unhealthy` for a running container with a healthcheck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 impl ContainerView {
@@ -241,9 +245,24 @@ pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
             e.error.clone().or_else(|| e.signal.clone())
         }
     });
+    let health = match (&shim, desired.as_ref().and_then(|d| d.service.healthcheck.as_ref())) {
+        (Some(s), Some(_)) if state == "running" => Some(
+            health::read_health(paths, name)
+                .filter(|h| Some(h.run_started_at_ms) == s.started_at_ms)
+                .map_or(health::Health::Starting, |h| h.status),
+        ),
+        _ => None,
+    }
+    .map(|h| {
+        serde_json::to_value(h)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
     ContainerView {
         name: name.to_owned(),
         image: desired.map(|d| d.service.image).unwrap_or_default(),
+        health,
         status: state.to_owned(),
         pid,
         restarts: status.restart.restarts,
@@ -439,6 +458,29 @@ pub fn down(paths: &Paths, images: &dyn ImageSource, timeout: Duration) -> Resul
     }
     remove_cgroup_parents(paths);
     Ok(names)
+}
+
+/// `kboot down --purge`, after [`down`]: removes everything under the root
+/// (images, content, rootfs cache, PKI, data kept there). Host volume
+/// directories outside the root stay.
+pub fn purge(paths: &Paths) -> Result<()> {
+    let Ok(entries) = fs::read_dir(paths.root()) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let res = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        res.map_err(|source| SupervisorError::Io {
+            step: "remove",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Removes `/sys/fs/cgroup/<controller>/<kboot parent>` directories left after
