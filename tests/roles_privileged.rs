@@ -9,6 +9,18 @@ use kboot::roles::config::Key;
 
 use crate::common::{require_root, Dir};
 
+/// Sends every registry the roles use to a closed loopback port, never to the network.
+fn no_network(d: &Dir) {
+    let mut toml = String::new();
+    for host in ["registry.k8s.io", "ghcr.io", "docker.io", "quay.io"] {
+        toml.push_str(&format!(
+            "[[registry]]\nhost = \"{host}\"\nmirrors = [\"127.0.0.1:9\"]\nfallback = false\ninsecure = true\n\n"
+        ));
+    }
+    std::fs::create_dir_all(d.path().join("config")).unwrap();
+    std::fs::write(d.path().join("config/registries.toml"), toml).unwrap();
+}
+
 fn local_ip() -> String {
     kboot::roles::netdetect::host_ipv4_addresses()
         .unwrap()
@@ -24,6 +36,7 @@ fn local_ip() -> String {
 fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull() {
     require_root();
     let d = Dir::new();
+    no_network(&d);
     let ip = local_ip();
     let run = || {
         let mut cmd = d.kboot();
@@ -56,7 +69,9 @@ fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull(
 /// An OCI layout holding `rootfs`, loaded into the test's store under each of `names`.
 fn load_image(d: &Dir, rootfs: &std::path::Path, names: &[&str]) {
     for (i, name) in names.iter().enumerate() {
-        let layout = d.path().join(format!("oci-{}-{i}", rootfs.file_name().unwrap().to_string_lossy()));
+        let layout = d
+            .path()
+            .join(format!("oci-{}-{i}", rootfs.file_name().unwrap().to_string_lossy()));
         rootfs_tools::ImageBuilder::new()
             .layer(rootfs_tools::Layer::new().dir_contents(rootfs))
             .env("PATH=/usr/local/bin:/usr/bin:/bin")
@@ -95,7 +110,9 @@ fn etcdctl(pki: &std::path::Path, client_cert: bool) -> std::process::Output {
         cmd.arg(format!("--cert={}", pki.join("etcd/healthcheck-client.crt").display()))
             .arg(format!("--key={}", pki.join("etcd/healthcheck-client.key").display()));
     }
-    cmd.args(["endpoint", "health"]).output().expect("etcd-client is installed")
+    cmd.args(["endpoint", "health"])
+        .output()
+        .expect("etcd-client is installed")
 }
 
 #[test]
@@ -103,6 +120,7 @@ fn etcdctl(pki: &std::path::Path, client_cert: bool) -> std::process::Output {
 fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
     require_root();
     let d = Dir::new();
+    no_network(&d);
     let ip = local_ip();
     // Debian's etcd 3.4 stands in for registry.k8s.io/etcd; the Kubernetes components are not
     // built yet, so stand-ins that stay up (kubelet) or succeed (kubectl) take their names.
@@ -113,7 +131,14 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
     let etcd = rootfs(
         &d,
         "etcd",
-        &[&libs[..], &[("/usr/bin/etcd", "/usr/local/bin/etcd"), ("/usr/bin/etcdctl", "/usr/local/bin/etcdctl")]].concat(),
+        &[
+            &libs[..],
+            &[
+                ("/usr/bin/etcd", "/usr/local/bin/etcd"),
+                ("/usr/bin/etcdctl", "/usr/local/bin/etcdctl"),
+            ],
+        ]
+        .concat(),
         &[],
     );
     load_image(&d, &etcd, &["registry.k8s.io/etcd:3.6.4-0"]);
@@ -121,7 +146,10 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
         &d,
         "stub",
         &[],
-        &[("/usr/local/bin/kubelet", "exec sleep 100000"), ("/usr/local/bin/kubectl", "exit 0")],
+        &[
+            ("/usr/local/bin/kubelet", "exec sleep 100000"),
+            ("/usr/local/bin/kubectl", "exit 0"),
+        ],
     );
     load_image(
         &d,
@@ -140,21 +168,45 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
         for k in Key::ALL {
             cmd.env_remove(k.env());
         }
-        cmd.args(["run", "master", "--detach", "--timeout", "90s", "--ip-address", &ip, "--arch", "amd64"])
-            .output()
-            .unwrap()
+        cmd.args([
+            "run",
+            "master",
+            "--detach",
+            "--timeout",
+            "90s",
+            "--ip-address",
+            &ip,
+            "--arch",
+            "amd64",
+        ])
+        .output()
+        .unwrap()
     };
     let paths = kboot::state::Paths::under(d.path());
-    let _down = scopeguard_down(&d, &paths);
+    let mut guard = scopeguard_down(&d, &paths);
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("kboot run worker --master") && stdout.contains("--ca-cert-hash sha256:"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("kboot run worker --master") && stdout.contains("--ca-cert-hash sha256:"),
+        "{stdout}"
+    );
 
     let pki = paths.pki();
     let healthy = etcdctl(&pki, true);
-    assert!(healthy.status.success(), "etcd is not healthy over TLS: {}", String::from_utf8_lossy(&healthy.stderr));
-    assert!(!etcdctl(&pki, false).status.success(), "etcd must require a client certificate");
+    assert!(
+        healthy.status.success(),
+        "etcd is not healthy over TLS: {}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(
+        !etcdctl(&pki, false).status.success(),
+        "etcd must require a client certificate"
+    );
     let data_mode = std::fs::metadata(paths.etcd_data()).unwrap().permissions().mode() & 0o777;
     assert_eq!(data_mode, 0o700);
 
@@ -166,28 +218,53 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
     let etcd_pid = pid_of("etcd");
     assert!(etcd_pid.as_ref().is_some_and(|p| p.is_i64()), "{etcd_pid:?}");
     let out = run();
-    assert!(out.status.success(), "a second run converges: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "a second run converges: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(pid_of("etcd"), etcd_pid, "nothing started twice");
+
+    // down: containers gone, the kubelet's shared mount gone, etcd data and PKI kept;
+    // then --purge semantics remove them and the files the plan wrote.
+    guard.done = true;
+    crate::common::run_ok(d.kboot().arg("down"));
+    let report = kboot::roles::down_role_host(&paths, false);
+    assert!(report.errors.is_empty(), "{report:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(kboot::roles::cleanup::mounts_under(&mountinfo, std::path::Path::new("/var/lib/kubelet")).is_empty());
+    assert!(!etcdctl(&pki, true).status.success(), "etcd is stopped");
+    assert!(
+        paths.etcd_data().join("member").exists() && pki.join("ca.key").exists(),
+        "kept without purge"
+    );
+    let report = kboot::roles::down_role_host(&paths, true);
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!paths.etcd_data().exists() && !pki.exists());
+    assert!(!std::path::Path::new("/etc/kubernetes/manifests/kube-apiserver.yaml").exists());
 }
 
 /// `kboot down` then the role cleanup, even when the test fails halfway.
 struct DownGuard<'a> {
     d: &'a Dir,
     paths: kboot::state::Paths,
+    /// Set once the test has cleaned up itself (and asserted on it).
+    done: bool,
 }
 
 fn scopeguard_down<'a>(d: &'a Dir, paths: &kboot::state::Paths) -> DownGuard<'a> {
-    DownGuard { d, paths: paths.clone() }
+    DownGuard {
+        d,
+        paths: paths.clone(),
+        done: false,
+    }
 }
 
 impl Drop for DownGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.d.kboot().arg("down").output();
-        let report = kboot::roles::down_role_host(&self.paths, false);
-        assert!(
-            report.errors.is_empty() || std::thread::panicking(),
-            "role cleanup failed: {:?}",
-            report.errors
-        );
+        if !self.done {
+            let _ = self.d.kboot().arg("down").output();
+            let _ = kboot::roles::down_role_host(&self.paths, true);
+        }
     }
 }

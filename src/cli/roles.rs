@@ -172,7 +172,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
         Role::Worker => Some(worker_join_inputs(flags)?),
         Role::Master => None,
     };
-    let preflight_host = crate::preflight::Host::default();
+    let preflight_host = crate::preflight::Host::for_paths(&ctx.paths);
     if preflight_host.euid == 0 {
         if let Err(e) = crate::preflight::enable_ip_forward(&preflight_host) {
             eprintln!("kboot: warning: could not enable IPv4 forwarding: {e}");
@@ -255,7 +255,10 @@ fn pull_missing_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let platform: PlatformSpec = plan.platform.parse().map_err(|e| anyhow::anyhow!("platform {}: {e}", plan.platform))?;
+    let platform: PlatformSpec = plan
+        .platform
+        .parse()
+        .map_err(|e| anyhow::anyhow!("platform {}: {e}", plan.platform))?;
     let config = RegistriesConfig::load(&ctx.paths.registries_config()).map_err(|e| UsageError(e.to_string()))?;
     let puller = Puller {
         client: RegistryClient::new(config),
@@ -266,15 +269,15 @@ fn pull_missing_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
         },
     };
     let progress = super::progress::for_terminal(false);
-    let failed: Vec<String> = ctx.block_on(async {
-        let mut failed = Vec::new();
-        for image in &missing {
-            if let Err(e) = puller.pull(image, progress.as_ref()).await {
-                failed.push(format!("{image}: {:#}", anyhow::Error::new(e)));
-            }
-        }
-        failed
-    })?;
+    // Concurrently: a role pulls half a dozen images, and retries of one do not delay the others.
+    let results = ctx.block_on(futures_util::future::join_all(
+        missing.iter().map(|image| puller.pull(image, progress.as_ref())),
+    ))?;
+    let failed: Vec<String> = missing
+        .iter()
+        .zip(results)
+        .filter_map(|(image, r)| r.err().map(|e| format!("{image}: {:#}", anyhow::Error::new(e))))
+        .collect();
     if failed.is_empty() {
         return Ok(());
     }

@@ -17,6 +17,9 @@ pub struct Host {
     pub sys: PathBuf,
     pub dev: PathBuf,
     pub euid: u32,
+    /// cgroup path prefixes of processes kboot started (its containers, the pods its CRI
+    /// runs): ports they hold are not conflicts, so a second `run` converges.
+    pub own_cgroups: Vec<String>,
 }
 
 impl Default for Host {
@@ -26,6 +29,19 @@ impl Default for Host {
             sys: "/sys".into(),
             dev: "/dev".into(),
             euid: nix::unistd::geteuid().as_raw(),
+            own_cgroups: vec!["/kboot/".into(), "/kubepods".into()],
+        }
+    }
+}
+
+impl Host {
+    /// The running host, owning the cgroups of the kboot installation at `paths`.
+    pub fn for_paths(paths: &crate::state::Paths) -> Self {
+        let mine = paths.cgroup("x");
+        let prefix = mine.strip_suffix('x').unwrap_or(&mine).to_string();
+        Self {
+            own_cgroups: vec![prefix, "/kubepods".into()],
+            ..Self::default()
         }
     }
 }
@@ -161,9 +177,13 @@ pub fn socket_owner(proc: &Path, inodes: &BTreeSet<u64>) -> Option<(u32, String)
 
 /// A process kboot started itself (its own containers, or pods its CRI runs): a second
 /// `run` on a running node converges instead of failing on its own ports.
-fn started_by_kboot(proc: &Path, pid: u32) -> bool {
-    fs::read_to_string(proc.join(pid.to_string()).join("cgroup"))
-        .map(|c| c.lines().any(|l| l.contains(":/kboot/") || l.contains(":/kubepods")))
+fn started_by_kboot(host: &Host, pid: u32) -> bool {
+    fs::read_to_string(host.proc.join(pid.to_string()).join("cgroup"))
+        .map(|c| {
+            c.lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .any(|path| host.own_cgroups.iter().any(|p| path.starts_with(p.as_str())))
+        })
         .unwrap_or(false)
 }
 
@@ -174,10 +194,7 @@ pub fn check_ports(host: &Host, ports: &[u16]) -> Vec<Problem> {
         .filter_map(|port| {
             let inodes = listening.get(port)?;
             let owner = socket_owner(&host.proc, inodes);
-            if owner
-                .as_ref()
-                .is_some_and(|(pid, _)| started_by_kboot(&host.proc, *pid))
-            {
+            if owner.as_ref().is_some_and(|(pid, _)| started_by_kboot(host, *pid)) {
                 return None;
             }
             Some(Problem::PortTaken { port: *port, owner })

@@ -12,6 +12,7 @@ fn healthy() -> (tempfile::TempDir, Host) {
         sys: tmp.path().join("sys"),
         dev: tmp.path().join("dev"),
         euid: 0,
+        own_cgroups: vec!["/kboot/".into(), "/kubepods".into()],
     };
     let w = |rel: &str, text: &str| {
         let path = tmp.path().join(rel);
@@ -108,7 +109,21 @@ fn check_ports_accepts_kboots_own_processes_so_a_second_run_converges() {
     let (_t, host) = healthy();
     listen(&host, 2379, 5151, 77, "etcd", "4:memory:/kboot/etcd\n");
     listen(&host, 10250, 5152, 78, "kubelet", "4:memory:/kboot/kubelet\n");
+    listen(
+        &host,
+        6443,
+        5153,
+        79,
+        "kube-apiserver",
+        "4:memory:/kubepods/burstable/pod1/c1\n",
+    );
     assert!(check_ports(&host, role_ports(Role::Master)).is_empty());
+    // Another installation's containers (a different root) are conflicts.
+    let other = Host {
+        own_cgroups: Host::for_paths(&crate::state::Paths::under("/elsewhere")).own_cgroups,
+        ..host.clone()
+    };
+    assert_eq!(check_ports(&other, role_ports(Role::Master)).len(), 2);
 }
 
 #[test]
