@@ -80,7 +80,8 @@ pub struct RoleFlags {
     /// Worker: `sha256:HEX` of the master CA's public key, printed by the master [env KBOOT_CA_CERT_HASH].
     #[arg(long, value_name = "sha256:HEX", env = "KBOOT_CA_CERT_HASH")]
     pub ca_cert_hash: Option<String>,
-    /// Worker: the master's CA certificate file (copied from its PKI directory); checked against --ca-cert-hash.
+    /// Worker: the master's CA certificate file, instead of fetching it from the master's cluster-info;
+    /// checked against --ca-cert-hash either way.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// With --detach: return only once the node is Ready.
@@ -169,7 +170,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     config::verify_ip_address(&plan.config, &host).map_err(|e| UsageError(e.to_string()))?;
     // Worker join parameters are checked before touching the host.
     let join = match role {
-        Role::Worker => Some(worker_join_inputs(flags)?),
+        Role::Worker => Some(worker_join_inputs(ctx, flags, &plan)?),
         Role::Master => None,
     };
     let preflight_host = crate::preflight::Host::for_paths(&ctx.paths);
@@ -216,22 +217,29 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
         writeln!(out, "{:<20} {}", s.name, s.status)?;
     }
     for s in &failed {
-        writeln!(out, "--- last lines of {} ---", s.name)?;
-        let log = crate::shim::log::log_path(&ctx.paths.container(&s.name));
-        let lines = crate::shim::log::read_all(&log).unwrap_or_default();
-        for l in &lines[lines.len().saturating_sub(20)..] {
-            writeln!(out, "{}", l.text)?;
-        }
+        print_log_tail(&mut out, ctx, &s.name)?;
     }
     if !failed.is_empty() {
         return Ok(ExitCode::from(super::EXIT_FAILURE));
     }
     if flags.wait_ready {
-        // Node readiness needs an apiserver client, which lands with the end-to-end issue;
-        // until then --wait-ready means "every kboot service is running", and says so.
-        eprintln!(
-            "kboot: warning: --wait-ready checked kboot's services only; the node's Ready condition is not checked yet"
-        );
+        let layout = PkiLayout::new(ctx.paths.pki());
+        let api = format!("https://{}:6443", plan.config.master_ip);
+        let node = plan.config.ip_address.to_string();
+        let timeout = flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+        let waited = ctx.block_on(roles::ready::wait_node_ready(
+            &layout,
+            &api,
+            &node,
+            timeout,
+            Duration::from_secs(2),
+        ))?;
+        if let Err(e) = waited {
+            writeln!(out, "kboot: {e}")?;
+            print_log_tail(&mut out, ctx, "kubelet")?;
+            return Ok(ExitCode::from(super::EXIT_FAILURE));
+        }
+        writeln!(out, "node {node} is Ready")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -298,6 +306,17 @@ fn static_pod_images(manifest: &str) -> Vec<String> {
         .collect()
 }
 
+/// The last lines a container wrote, for a failure report.
+fn print_log_tail(out: &mut impl Write, ctx: &Context, name: &str) -> std::io::Result<()> {
+    writeln!(out, "--- last lines of {name} (`kboot logs {name}` for all) ---")?;
+    let log = crate::shim::log::log_path(&ctx.paths.container(name));
+    let lines = crate::shim::log::read_all(&log).unwrap_or_default();
+    for l in &lines[lines.len().saturating_sub(20)..] {
+        writeln!(out, "{}", l.text)?;
+    }
+    Ok(())
+}
+
 /// How long `run --detach` waits for the services when `--timeout` is not given.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -313,8 +332,7 @@ fn print_join(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
     let token = pki::read_bootstrap_token(&layout)?;
     writeln!(
         out,
-        "join a worker (copy {} to it first):\n  kboot run worker --master {} --token {} --ca-cert-hash {} --ca-cert ca.crt",
-        layout.ca_cert(pki::Authority::Kubernetes).display(),
+        "join a worker:\n  kboot run worker --master {} --token {} --ca-cert-hash {}",
         plan.config.master_ip,
         token.expose(),
         pki::ca_cert_hash(&ca)?
@@ -322,7 +340,14 @@ fn print_join(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn worker_join_inputs(flags: &RoleFlags) -> anyhow::Result<(BootstrapToken, String, String)> {
+/// The token, the CA hash and the master's CA, verified against the hash before preflight
+/// or anything else touches the host. The CA comes from `--ca-cert` or, by default, from the
+/// master's `cluster-info` (token discovery, as kubeadm).
+fn worker_join_inputs(
+    ctx: &Context,
+    flags: &RoleFlags,
+    plan: &RolePlan,
+) -> anyhow::Result<(BootstrapToken, String, String)> {
     let token = flags
         .token
         .as_deref()
@@ -332,17 +357,19 @@ fn worker_join_inputs(flags: &RoleFlags) -> anyhow::Result<(BootstrapToken, Stri
         .ca_cert_hash
         .clone()
         .ok_or_else(|| UsageError("a worker needs --ca-cert-hash sha256:HEX (printed by `kboot run master`)".into()))?;
-    let ca_path = flags.ca_cert.as_ref().ok_or_else(|| {
-        UsageError(
-            "fetching the CA from the master's cluster-info is not implemented yet: pass --ca-cert FILE \
-             (a copy of the master's /var/lib/kboot/pki/ca.crt); it is checked against --ca-cert-hash"
-                .into(),
-        )
-    })?;
-    let ca_pem =
-        std::fs::read_to_string(ca_path).with_context(|| format!("read the master's CA {}", ca_path.display()))?;
-    // Checked here, before preflight or anything else touches the host.
-    pki::verify_ca_hash(&ca_pem, &hash).context("join")?;
+    let ca_pem = match &flags.ca_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read_to_string(path).with_context(|| format!("read the master's CA {}", path.display()))?;
+            pki::verify_ca_hash(&pem, &hash).context("join")?;
+            pem
+        }
+        None => {
+            let api = format!("https://{}:6443", plan.config.master_ip);
+            ctx.block_on(roles::join::discover_ca(&api, &token, &hash))?
+                .with_context(|| format!("join: discover the master's CA at {api}"))?
+        }
+    };
     Ok((token, hash, ca_pem))
 }
 

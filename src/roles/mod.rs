@@ -7,7 +7,11 @@ pub mod cleanup;
 pub mod components;
 pub mod config;
 pub mod images;
+pub mod join;
 pub mod netdetect;
+pub mod ready;
+#[cfg(test)]
+mod testutil;
 pub mod version;
 
 use std::path::PathBuf;
