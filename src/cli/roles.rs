@@ -429,7 +429,8 @@ pub fn certs(ctx: &Context, args: CertsArgs) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "restart the control plane to load them: the kubelet re-reads static pods when their manifests change"
+                "components read their certificates when they start: restart the node to use the new ones \
+                 (`kboot down && kboot run master`; etcd data and the PKI are kept)"
             )?;
         }
     }
