@@ -237,6 +237,14 @@ pub fn down_role_host(paths: &Paths, purge: bool) -> DownReport {
     down_role(paths, &KubeDirs::default(), purge, &RealHostOps)
 }
 
+/// The role cleanup `kboot down` should run: only when a role was brought up with this root
+/// (a master's PKI identity or a worker's bootstrap kubeconfig exists), so `down` after a
+/// plain `run -f` never touches the host's kubelet mounts, links or iptables.
+pub fn down_role_if_any(paths: &Paths, purge: bool) -> Option<DownReport> {
+    let layout = crate::pki::PkiLayout::new(paths.pki());
+    (layout.identity().exists() || layout.bootstrap_kubeconfig().exists()).then(|| down_role_host(paths, purge))
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -282,6 +290,12 @@ mod tests {
 32 30 0:51 / /var/lib/kubelet/pods/u2/volumes/a\\040b rw - tmpfs tmpfs rw
 33 22 0:52 / /var/lib/kubelet-other rw - tmpfs tmpfs rw
 ";
+
+    #[test]
+    fn down_role_if_any_does_nothing_when_no_role_ran_on_this_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(down_role_if_any(&Paths::under(tmp.path()), true).is_none());
+    }
 
     #[test]
     fn mounts_under_lists_deepest_first_and_unescapes() {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use cleanup::{down_role, down_role_host, DownReport};
+pub use cleanup::{down_role, down_role_host, down_role_if_any, DownReport};
 pub use config::{NodeConfig, Role, CLUSTER_DNS, CLUSTER_DOMAIN, KUBERNETES_SERVICE_IP, SERVICE_CIDR};
 pub use version::{Family, KubeVersion};
 
