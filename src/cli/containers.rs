@@ -267,6 +267,20 @@ pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
     for name in supervisor::down(&ctx.paths, &images, Duration::from_secs(10))? {
         println_name(&name)?;
     }
+    // A role's host state (kubelet mounts, CNI links, kboot's iptables chains) goes too;
+    // this does nothing when no role ran on this root, so `down` after `run -f` never touches the host.
+    if let Some(report) = crate::roles::down_role_if_any(&ctx.paths, args.purge) {
+        for err in &report.errors {
+            tracing::warn!(error = %err, "role cleanup");
+        }
+        if !report.errors.is_empty() {
+            anyhow::bail!(
+                "role cleanup left {} problem(s): {}",
+                report.errors.len(),
+                report.errors.join("; ")
+            );
+        }
+    }
     if args.purge {
         supervisor::purge(&ctx.paths)?;
     }

@@ -188,8 +188,46 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<ExitCode> {
 /// `crate::unpack::referenced_chain_ids(store)` plus the chain IDs of every
 /// container's image (a container may outlive `rmi` of its image; its lower
 /// layer must stay). Until then there is no cache to prune.
-fn prune_rootfs_cache(_ctx: &Context, _store: &Store) -> anyhow::Result<u64> {
-    Ok(0)
+/// Removes cached rootfs that neither an image nor a container's mounted view uses.
+/// Containers keep their lower rootfs even after their image is removed (`rmi`), so
+/// the live overlay mounts count as references too.
+fn prune_rootfs_cache(ctx: &Context, store: &Store) -> anyhow::Result<u64> {
+    let mut keep = crate::unpack::referenced_chain_ids(store).context("list the rootfs images use")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    keep.extend(overlay_lower_chain_ids(&mountinfo, &ctx.paths.rootfs_cache()));
+    let freed = crate::unpack::RootfsCache::new(&ctx.paths)
+        .prune(&keep)
+        .context("prune the rootfs cache")?;
+    Ok(freed)
+}
+
+/// Chain IDs (directory names under `cache`) used as `lowerdir` by overlay mounts.
+fn overlay_lower_chain_ids(mountinfo: &str, cache: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        // Fields after " - " are: fstype, source, super options.
+        let Some((_, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut f = tail.split(' ');
+        if f.next() != Some("overlay") {
+            continue;
+        }
+        let opts = f.nth(1).unwrap_or("");
+        for opt in opts.split(',') {
+            let Some(lower) = opt.strip_prefix("lowerdir=") else {
+                continue;
+            };
+            for dir in lower.split(':') {
+                if let Ok(rest) = std::path::Path::new(dir).strip_prefix(cache) {
+                    if let Some(first) = rest.components().next() {
+                        out.push(first.as_os_str().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 pub fn prune(ctx: &Context, _args: PruneArgs) -> anyhow::Result<ExitCode> {
@@ -231,4 +269,20 @@ pub fn save(ctx: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "saved {r}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlay_lower_chain_ids;
+
+    #[test]
+    fn prune_keeps_the_lower_rootfs_of_mounted_container_views() {
+        let mountinfo = "36 35 98:0 / /mnt rw - ext4 /dev/vda rw\n\
+            90 35 0:50 / /r/containers/etcd/rootfs rw - overlay overlay rw,lowerdir=/r/rootfs/abc123,upperdir=/r/containers/etcd/rootfs-upper,workdir=/r/containers/etcd/rootfs-work\n\
+            91 35 0:51 / /other rw - overlay overlay rw,lowerdir=/elsewhere/def,upperdir=/u,workdir=/w\n";
+        assert_eq!(
+            overlay_lower_chain_ids(mountinfo, std::path::Path::new("/r/rootfs")),
+            vec!["abc123"]
+        );
+    }
 }

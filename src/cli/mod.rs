@@ -174,9 +174,3 @@ fn report(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_FAILURE)
     }
 }
-
-/// The one way handlers say a subcommand's feature has not landed yet. Exit 1
-/// with the issue that tracks it, never a silent success.
-pub(crate) fn not_yet(what: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kboot {what}` is not implemented yet (tracked in issue {issue})")
-}
