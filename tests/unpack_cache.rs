@@ -166,3 +166,30 @@ fn kboot_unpack_exports_a_loaded_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("example.test/nope:1"));
 }
+
+#[test]
+fn kboot_prune_removes_the_rootfs_of_a_removed_image_and_keeps_the_others() {
+    let d = Dir::new();
+    let paths = Paths::under(d.path());
+    let other = ImageBuilder::new()
+        .layer(Layer::new().entry(Entry::file("etc/other", b"o\n".to_vec())))
+        .compression(Compression::Gzip);
+    for (img, name) in [(image(), "example.test/tool:1"), (other, "example.test/other:1")] {
+        let archive = d.path().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        img.write_tar(&archive, name).unwrap();
+        run_ok(d.kboot().arg("load").arg("-i").arg(&archive));
+    }
+    // Populate the cache for both images the way container start does.
+    let store = kboot::store::Store::open(&paths).unwrap();
+    let mut cached = Vec::new();
+    for name in ["example.test/tool:1", "example.test/other:1"] {
+        let img = store.resolve(name).unwrap();
+        let (layers, diff_ids) = kboot::unpack::image_layers(&store, &img);
+        cached.push(RootfsCache::new(&paths).ensure(&layers, &diff_ids).unwrap());
+    }
+    run_ok(d.kboot().args(["rmi", "example.test/tool:1"]));
+    let out = run_ok(d.kboot().arg("prune"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"), "{out:?}");
+    assert!(!cached[0].exists(), "the removed image's rootfs must be pruned");
+    assert!(cached[1].join("etc/other").is_file(), "a referenced rootfs must stay");
+}
