@@ -506,23 +506,8 @@ from_yaml_value!(RestartSpec, |v: &serde_yaml::Value| -> Result<RestartPolicy, S
         return Ok(RestartPolicy::No);
     }
     let s = scalar(v).ok_or("restart: expected no, on-failure[:N], always or unless-stopped")?;
-    parse_restart(&s)
+    s.parse::<RestartPolicy>().map_err(|e| format!("restart: {e}"))
 });
-
-pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
-    match s {
-        "no" => Ok(RestartPolicy::No),
-        "always" => Ok(RestartPolicy::Always),
-        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
-        "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
-        other => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
-            Some(Ok(n)) => Ok(RestartPolicy::OnFailure { max_retries: Some(n) }),
-            _ => Err(format!(
-                "restart: unsupported value `{other}` (use no, on-failure[:N], always, unless-stopped)"
-            )),
-        },
-    }
-}
 
 #[derive(Debug, Default)]
 struct DependsOn(Vec<String>);

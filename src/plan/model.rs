@@ -119,6 +119,41 @@ pub enum RestartPolicy {
     UnlessStopped,
 }
 
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+
+    /// Docker's `--restart` values: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "no" => Ok(Self::No),
+            "always" => Ok(Self::Always),
+            "unless-stopped" => Ok(Self::UnlessStopped),
+            "on-failure" => Ok(Self::OnFailure { max_retries: None }),
+            other => match other.strip_prefix("on-failure:") {
+                Some(n) => n
+                    .parse()
+                    .map(|n| Self::OnFailure { max_retries: Some(n) })
+                    .map_err(|_| format!("{other:?}: the retry count must be a whole number")),
+                None => Err(format!(
+                    "{other:?} is not a restart policy: use no, on-failure[:N], always or unless-stopped"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::No => f.write_str("no"),
+            Self::Always => f.write_str("always"),
+            Self::UnlessStopped => f.write_str("unless-stopped"),
+            Self::OnFailure { max_retries: None } => f.write_str("on-failure"),
+            Self::OnFailure { max_retries: Some(n) } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
 /// A command run inside the container; the service is healthy once it exits 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Healthcheck {
@@ -144,5 +179,25 @@ mod secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestartPolicy;
+
+    #[test]
+    fn restart_policy_parses_dockers_values_and_prints_them_back() {
+        for s in ["no", "always", "unless-stopped", "on-failure", "on-failure:3"] {
+            assert_eq!(s.parse::<RestartPolicy>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn restart_policy_bad_values_say_what_is_accepted() {
+        let e = "sometimes".parse::<RestartPolicy>().unwrap_err();
+        assert!(e.contains("\"sometimes\"") && e.contains("unless-stopped"), "{e}");
+        let e = "on-failure:x".parse::<RestartPolicy>().unwrap_err();
+        assert!(e.contains("retry count"), "{e}");
     }
 }

@@ -336,7 +336,7 @@ pub struct NodeConfig {
 }
 
 fn ser_restart<S: serde::Serializer>(p: &RestartPolicy, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&restart_str(*p))
+    s.collect_str(p)
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -404,35 +404,6 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(format!("{s:?} is not a boolean: use true or false")),
-    }
-}
-
-/// `no`, `always`, `unless-stopped`, `on-failure[:N]`: Docker's `--restart` values.
-pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
-    match s {
-        "no" => Ok(RestartPolicy::No),
-        "always" => Ok(RestartPolicy::Always),
-        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
-        "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
-        other => match other.strip_prefix("on-failure:") {
-            Some(n) => n
-                .parse()
-                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
-                .map_err(|_| format!("{other:?}: the retry count must be a number")),
-            None => Err(format!(
-                "{other:?} is not a restart policy: use no, always, unless-stopped or on-failure[:N]"
-            )),
-        },
-    }
-}
-
-pub fn restart_str(p: RestartPolicy) -> String {
-    match p {
-        RestartPolicy::No => "no".into(),
-        RestartPolicy::Always => "always".into(),
-        RestartPolicy::UnlessStopped => "unless-stopped".into(),
-        RestartPolicy::OnFailure { max_retries: None } => "on-failure".into(),
-        RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
     }
 }
 
@@ -544,9 +515,11 @@ pub fn resolve(
     let flannel_ipmasq = parsed(pick(Key::FlannelIpmasq), Key::FlannelIpmasq, parse_bool)?
         .map(|(b, _)| b)
         .unwrap_or(true);
-    let restart = parsed(pick(Key::RestartPolicy), Key::RestartPolicy, parse_restart)?
-        .map(|(r, _)| r)
-        .unwrap_or(RestartPolicy::UnlessStopped);
+    let restart = parsed(pick(Key::RestartPolicy), Key::RestartPolicy, |s| {
+        s.parse::<RestartPolicy>()
+    })?
+    .map(|(r, _)| r)
+    .unwrap_or(RestartPolicy::UnlessStopped);
     let use_cni = parsed(pick(Key::UseCni), Key::UseCni, parse_bool)?
         .map(|(b, _)| b)
         .unwrap_or(false);
@@ -788,7 +761,7 @@ pub(crate) mod tests {
     #[test]
     fn restart_policy_round_trips() {
         for s in ["no", "always", "unless-stopped", "on-failure", "on-failure:3"] {
-            assert_eq!(restart_str(parse_restart(s).unwrap()), s);
+            assert_eq!(s.parse::<RestartPolicy>().unwrap().to_string(), s);
         }
     }
 }

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::bundle::{self, BundleError, BundleRequest, Host};
-use crate::plan::{Plan, PlanFile, RestartPolicy};
+use crate::plan::{Plan, PlanFile};
 use crate::shim::record::{now_ms, read_json, ExitRecord, RecordError};
 use crate::shim::{self, exit_record_path, shim_record_path};
 use crate::state::Paths;
@@ -531,17 +531,6 @@ fn remove_cgroup_parents(paths: &Paths) {
         if d.is_dir() {
             let _ = fs::remove_dir(&d);
         }
-    }
-}
-
-/// The restart policy of a container, for display.
-pub fn policy_name(p: RestartPolicy) -> String {
-    match p {
-        RestartPolicy::No => "no".into(),
-        RestartPolicy::Always => "always".into(),
-        RestartPolicy::UnlessStopped => "unless-stopped".into(),
-        RestartPolicy::OnFailure { max_retries: None } => "on-failure".into(),
-        RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
     }
 }
 
