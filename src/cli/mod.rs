@@ -10,6 +10,7 @@ use crate::state::paths_from;
 use crate::state::Paths;
 
 mod containers;
+mod cri;
 mod images;
 mod roles;
 mod unpack;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
     Shim(containers::ShimArgs),
+    /// Serve the kubelet's CRI on its own, without running a plan (debugging, tests).
+    #[command(hide = true)]
+    Cri(cri::CriArgs),
 }
 
 /// What every handler gets: resolved paths and global settings.
@@ -138,6 +142,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(ctx, a),
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
+        Command::Cri(a) => cri::cri(ctx, a),
     }
 }
 
