@@ -5,3 +5,8 @@ mod cli;
 mod common;
 mod cri;
 mod cri_client;
+mod containers_cli;
+mod containers_support;
+mod store;
+mod unpack_hostile;
+mod unpack_util;

@@ -2,3 +2,5 @@
 //! which panics (never skips) without euid 0. CI runs them as root.
 
 mod common;
+mod containers_privileged;
+mod containers_support;

@@ -83,6 +83,9 @@ pub enum Command {
     /// Serve the kubelet's CRI on its own, without running a plan (debugging, tests).
     #[command(hide = true)]
     Cri(cri::CriArgs),
+    /// Background supervisor started by `run --detach` and `start` (internal).
+    #[command(hide = true)]
+    Supervise(containers::SuperviseArgs),
 }
 
 /// What every handler gets: resolved paths and global settings.
@@ -143,6 +146,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
         Command::Cri(a) => cri::cri(ctx, a),
+        Command::Supervise(a) => containers::supervise(ctx, a),
     }
 }
 
