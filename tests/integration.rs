@@ -7,6 +7,7 @@ mod cri;
 mod cri_client;
 mod containers_cli;
 mod containers_support;
+mod registry;
 mod store;
 mod unpack_hostile;
 mod unpack_util;

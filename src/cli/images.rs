@@ -8,9 +8,11 @@ use clap::{Args, ValueEnum};
 
 use anyhow::Context as _;
 
-use super::{not_yet, Context, UsageError};
-use crate::registry::PlatformSpec;
-use crate::store::{Store, StoreError};
+use super::progress;
+use super::{Context, UsageError};
+use crate::registry::auth::Credentials;
+use crate::registry::{PlatformSpec, PullOptions, Puller, RegistriesConfig, RegistryClient};
+use crate::store::{normalize_reference, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ListFormat {
@@ -69,8 +71,51 @@ pub struct SaveArgs {
     pub refs: Vec<String>,
 }
 
-pub fn pull(_ctx: &Context, _args: PullArgs) -> anyhow::Result<ExitCode> {
-    not_yet("pull", 2)
+pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
+    let platform = match &args.platform {
+        Some(p) => p.parse::<PlatformSpec>().map_err(|e| UsageError(e.to_string()))?,
+        None => PlatformSpec::host(),
+    };
+    let mut config = RegistriesConfig::load(&ctx.paths.registries_config()).map_err(|e| UsageError(e.to_string()))?;
+    config.insecure.extend(args.insecure_registry.iter().cloned());
+    if let Some(c) = &args.creds {
+        config.creds = Some(Credentials::parse(c).ok_or_else(|| UsageError("--creds must be USER:PASS".into()))?);
+    }
+    for r in &args.refs {
+        normalize_reference(r).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let puller = Puller {
+        client: RegistryClient::new(config),
+        store: open_store(ctx)?,
+        options: PullOptions {
+            platform,
+            ..PullOptions::default()
+        },
+    };
+    let progress = progress::for_terminal(args.quiet);
+    let results = ctx.block_on(async {
+        let mut results = Vec::new();
+        for r in &args.refs {
+            results.push((r.clone(), puller.pull(r, progress.as_ref()).await));
+        }
+        results
+    })?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = Vec::new();
+    for (r, result) in results {
+        match result {
+            Ok(pulled) => writeln!(out, "{}", pulled.pinned())?,
+            Err(e) => failed.push(anyhow::Error::new(e).context(format!("pull {r}"))),
+        }
+    }
+    match failed.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        1 => Err(failed.remove(0)),
+        n => {
+            let all: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
+            anyhow::bail!("{n} images failed:\n  {}", all.join("\n  "))
+        }
+    }
 }
 
 fn open_store(ctx: &Context) -> anyhow::Result<Store> {

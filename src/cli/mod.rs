@@ -12,6 +12,7 @@ use crate::state::Paths;
 mod containers;
 mod cri;
 mod images;
+mod progress;
 mod roles;
 mod unpack;
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod oci_image;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
