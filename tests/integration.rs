@@ -10,4 +10,5 @@ mod containers_support;
 mod registry;
 mod store;
 mod unpack_hostile;
+mod unpack_model;
 mod unpack_util;

@@ -4,3 +4,5 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+mod unpack_umoci;
+mod unpack_util;

@@ -60,3 +60,39 @@ fn walk(root: &Path, path: &Path, out: &mut BTreeMap<PathBuf, String>) {
         }
     }
 }
+
+/// The layers and diff_ids of `tag` in an OCI layout directory.
+pub fn layers_of(layout: &Path, tag: &str) -> (Vec<Layer>, Vec<String>) {
+    let read_json = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let blob_path = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let index = read_json(layout.join("index.json"));
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index.json")
+        .clone();
+    let manifest = read_json(blob_path(desc["digest"].as_str().unwrap()));
+    let config = read_json(blob_path(manifest["config"]["digest"].as_str().unwrap()));
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let digest = l["digest"].as_str().unwrap().to_string();
+            Layer {
+                media_type: l["mediaType"].as_str().unwrap().into(),
+                path: blob_path(&digest),
+                digest,
+            }
+        })
+        .collect();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    (layers, diff_ids)
+}
