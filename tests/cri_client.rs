@@ -46,7 +46,11 @@ impl Server {
         for d in cni_bin_dirs {
             cmd.arg("--cni-bin-dir").arg(d);
         }
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open the server log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the server log");
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -59,7 +63,11 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("kboot cri serve exited with {status}:\n{}", server.log_text());
             }
-            assert!(Instant::now() < deadline, "the CRI socket never appeared:\n{}", server.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "the CRI socket never appeared:\n{}",
+                server.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server

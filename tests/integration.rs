@@ -3,10 +3,10 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
-mod cri;
-mod cri_client;
 mod containers_cli;
 mod containers_support;
+mod cri;
+mod cri_client;
 mod registry;
 mod store;
 mod unpack_hostile;

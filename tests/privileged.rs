@@ -4,5 +4,9 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+#[path = "privileged/cri.rs"]
+mod cri;
+#[path = "cri_client.rs"]
+mod cri_client;
 mod unpack_umoci;
 mod unpack_util;

@@ -17,6 +17,16 @@ pub enum CriError {
     FailedPrecondition(String),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("image store: {0}")]
+    Image(String),
+    #[error("OCI bundle: {0}")]
+    Bundle(String),
+    #[error("start container {id}: {message}")]
+    StartContainer { id: String, message: String },
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("{0} is not supported by kboot")]
     Unsupported(&'static str),
     #[error("bind the CRI socket {}", path.display())]
@@ -73,6 +83,8 @@ impl CriError {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Unsupported(_) => Code::Unimplemented,
             _ => Code::Internal,
         }

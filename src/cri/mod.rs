@@ -5,6 +5,7 @@
 //! pinned network namespace ([`netns`]) attached through CNI ([`cni`]).
 
 mod cni;
+mod container;
 mod error;
 mod image;
 mod netns;
@@ -23,11 +24,15 @@ use tokio::sync::Mutex;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use cni::CniDirs;
+use container::CriContainer;
 pub use error::CriError;
 use error::Result;
 use sandbox::{Sandbox, SandboxState};
 
 use crate::state::Paths;
+
+/// How long open connections may finish their calls once the server is told to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the CRI server needs: where kboot keeps things and where CNI lives.
 #[derive(Debug, Clone)]
@@ -75,12 +80,26 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     let cri = Arc::new(Cri::open(config));
     cri.check_networks().await;
     tracing::info!(socket = %socket.display(), sandboxes = cri.inner.lock().await.sandboxes.len(), "serving the CRI");
-    tonic::transport::Server::builder()
+    // After `shutdown`, open connections get a short grace period: the kubelet keeps its
+    // connection open forever, and waiting for it would never let the server stop.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime::Runtime(cri.clone())))
         .add_service(ImageServiceServer::new(image::Images(cri)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|source| CriError::Serve { path: socket, source })
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown.await;
+            notify.notify_one();
+        });
+    tokio::select! {
+        served = server => served.map_err(|source| CriError::Serve { path: socket.clone(), source })?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!("CRI connections still open after the grace period; closing them"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
 }
 
 /// Shared server state. One lock serialises every change, so concurrent calls on the same
@@ -95,9 +114,10 @@ pub(crate) struct Cri {
 struct Inner {
     pod_cidr: String,
     sandboxes: BTreeMap<String, Sandbox>,
+    containers: BTreeMap<String, CriContainer>,
 }
 
-fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -116,10 +136,18 @@ impl Cri {
             }
             sandboxes.insert(s.id.clone(), s);
         }
+        // Containers keep running under their shims while the server is down; their
+        // records and the shims' records are all there is to re-adopt.
+        let containers = CriContainer::load_all(&config.paths)
+            .into_iter()
+            .filter(|c| sandboxes.contains_key(&c.record.sandbox_id))
+            .map(|c| (c.id.clone(), c))
+            .collect();
         Self {
             config,
             inner: Mutex::new(Inner {
                 sandboxes,
+                containers,
                 ..Default::default()
             }),
         }
@@ -304,7 +332,9 @@ impl Cri {
     async fn stop_sandbox(&self, id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
         let mut s = Self::resolve_sandbox(&inner, id)?.clone();
-        // Containers of the pod are stopped here once containers land.
+        for c in inner.containers.values().filter(|c| c.record.sandbox_id == s.id) {
+            container::stop(&self.config.paths, c, std::time::Duration::ZERO).await?;
+        }
         let cidr = inner.pod_cidr.clone();
         self.teardown_network(&mut s, &cidr).await?;
         s.state.ready = false;
@@ -329,9 +359,134 @@ impl Cri {
         }
         let mut inner = self.inner.lock().await;
         let full = Self::resolve_sandbox(&inner, id)?.id.clone();
+        let members: Vec<String> = inner
+            .containers
+            .values()
+            .filter(|c| c.record.sandbox_id == full)
+            .map(|c| c.id.clone())
+            .collect();
+        for cid in members {
+            if let Some(c) = inner.containers.get(&cid) {
+                container::remove(&self.config.paths, c)?;
+            }
+            inner.containers.remove(&cid);
+        }
         Sandbox::delete(&self.config.paths, &full)?;
         inner.sandboxes.remove(&full);
         tracing::info!(sandbox = %full, "sandbox removed");
+        Ok(())
+    }
+}
+
+impl Cri {
+    fn resolve_container<'a>(inner: &'a Inner, id: &str) -> Result<&'a CriContainer> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument("container_id is required".into()));
+        }
+        let mut found = inner
+            .containers
+            .range(id.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some((_, c)), None) => Ok(c),
+            (Some(_), Some(_)) => Err(CriError::InvalidArgument(format!(
+                "container ID prefix {id:?} is ambiguous"
+            ))),
+            _ => Err(CriError::NotFound {
+                kind: "container",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    async fn create_container(&self, sandbox_id: &str, config: kboot_cri::v1::ContainerConfig) -> Result<String> {
+        let Some(meta) = config.metadata.clone() else {
+            return Err(CriError::InvalidArgument("ContainerConfig.metadata is required".into()));
+        };
+        if meta.name.is_empty() {
+            return Err(CriError::InvalidArgument("container metadata needs a name".into()));
+        }
+        let wanted = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if wanted.is_empty() {
+            return Err(CriError::InvalidArgument("ContainerConfig.image is required".into()));
+        }
+        let mut inner = self.inner.lock().await;
+        let pod = Self::resolve_sandbox(&inner, sandbox_id)?.clone();
+        if !pod.state.ready {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        if let Some(dup) = inner
+            .containers
+            .values()
+            .find(|c| c.record.sandbox_id == pod.id && c.config.metadata.as_ref() == Some(&meta))
+        {
+            return Err(CriError::AlreadyExists(format!(
+                "container {} (attempt {}) already exists in sandbox {} as {}",
+                meta.name, meta.attempt, pod.id, dup.id
+            )));
+        }
+        let store = crate::store::Store::open(&self.config.paths)?;
+        let image = image::resolve_for_container(&store, &wanted)?;
+        let id = sandbox::new_id()?;
+        let paths = self.config.paths.clone();
+        let c = match container::prepare(&paths, &id, image, &config, &pod) {
+            Ok(record) => CriContainer {
+                id: id.clone(),
+                config,
+                record,
+            },
+            Err(e) => {
+                let half = CriContainer {
+                    id: id.clone(),
+                    config,
+                    record: Default::default(),
+                };
+                let _ = container::remove(&paths, &half);
+                return Err(e);
+            }
+        };
+        if let Err(e) = c.save(&paths) {
+            let _ = container::remove(&paths, &c);
+            return Err(e);
+        }
+        tracing::info!(container = %id, sandbox = %pod.id, name = %meta.name, image = %c.record.image, "container created");
+        inner.containers.insert(id.clone(), c);
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let inner = self.inner.lock().await;
+        let c = Self::resolve_container(&inner, id)?.clone();
+        if !matches!(c.phase(&self.config.paths), container::Phase::Created) {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} was already started",
+                c.id
+            )));
+        }
+        container::start(&self.config.paths, &c).await?;
+        tracing::info!(container = %c.id, "container started");
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, timeout: std::time::Duration) -> Result<()> {
+        let c = Self::resolve_container(&*self.inner.lock().await, id)?.clone();
+        container::stop(&self.config.paths, &c, timeout).await
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let c = match Self::resolve_container(&inner, id) {
+            Ok(c) => c.clone(),
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        container::stop(&self.config.paths, &c, std::time::Duration::ZERO).await?;
+        container::remove(&self.config.paths, &c)?;
+        inner.containers.remove(&c.id);
+        tracing::info!(container = %c.id, "container removed");
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kboot_cri::v1 as cri;
 use kboot_cri::v1::runtime_service_server::RuntimeService;
@@ -19,14 +20,6 @@ type Reply<T> = Result<Response<T>, Status>;
 
 fn unsupported<T>(what: &'static str) -> Reply<T> {
     Err(CriError::Unsupported(what).into())
-}
-
-fn not_found<T>(kind: &'static str, id: &str) -> Reply<T> {
-    Err(CriError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
-    .into())
 }
 
 #[tonic::async_trait]
@@ -87,55 +80,101 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, _: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
-        unsupported("CreateContainer (containers are not wired to the shim yet)")
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
+        let container_id = self.0.create_container(&req.pod_sandbox_id, config).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
-        not_found("container", &req.into_inner().container_id)
+        self.0.start_container(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
-        not_found("container", &req.into_inner().container_id)
+        let req = req.into_inner();
+        let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        self.0.stop_container(&req.container_id, timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, _: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
         // Removing what does not exist succeeds: the kubelet retries removals.
+        self.0.remove_container(&req.into_inner().container_id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
-    async fn list_containers(&self, _: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
-        Ok(Response::new(cri::ListContainersResponse::default()))
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let paths = &self.0.config.paths;
+        let inner = self.0.inner.lock().await;
+        let containers = inner
+            .containers
+            .values()
+            .filter(|c| c.matches(paths, &filter))
+            .map(|c| c.summary(paths))
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
-        not_found("container", &req.into_inner().container_id)
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let status = Cri::resolve_container(&inner, &id)?.status(&self.0.config.paths);
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
     }
 
     async fn update_container_resources(
         &self,
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        not_found("container", &req.into_inner().container_id)
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("UpdateContainerResources")
     }
 
     async fn reopen_container_log(
         &self,
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        not_found("container", &req.into_inner().container_id)
+        // The log path is a link to the shim's own file, which the shim rotates itself; a
+        // kubelet that renamed the link away gets a new one.
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let c = Cri::resolve_container(&inner, &id)?;
+        if !matches!(c.phase(&self.0.config.paths), super::container::Phase::Running(_)) {
+            return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
+        }
+        super::container::relink_log(&self.0.config.paths, c)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
-        not_found("container", &req.into_inner().container_id)
+        let req = req.into_inner();
+        let c = Cri::resolve_container(&*self.0.inner.lock().await, &req.container_id)?.clone();
+        let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        let (stdout, stderr, exit_code) =
+            super::container::exec_sync(&self.0.config.paths, &c, &req.cmd, timeout).await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
     }
 
     async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        not_found("container", &req.into_inner().container_id)
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("streaming Exec (ExecSync works)")
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        not_found("container", &req.into_inner().container_id)
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("Attach")
     }
 
     async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
@@ -143,7 +182,8 @@ impl RuntimeService for Runtime {
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
-        not_found("container", &req.into_inner().container_id)
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("ContainerStats")
     }
 
     async fn list_container_stats(
