@@ -290,12 +290,45 @@ async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
         })
         .await;
     assert_eq!(st.unwrap_err().code(), Code::NotFound);
-    let stop = rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: unknown.clone(),
+    // Stop and remove are idempotent: what is gone is stopped and removed.
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .unwrap();
+    let start = rt
+        .start_container(cri::StartContainerRequest {
+            container_id: unknown.clone(),
         })
         .await;
-    assert_eq!(stop.unwrap_err().code(), Code::NotFound);
+    assert_eq!(start.unwrap_err().code(), Code::NotFound);
+    let create = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: unknown.clone(),
+            config: Some(cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                }),
+                image: Some(cri::ImageSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .await;
+    assert_eq!(
+        create.unwrap_err().code(),
+        Code::NotFound,
+        "a container in a sandbox that does not exist"
+    );
     let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest::default()).await;
     assert_eq!(st.unwrap_err().code(), Code::InvalidArgument);
     let cs = rt

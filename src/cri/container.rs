@@ -517,11 +517,23 @@ pub(crate) async fn exec_sync(
     let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
         .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
         .unwrap_or_default();
+    // The init's user and group, so a probe runs as the container does.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let id_of = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("0")
+            .to_owned()
+    };
+    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
     let mut command = tokio::process::Command::new("/usr/bin/nsenter");
     command
         .args([
-            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--",
+            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
         ])
+        .args(["--setuid", &uid, "--setgid", &gid, "--"])
         .args(cmd)
         .env_clear()
         .envs(env.iter().filter_map(|e| e.split_once('=')))

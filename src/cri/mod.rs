@@ -331,7 +331,12 @@ impl Cri {
 
     async fn stop_sandbox(&self, id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        let mut s = Self::resolve_sandbox(&inner, id)?.clone();
+        let mut s = match Self::resolve_sandbox(&inner, id) {
+            Ok(s) => s.clone(),
+            // Idempotent: the kubelet stops sandboxes that may already be gone.
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         for c in inner.containers.values().filter(|c| c.record.sandbox_id == s.id) {
             container::stop(&self.config.paths, c, std::time::Duration::ZERO).await?;
         }
@@ -472,7 +477,12 @@ impl Cri {
     }
 
     async fn stop_container(&self, id: &str, timeout: std::time::Duration) -> Result<()> {
-        let c = Self::resolve_container(&*self.inner.lock().await, id)?.clone();
+        let c = match Self::resolve_container(&*self.inner.lock().await, id) {
+            Ok(c) => c.clone(),
+            // Idempotent, as StopPodSandbox.
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         container::stop(&self.config.paths, &c, timeout).await
     }
 
@@ -575,7 +585,7 @@ mod tests {
             c.run_sandbox(pod_net, String::new()).await,
             Err(CriError::CniConfig { .. })
         ));
-        assert!(matches!(c.stop_sandbox("nope").await, Err(CriError::NotFound { .. })));
+        c.stop_sandbox("nope").await.unwrap();
         c.run_sandbox(host_network_config("x"), String::new()).await.unwrap();
         assert!(matches!(
             c.run_sandbox(host_network_config("x"), String::new()).await,

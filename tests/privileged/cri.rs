@@ -149,16 +149,24 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     // The container shares the pod's network namespace and hostname.
     assert!(c.ok(&["exec", "-s", &ctr, "ip", "-4", "addr"]).contains(&ip));
     assert_eq!(c.ok(&["exec", "-s", &ctr, "hostname"]), "web");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let exec = rt.block_on(async {
         let req = kboot_cri::v1::ExecSyncRequest {
             container_id: ctr.clone(),
-            cmd: ["sh", "-c", "echo out; echo err >&2; exit 7"].map(String::from).to_vec(),
+            cmd: ["sh", "-c", "echo out; echo err >&2; exit 7"]
+                .map(String::from)
+                .to_vec(),
             timeout: 10,
         };
         server.runtime().await.exec_sync(req).await.unwrap().into_inner()
     });
-    assert_eq!((exec.exit_code, &exec.stdout[..], &exec.stderr[..]), (7, &b"out\n"[..], &b"err\n"[..]));
+    assert_eq!(
+        (exec.exit_code, &exec.stdout[..], &exec.stderr[..]),
+        (7, &b"out\n"[..], &b"err\n"[..])
+    );
 
     // Logs: CRI format at log_directory/log_path, readable by crictl logs.
     let log = dir.path().join("pod-logs/web/main/0.log");
