@@ -32,7 +32,12 @@ cleanup() {
 trap cleanup EXIT
 unshare --net -- sleep infinity &
 holder_pid=$!
-sleep 0.2
+# Before `unshare` runs, the holder's namespace is still the host's: wait until it is not.
+for _ in $(seq 100); do
+  [ "$(readlink /proc/$holder_pid/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break
+  sleep 0.05
+done
+[ "$(readlink /proc/$holder_pid/ns/net)" != "$(readlink /proc/self/ns/net)" ] || { echo "critest.sh: no private netns" >&2; exit 1; }
 in_ns() { nsenter --net=/proc/$holder_pid/ns/net -- "$@"; }
 in_ns ip link set lo up
 

@@ -202,7 +202,7 @@ impl CriContainer {
 /// The CRI config as a plan service, so the bundle module builds the spec the same way for
 /// both; what a service cannot say (the pod's network namespace, hostname, read-only root)
 /// is set on the spec afterwards.
-pub(crate) fn service_of(id: &str, image: &str, c: &ContainerConfig, pod: &Sandbox) -> Result<Service> {
+pub(crate) fn service_of(paths: &Paths, id: &str, image: &str, c: &ContainerConfig, pod: &Sandbox) -> Result<Service> {
     let linux = c.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
     let res = linux.resources.clone().unwrap_or_default();
@@ -236,6 +236,16 @@ pub(crate) fn service_of(id: &str, image: &str, c: &ContainerConfig, pod: &Sandb
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut volumes = volumes;
+    let resolv = super::sandbox::resolv_conf(paths, &pod.id);
+    if resolv.exists() && !volumes.iter().any(|v| v.target == Path::new("/etc/resolv.conf")) {
+        volumes.push(Volume {
+            source: resolv,
+            target: "/etc/resolv.conf".into(),
+            read_only: false,
+            propagation: Propagation::Private,
+        });
+    }
     let cpus = (res.cpu_quota > 0 && res.cpu_period > 0).then(|| res.cpu_quota as f64 / res.cpu_period as f64);
     Ok(Service {
         name: id.to_owned(),
@@ -287,7 +297,7 @@ pub(crate) fn prepare(
     pod: &Sandbox,
 ) -> Result<ContainerRecord> {
     let dir = paths.container(id);
-    let service = service_of(id, &image.0, config, pod)?;
+    let service = service_of(paths, id, &image.0, config, pod)?;
     let prepared = LocalImages { paths: paths.clone() }
         .prepare(&service, &dir)
         .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
@@ -538,17 +548,29 @@ pub(crate) async fn exec_sync(
         .env_clear()
         .envs(env.iter().filter_map(|e| e.split_once('=')))
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // nsenter forks to enter the PID namespace: killing it alone would leave the command
+        // running, so the whole group goes on a timeout.
+        .process_group(0)
         .kill_on_drop(true);
-    let run = command.output();
+    let child = command
+        .spawn()
+        .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+    let group = child.id().and_then(|p| i32::try_from(p).ok());
+    let run = child.wait_with_output();
     let out = if timeout.is_zero() {
         run.await
     } else {
         match tokio::time::timeout(timeout, run).await {
             Ok(out) => out,
             Err(_) => {
+                if let Some(g) = group {
+                    let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                }
                 return Err(CriError::DeadlineExceeded(format!(
                     "command {cmd:?} timed out after {timeout:?}"
-                )))
+                )));
             }
         }
     }

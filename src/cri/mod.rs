@@ -282,7 +282,10 @@ impl Cri {
             }
             s.state.netns = Some(path);
         }
-        if let Err(e) = s.save(&self.config.paths) {
+        if let Err(e) = s
+            .save(&self.config.paths)
+            .and_then(|()| s.write_resolv_conf(&self.config.paths))
+        {
             let cidr = inner.pod_cidr.clone();
             let _ = self.teardown_network(&mut s, &cidr).await;
             return Err(e);

@@ -118,6 +118,28 @@ impl Sandbox {
         write_atomic(&dir.join(STATE_FILE), &state)
     }
 
+    /// `resolv.conf` for the pod's containers: the kubelet's DNS config when it gave one,
+    /// else the host's (what Docker and containerd do).
+    pub fn write_resolv_conf(&self, paths: &Paths) -> Result<()> {
+        let dns = self.config.dns_config.clone().unwrap_or_default();
+        let text = if dns.servers.is_empty() && dns.searches.is_empty() && dns.options.is_empty() {
+            fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            let mut t = String::new();
+            if !dns.searches.is_empty() {
+                t.push_str(&format!("search {}\n", dns.searches.join(" ")));
+            }
+            for s in &dns.servers {
+                t.push_str(&format!("nameserver {s}\n"));
+            }
+            if !dns.options.is_empty() {
+                t.push_str(&format!("options {}\n", dns.options.join(" ")));
+            }
+            t
+        };
+        write_atomic(&resolv_conf(paths, &self.id), text.as_bytes())
+    }
+
     pub fn load(paths: &Paths, id: &str) -> Result<Self> {
         let dir = paths.sandbox(id);
         let config_path = dir.join(CONFIG_FILE);
@@ -163,6 +185,11 @@ impl Sandbox {
             _ => Ok(()),
         }
     }
+}
+
+/// The pod's `resolv.conf`, bind-mounted into each of its containers.
+pub(crate) fn resolv_conf(paths: &Paths, id: &str) -> PathBuf {
+    paths.sandbox(id).join("resolv.conf")
 }
 
 /// Every selector label must be present with the same value.

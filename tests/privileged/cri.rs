@@ -111,6 +111,7 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     let c = Crictl {
         socket: server.socket.clone(),
     };
+    let _cleanup = RemovePods(&c);
 
     let pod = c.ok(&["runp", &pod_json(&dir, "web")]);
     let st = c.json(&["inspectp", "-o", "json", &pod]);
@@ -214,12 +215,22 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
         .args(["--net", "--", "sleep", "300"])
         .spawn()
         .unwrap();
-    let join = format!("--net=/proc/{}/ns/net", holder.id());
+    // Join only once the holder has its own namespace: before `unshare` runs, its
+    // /proc/PID/ns/net is still the host's, and the bridge would land on the host.
+    let ns = format!("/proc/{}/ns/net", holder.id());
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_link(&ns)
+            .is_ok_and(|l| l != own)),
+        "the holder never entered its own network namespace"
+    );
+    let join = format!("--net={ns}");
     let _kill_holder = KillOnDrop(holder);
     let server = Server::start(&dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
     let c = Crictl {
         socket: server.socket.clone(),
     };
+    let _cleanup = RemovePods(&c);
     let pod = c.ok(&["runp", &pod_json(&dir, "db")]);
     let ctr_json = write_json(
         &dir,
@@ -236,10 +247,13 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
     let c = Crictl {
         socket: server.socket.clone(),
     };
+    let _cleanup_after_restart = RemovePods(&c);
     let st = c.json(&["inspectp", "-o", "json", &pod]);
     assert_eq!(
-        st["status"]["state"], "SANDBOX_READY",
-        "CNI CHECK passed after the restart"
+        st["status"]["state"],
+        "SANDBOX_READY",
+        "CNI CHECK passed after the restart:\n{}",
+        server.log_text()
     );
     assert_eq!(st["status"]["network"]["ip"], ip);
     let st = c.json(&["inspect", "-o", "json", &ctr]);
@@ -248,6 +262,16 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
     c.ok(&["stopp", &pod]);
     c.ok(&["rmp", &pod]);
     assert_eq!(c.ok(&["ps", "-a", "-q"]), "");
+}
+
+/// Force-removes every pod (and so its containers, namespace and addresses) when a test
+/// ends, passing or not, so a failure leaves nothing running.
+struct RemovePods<'a>(&'a Crictl);
+
+impl Drop for RemovePods<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rmp", "--force", "--all"]);
+    }
 }
 
 struct KillOnDrop(std::process::Child);
