@@ -405,7 +405,9 @@ pub(crate) fn relink_log(paths: &Paths, c: &CriContainer) -> Result<()> {
 /// Starts the shim and waits until the container runs or has failed to start.
 pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
-    let exe = std::env::current_exe().map_err(CriError::io("find the kboot binary", "/proc/self/exe"))?;
+    // The running binary, even after an upgrade replaced (deleted) the file on disk: the
+    // shim must match the server that wrote the bundle.
+    let exe = PathBuf::from("/proc/self/exe");
     let shim_log = dir.join("shim.log");
     let log = fs::OpenOptions::new()
         .create(true)
