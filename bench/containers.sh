@@ -43,7 +43,7 @@ EOF
 "$KBOOT" run -f "$W/true.yml" >/dev/null
 B=$KBOOT_ROOT/containers/t/bundle
 
-echo "== create→start→exit→delete of /bin/true, $RUNS runs (hyperfine -N)"
+echo "== create→start→exit→delete of /bin/true, $RUNS runs (hyperfine -N); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 engines=(
   -n "kboot shim" "$KBOOT shim --id t --bundle $B"
   -n "kboot run -f" "$KBOOT run -f $W/true.yml"
@@ -53,12 +53,14 @@ hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/h.json" "${engines[@]}"
 
 crun_json=""
 if [ "${BENCH_CRUN_HUGETLB:-0}" = 1 ]; then
-  if [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+  # cgroupfs files report size 0: test the content, not the size.
+  if grep -q . /sys/fs/cgroup/unified/cgroup.controllers; then
     HUGETLB_MNT=$W/cg-hugetlb
     mkdir -p "$HUGETLB_MNT"
     mount -t cgroup -o hugetlb cgroup "$HUGETLB_MNT"
+    for _ in $(seq 50); do grep -q . /sys/fs/cgroup/unified/cgroup.controllers || break; sleep 0.1; done
   fi
-  if crun --root "$W/crun" run -b "$B" t-crun-probe >/dev/null 2>&1; then
+  if crun --root "$W/crun" run -b "$B" t-crun-probe >/dev/null; then
     hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$W/c.json" -n "crun run" "crun --root $W/crun run -b $B t-crun" >/dev/null
     crun_json=$W/c.json
   fi
@@ -74,9 +76,10 @@ rows = []
 for f in sys.argv[1:]:
     rows += json.load(open(f))["results"]
 runc = next(r["median"] for r in rows if r["command"] == "runc run")
-print(f"{'engine':14} {'median ms':>10} {'mean ms':>9} {'stddev':>7} {'vs runc':>8}")
+print(f"{'engine':14} {'median ms':>10} {'mean ms':>9} {'stddev':>7} {'vs runc':>8} {'CPU ms (user+sys)':>18}")
 for r in rows:
-    print(f"{r['command']:14} {r['median']*1000:10.2f} {r['mean']*1000:9.2f} {r['stddev']*1000:7.2f} {r['median']/runc:7.2f}x")
+    cpu = (r['user'] + r['system']) * 1000
+    print(f"{r['command']:14} {r['median']*1000:10.2f} {r['mean']*1000:9.2f} {r['stddev']*1000:7.2f} {r['median']/runc:7.2f}x {cpu:18.2f}")
 EOF
 
 echo
@@ -98,7 +101,7 @@ echo "runc run (one /bin/true): peak RSS $(awk -F': ' '/Maximum resident/ {print
 sleep 1
 sup=$(cat "$KBOOT_STATE/supervisor.pid")
 shim=$(python3 -c "import json,sys; print(json.load(open('$KBOOT_STATE/shims/s1.json'))['shim_pid'])")
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-echo "supervisor with 10 containers: RSS $(rss "$sup") kB (peak $(hwm "$sup") kB)"
-echo "one shim (running container): RSS $(rss "$shim") kB (peak $(hwm "$shim") kB)"
+mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %s kB  ", $1, $2}' "/proc/$1/status"; }
+# RssFile is the kboot binary's pages in the page cache, shared by every shim and the supervisor.
+echo "supervisor with 10 containers: $(mem "$sup")"
+echo "one shim (running container):  $(mem "$shim")"

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::{run_ok, Dir};
-use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, wait_until, write_plan, Down};
+use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down};
 
 const PLAIN: (&str, &str) = ("KBOOT_TEST_ONLY_PLAIN_PROCESS", "1");
 
@@ -105,7 +105,15 @@ fn containers_restart_policies_with_a_crash_loop_beside_a_healthy_service() {
     let out = run_ok(kb(&d).args(["logs", "flaky"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "try\ntry\ntry\n");
     // The crash loop keeps being restarted (with backoff) and the steady service is unaffected.
-    assert!(find(&list, "looping")["restarts"].as_u64().unwrap() >= 2, "{list:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || find(&ps(&mut kb(&d)), "looping")
+            ["restarts"]
+            .as_u64()
+            .unwrap()
+            >= 3),
+        "{list:?}"
+    );
+    let list = ps(&mut kb(&d));
     let steady = find(&list, "steady");
     assert_eq!(steady["status"], "running");
     assert_eq!(steady["restarts"], 0);
@@ -116,14 +124,7 @@ fn containers_survive_a_killed_supervisor_and_are_adopted_without_duplicates() {
     let d = Dir::new();
     let _down = guard(&d);
     let rootfs = busybox_rootfs(d.path());
-    let mut yaml = String::from("services:\n");
-    for n in ["a", "b", "c"] {
-        yaml.push_str(&format!(
-            "  {n}:\n    image: dir:{}\n    command: /bin/sleep 1000\n    restart: always\n",
-            rootfs.display()
-        ));
-    }
-    let plan = write_plan(&d, &yaml);
+    let plan = sleepers_plan(&d, &rootfs, &["a", "b", "c"], "/bin/sleep 1000");
     run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
     let before = ps(&mut kb(&d));
     let pids: Vec<i64> = before.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
@@ -147,20 +148,19 @@ fn containers_survive_a_killed_supervisor_and_are_adopted_without_duplicates() {
     let after = ps(&mut kb(&d));
     let again: Vec<i64> = after.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
     assert_eq!(pids, again);
-    let sleepers = std::fs::read_dir("/proc")
+    // Exactly one live shim per container for this root: nothing was started twice.
+    let root = d.path().join("root").to_string_lossy().into_owned();
+    let shims = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"/bin/sleep\x001000\x00")
-                && std::fs::read_link(e.path().join("cwd")).is_ok()
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.contains(&&b"shim"[..]) && args.contains(&root.as_bytes())
         })
-        .filter(|e| {
-            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            let _ = env;
-            pids.contains(&e.file_name().to_string_lossy().parse::<i64>().unwrap_or(-1))
-        })
+        .filter(|e| pid_alive(e.file_name().to_string_lossy().parse().unwrap_or(-1)))
         .count();
-    assert_eq!(sleepers, 3);
+    assert_eq!(shims, 3);
 
     // The adopting supervisor applies the restart policy to adopted containers.
     // SAFETY: kill(2) on a container process this test started.
@@ -352,4 +352,26 @@ fn containers_logs_follow_prints_new_lines_until_the_container_exits() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
     let out = run_ok(kb(&d).args(["logs", "--tail", "2", "talk"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+}
+
+#[test]
+fn containers_run_detach_reports_a_dependent_of_a_failed_service_as_blocked() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  db:\n    image: dir:{r}\n    command: /bin/sh -c 'exit 2'\n  app:\n    image: dir:{r}\n    command: /bin/sleep 1000\n    depends_on: [db]\n",
+            r = rootfs.display()
+        ),
+    );
+    let out = kb(&d).args(["run", "-d", "-f"]).arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit code 2"), "{text}");
+    assert!(
+        text.contains("blocked") && text.contains("dependency `db` is not running"),
+        "{text}"
+    );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::{require_root, run_ok, Dir};
 use crate::containers_support::{
-    busybox_rootfs, find, load_busybox_image, pid_alive, ps, wait_until, write_plan, Down,
+    busybox_rootfs, find, load_busybox_image, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down,
 };
 
 fn guard(d: &Dir) -> Down<'_> {
@@ -75,6 +75,14 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
+    // exec joins the container's cgroup, not just its namespaces.
+    let cg = kboot::state::Paths::under(d.path()).cgroup("box");
+    let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", "/proc/self/cgroup"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(":memory:") && l.ends_with(&cg)),
+        "{text}"
+    );
 
     run_ok(d.kboot().args(["stop", "-t", "1", "box"]));
     let b = find(&ps(&mut d.kboot()), "box").clone();
@@ -353,6 +361,19 @@ fn documented(line: &str) -> bool {
     l.starts_with("0::") || l.contains(":name=systemd:")
 }
 
+/// Fails with both reports unless they differ only in documented ways.
+fn assert_same_as_runc(ours: &str, theirs: &str) {
+    let diff: Vec<String> = differences(ours, theirs)
+        .into_iter()
+        .filter(|l| !documented(l))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "kboot and runc disagree:\n{}\n--- kboot\n{ours}\n--- runc\n{theirs}",
+        diff.join("\n")
+    );
+}
+
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn containers_probe_matches_runc_on_the_same_privileged_bundle() {
@@ -375,15 +396,7 @@ fn containers_probe_matches_runc_on_the_same_privileged_bundle() {
     );
     assert!(ours.contains("CapEff:\t000001fffeffffff"), "{ours}");
     assert!(ours.contains("134217728") && ours.contains("50000"), "limits: {ours}");
-    let diff: Vec<String> = differences(&ours, &theirs)
-        .into_iter()
-        .filter(|l| !documented(l))
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "kboot and runc disagree:\n{}\n--- kboot\n{ours}\n--- runc\n{theirs}",
-        diff.join("\n")
-    );
+    assert_same_as_runc(&ours, &theirs);
 }
 
 #[test]
@@ -395,15 +408,7 @@ fn containers_probe_matches_runc_on_the_same_default_bundle() {
     let (ours, theirs) = probe_both(&d, "plain", "    user: \"65534:65534\"\n");
     assert!(ours.contains("net private") && ours.contains("pid private"), "{ours}");
     assert!(ours.contains("uid=65534"), "{ours}");
-    let diff: Vec<String> = differences(&ours, &theirs)
-        .into_iter()
-        .filter(|l| !documented(l))
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "kboot and runc disagree:\n{}\n--- kboot\n{ours}\n--- runc\n{theirs}",
-        diff.join("\n")
-    );
+    assert_same_as_runc(&ours, &theirs);
 }
 
 #[test]
@@ -413,14 +418,7 @@ fn containers_killed_supervisor_leaves_containers_running_and_the_next_adopts_th
     let d = Dir::new();
     let _down = guard(&d);
     let rootfs = busybox_rootfs(d.path());
-    let mut yaml = String::from("services:\n");
-    for n in ["a", "b", "c"] {
-        yaml.push_str(&format!(
-            "  {n}:\n    image: dir:{}\n    command: sleep 1000\n    restart: always\n",
-            rootfs.display()
-        ));
-    }
-    let plan = write_plan(&d, &yaml);
+    let plan = sleepers_plan(&d, &rootfs, &["a", "b", "c"], "sleep 1000");
     run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
     let pids: Vec<i64> = ps(&mut d.kboot()).iter().map(|c| c["pid"].as_i64().unwrap()).collect();
     let sup: i32 = std::fs::read_to_string(d.path().join("state/supervisor.pid"))
@@ -459,14 +457,7 @@ fn containers_supervisor_killed_mid_start_and_lost_state_converge_without_duplic
     let d = Dir::new();
     let _down = guard(&d);
     let rootfs = busybox_rootfs(d.path());
-    let mut yaml = String::from("services:\n");
-    for n in ["a", "b", "c"] {
-        yaml.push_str(&format!(
-            "  {n}:\n    image: dir:{}\n    command: sleep 1000\n    restart: always\n",
-            rootfs.display()
-        ));
-    }
-    let plan = write_plan(&d, &yaml);
+    let plan = sleepers_plan(&d, &rootfs, &["a", "b", "c"], "sleep 1000");
     let mut first = d.kboot().args(["run", "-d", "-f"]).arg(&plan).spawn().unwrap();
     let pid_file = d.path().join("state/supervisor.pid");
     assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));

@@ -37,6 +37,18 @@ pub fn write_plan(d: &Dir, yaml: &str) -> PathBuf {
     p
 }
 
+/// A plan of `restart: always` services running `command` in `rootfs`.
+pub fn sleepers_plan(d: &Dir, rootfs: &Path, names: &[&str], command: &str) -> PathBuf {
+    let mut yaml = String::from("services:\n");
+    for n in names {
+        yaml.push_str(&format!(
+            "  {n}:\n    image: dir:{}\n    command: {command}\n    restart: always\n",
+            rootfs.display()
+        ));
+    }
+    write_plan(d, &yaml)
+}
+
 /// `kboot ps --format json` as values.
 pub fn ps(cmd: &mut Command) -> Vec<serde_json::Value> {
     let out = run_ok(cmd.args(["ps", "--format", "json"]));

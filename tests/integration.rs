@@ -9,6 +9,7 @@ mod cri;
 mod cri_client;
 mod registry;
 mod store;
+mod unpack_cache;
 mod unpack_hostile;
 mod unpack_model;
 mod unpack_util;

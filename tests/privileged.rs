@@ -8,5 +8,6 @@ mod containers_support;
 mod cri;
 #[path = "cri_client.rs"]
 mod cri_client;
+mod unpack_overlay;
 mod unpack_umoci;
 mod unpack_util;

@@ -635,6 +635,10 @@ pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     };
     fs::create_dir_all(dir).map_err(werr)?;
     let json = serde_json::to_vec_pretty(spec).map_err(|e| werr(std::io::Error::other(e)))?;
+    // `run` rewrites every bundle; an unchanged one needs no second flush to disk.
+    if fs::read(&path).is_ok_and(|old| old == json) {
+        return Ok(path);
+    }
     let tmp = dir.join(".config.json.tmp");
     let mut f = fs::File::create(&tmp).map_err(werr)?;
     f.write_all(&json).map_err(werr)?;

@@ -51,8 +51,20 @@ pub struct RecordError {
 }
 
 /// Serialises `value` to `path`: temp file → fsync → rename, so readers never
-/// see half a record.
+/// see half a record and it survives a crash.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
+    write_json_inner(path, value, true)
+}
+
+/// Like [`write_json`] without the fsync, for runtime records under the state
+/// directory: they are meaningless after a reboot anyway, and the rename alone
+/// keeps readers from seeing half a record. Saves a disk flush per container
+/// start where `/run` is not a tmpfs.
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
+    write_json_inner(path, value, false)
+}
+
+fn write_json_inner<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<(), RecordError> {
     let err = |source| RecordError {
         path: path.to_owned(),
         source,
@@ -67,7 +79,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordErro
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(err)?;
     f.write_all(&json).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    if durable {
+        f.sync_all().map_err(err)?;
+    }
     fs::rename(&tmp, path).map_err(err)
 }
 

@@ -7,7 +7,7 @@ use crate::bundle::ImageDefaults;
 use crate::plan::Service;
 use crate::state::Paths;
 use crate::store::{Store, StoreError};
-use crate::unpack::{Layer, RootfsCache};
+use crate::unpack::{image_layers, RootfsCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -90,17 +90,7 @@ impl ImageSource for LocalImages {
             }
             Err(e) => return Err(fail("resolve the image")(e.into())),
         };
-        let layers: Vec<Layer> = image
-            .manifest
-            .layers()
-            .iter()
-            .map(|d| Layer {
-                media_type: d.media_type().clone(),
-                path: store.blob_path(d.digest()),
-                digest: d.digest().to_string(),
-            })
-            .collect();
-        let diff_ids = image.config.rootfs().diff_ids().clone();
+        let (layers, diff_ids) = image_layers(&store, &image);
         let cache = RootfsCache::new(&self.paths);
         let lower = cache
             .ensure(&layers, &diff_ids)

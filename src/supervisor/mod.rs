@@ -111,8 +111,16 @@ impl RunReport {
 /// [`RunOptions::detach`]). Safe to call again with the same plan: running
 /// containers are kept, stopped ones restarted, nothing is duplicated.
 pub async fn run_plan(paths: &Paths, plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
-    let images = LocalImages { paths: paths.clone() };
-    let names = apply(paths, plan, &images)?;
+    // Unpacking images and writing bundles is blocking file work: keep it off
+    // the async workers (the CRI server may share this runtime).
+    let (p, pl) = (paths.clone(), plan.clone());
+    let names = tokio::task::spawn_blocking(move || apply(&p, &pl, &LocalImages { paths: p.clone() }))
+        .await
+        .map_err(|e| SupervisorError::Io {
+            step: "prepare the plan's containers under",
+            path: paths.containers(),
+            source: std::io::Error::other(e),
+        })??;
     if opts.detach || daemon::running_supervisor(paths).is_some() {
         ensure_daemon(paths)?;
         return wait_ready(paths, &names, opts.ready_timeout).await;
@@ -197,7 +205,8 @@ fn write_plan_file(f: &PlanFile) -> Result<()> {
 pub struct ContainerView {
     pub name: String,
     pub image: String,
-    /// `running`, `starting`, `restarting`, `exited`, `stopped`, `failed` or `created`.
+    /// `running`, `starting`, `restarting`, `exited`, `stopped`, `failed` or `created`
+    /// (and `blocked` in a run report: waiting on a dependency that will not run).
     pub status: String,
     pub pid: Option<i32>,
     pub restarts: u32,
@@ -284,20 +293,43 @@ pub fn list(paths: &Paths) -> Vec<ContainerView> {
 pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> Result<RunReport> {
     let deadline = Instant::now() + timeout;
     loop {
-        let views: Vec<ContainerView> = names.iter().map(|n| inspect(paths, n)).collect();
-        let settled = views.iter().all(|v| {
-            let fresh = read_desired(paths, &v.name).map(|d| d.requested_at_ms).unwrap_or(0);
+        let mut views: Vec<ContainerView> = names.iter().map(|n| inspect(paths, n)).collect();
+        // `names` is in start order, so one pass also catches dependencies of dependencies.
+        let mut down_for_good: Vec<String> = Vec::new();
+        let mut settled = true;
+        for v in views.iter_mut() {
+            let desired = read_desired(paths, &v.name);
+            let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
             let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, &v.name));
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
             });
-            match v.status.as_str() {
+            let blocked_by = desired
+                .iter()
+                .flat_map(|d| d.service.depends_on.iter())
+                .find(|dep| down_for_good.contains(dep))
+                .cloned();
+            let done = match v.status.as_str() {
                 "running" | "stopped" => true,
-                "failed" | "exited" | "restarting" => handled,
+                "failed" | "exited" => {
+                    if handled {
+                        down_for_good.push(v.name.clone());
+                    }
+                    handled
+                }
+                "restarting" => handled,
+                "created" if blocked_by.is_some() => {
+                    // It would wait for a dependency that will not run again.
+                    v.status = "blocked".into();
+                    v.reason = blocked_by.map(|d| format!("dependency `{d}` is not running"));
+                    down_for_good.push(v.name.clone());
+                    true
+                }
                 _ => false,
-            }
-        });
+            };
+            settled &= done;
+        }
         if settled {
             return Ok(RunReport { services: views });
         }
@@ -510,5 +542,81 @@ pub fn policy_name(p: RestartPolicy) -> String {
         RestartPolicy::UnlessStopped => "unless-stopped".into(),
         RestartPolicy::OnFailure { max_retries: None } => "on-failure".into(),
         RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_files_are_written_with_their_mode_and_replaced_atomically() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = PlanFile {
+            path: d.path().join("etc/kubernetes/manifests/etcd.yaml"),
+            mode: 0o600,
+            content: "kind: Pod\n".into(),
+        };
+        write_plan_file(&f).unwrap();
+        write_plan_file(&PlanFile {
+            content: "kind: Pod # v2\n".into(),
+            ..f.clone()
+        })
+        .unwrap();
+        assert_eq!(fs::read_to_string(&f.path).unwrap(), "kind: Pod # v2\n");
+        assert_eq!(fs::metadata(&f.path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_dir(f.path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn inspect_reports_oom_and_start_errors_as_reasons() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        let svc = crate::plan::Service {
+            name: "x".into(),
+            image: "img".into(),
+            ..Default::default()
+        };
+        records::write_desired(
+            &paths,
+            &DesiredRecord {
+                service: svc,
+                state: DesiredState::Running,
+                stopped_by_user: false,
+                requested_at_ms: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(inspect(&paths, "x").status, "created");
+        let exit = ExitRecord {
+            exit_code: 137,
+            signal: Some("SIGKILL".into()),
+            oom_killed: true,
+            finished_at_ms: 2,
+            ..Default::default()
+        };
+        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        let v = inspect(&paths, "x");
+        assert_eq!(
+            (v.status.as_str(), v.exit_code, v.reason.as_deref()),
+            ("exited", Some(137), Some("OOMKilled"))
+        );
+        assert!(v.failed());
+        let exit = ExitRecord {
+            exit_code: 127,
+            error: Some("create the container: no such file".into()),
+            finished_at_ms: 3,
+            ..Default::default()
+        };
+        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        let v = inspect(&paths, "x");
+        assert_eq!(v.status, "failed");
+        assert!(v.reason.unwrap().contains("no such file"));
+        assert_eq!(list(&paths).len(), 1);
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::restart::RestartState;
 use crate::plan::Service;
-use crate::shim::record::{read_json, write_json, RecordError};
+use crate::shim::record::{read_json, write_json, write_json_volatile, RecordError};
 use crate::state::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +71,10 @@ pub fn write_desired(paths: &Paths, rec: &DesiredRecord) -> Result<(), RecordErr
 pub fn read_status(paths: &Paths, name: &str) -> StatusRecord {
     read_json(&status_path(paths, name)).unwrap_or_default()
 }
+/// Not fsynced: after a crash the worst case is one restart decision applied
+/// again (the shim's `exit.json`, which is durable, is the source of truth).
 pub fn write_status(paths: &Paths, name: &str, rec: &StatusRecord) -> Result<(), RecordError> {
-    write_json(&status_path(paths, name), rec)
+    write_json_volatile(&status_path(paths, name), rec)
 }
 
 /// Names of every container kboot manages (directories with a desired record), sorted.

@@ -14,6 +14,7 @@
 mod cache;
 mod extract;
 mod fs;
+mod image;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -24,6 +25,7 @@ use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 
 pub use cache::{RootfsCache, ViewMode};
+pub use image::{image_layers, referenced_chain_ids, unpack_image};
 
 /// One layer blob and how it is compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,12 @@ pub enum UnpackError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("{step}: {source}")]
+    Store {
+        step: &'static str,
+        #[source]
+        source: Box<crate::store::StoreError>,
     },
     #[error("copy {} to {}: {reason}", from.display(), to.display())]
     Copy { from: PathBuf, to: PathBuf, reason: String },
