@@ -11,3 +11,4 @@ mod cri_client;
 mod unpack_overlay;
 mod unpack_umoci;
 mod unpack_util;
+mod store_full_disk;

@@ -2,13 +2,15 @@
 //! TLS, Bearer; differential with skopeo; faults through a proxy.
 
 use std::process::Output;
+
+use base64::Engine as _;
 use std::time::{Duration, Instant};
 
 use kboot::state::Paths;
 use kboot::store::Store;
 
 use crate::common::oci_image::{noise, sha256, write_layout, Entry, TestImage};
-use crate::common::registry::{Auth, Fault, FaultProxy, Registry, PASS, USER};
+use crate::common::registry::{Auth, Cdn, Fault, FaultProxy, Registry, PASS, USER};
 use crate::common::{run_ok, Dir};
 
 /// An image with three layers (one of 3 MB) pushed to `repo:tag`.
@@ -93,6 +95,8 @@ fn pull_plain_registry_matches_skopeo_byte_for_byte() {
     let fresh = Dir::new();
     let refused = pull(&fresh, &[&reference]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let hint = format!("--insecure-registry {}", reg.host());
+    assert!(stderr(&refused).contains(&hint), "{}", stderr(&refused));
 }
 
 #[test]
@@ -174,17 +178,21 @@ fn pull_basic_auth_uses_flag_file_or_docker_config_and_rejects_wrong_ones() {
         "{err}"
     );
 
-    let out = pull(
-        &dir,
-        &[
-            "--insecure-registry",
-            &host,
-            "--creds",
-            &format!("{USER}:{PASS}"),
-            &reference,
-        ],
-    );
+    // Right credentials, with every log line on: no secret may show.
+    let out = dir
+        .kboot()
+        .args(["--log-level", "trace", "pull", "--quiet", "--insecure-registry", &host])
+        .args(["--creds", &format!("{USER}:{PASS}"), &reference])
+        .output()
+        .unwrap();
     assert_pulled(&dir, &out, &reference, &img);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
+    let err = stderr(&out);
+    assert!(err.contains("DEBUG"), "trace logging produced nothing: {err}");
+    assert!(
+        !err.contains(PASS) && !err.contains(&basic),
+        "a secret reached the logs"
+    );
 
     let from_file = Dir::new();
     write_config(
@@ -197,7 +205,6 @@ fn pull_basic_auth_uses_flag_file_or_docker_config_and_rejects_wrong_ones() {
     let from_docker = Dir::new();
     let docker_dir = from_docker.path().join("docker");
     std::fs::create_dir_all(&docker_dir).unwrap();
-    use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"));
     std::fs::write(
         docker_dir.join("config.json"),
@@ -223,7 +230,8 @@ fn pull_tls_verifies_against_the_configured_ca() {
     let untrusted = Dir::new();
     let out = pull(&untrusted, &[&reference]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).to_lowercase().contains("certificate"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("certificate") && err.contains("ca_file"), "{err}");
 
     let trusted = Dir::new();
     let ca = reg.ca.as_ref().unwrap().ca.display().to_string();
@@ -462,4 +470,192 @@ fn pull_mirror_falls_back_and_rewrite_rules_apply() {
     let out = pull(&only_dead, &["etcd:3.5"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&dead), "{}", stderr(&out));
+}
+
+#[test]
+fn pull_follows_blob_redirects_without_sending_credentials_there() {
+    let reg = Registry::start(Auth::Htpasswd);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "redirect/app:1", 140);
+    let cdn = Cdn::start(&reg);
+    let proxy = FaultProxy::start(&reg, Fault::RedirectBlobs(format!("http://{}", cdn.addr)));
+    let reference = format!("{}/redirect/app:1", proxy.host());
+    let creds = format!("{USER}:{PASS}");
+    let out = pull(
+        &dir,
+        &["--insecure-registry", &proxy.host(), "--creds", &creds, &reference],
+    );
+    assert_pulled(&dir, &out, &reference, &img);
+    let seen = cdn.seen_auth.lock().unwrap().clone();
+    assert_eq!(seen.len(), img.blobs().len() - 1, "config and layers come from the CDN");
+    assert!(
+        seen.iter().all(Option::is_none),
+        "credentials leaked to the CDN: {seen:?}"
+    );
+}
+
+#[test]
+fn pull_progress_goes_to_stderr_as_lines_when_not_a_terminal() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/progress:1", 150);
+    let reference = format!("{}/test/progress:1", reg.host());
+    let out = dir
+        .kboot()
+        .args(["pull", "--insecure-registry", &reg.host(), &reference])
+        .output()
+        .unwrap();
+    assert_pulled(&dir, &out, &reference, &img);
+    let err = stderr(&out);
+    let big = &sha256(&img.layers[0])[7..19];
+    assert!(err.contains(&format!("{big}: downloading 3.1 MB")), "{err}");
+    assert!(err.contains(&format!("{big}: done")), "{err}");
+    let again = dir
+        .kboot()
+        .args(["pull", "--insecure-registry", &reg.host(), &reference])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&again).contains(&format!("{big}: already present")),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn pull_by_digest_checks_the_content_against_it() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/pinned:1", 160);
+    let by_digest = format!("{}/test/pinned@{}", reg.host(), img.manifest_digest());
+    let out = pull(&dir, &["--insecure-registry", &reg.host(), &by_digest]);
+    assert_pulled(
+        &dir,
+        &out,
+        &by_digest.replace(&format!("@{}", img.manifest_digest()), ""),
+        &img,
+    );
+    run_ok(dir.kboot().args(["rmi", &by_digest]));
+    let images = run_ok(dir.kboot().args(["images", "--format", "json"]));
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "[]");
+
+    // A registry answering the pinned digest with other bytes is caught.
+    let other = TestImage::small(161);
+    let proxy = FaultProxy::start(
+        &reg,
+        Fault::Manifest(
+            other.manifest.clone(),
+            "application/vnd.oci.image.manifest.v1+json".into(),
+        ),
+    );
+    let lying = format!("{}/test/pinned@{}", proxy.host(), img.manifest_digest());
+    let fresh = Dir::new();
+    let out = pull(&fresh, &["--insecure-registry", &proxy.host(), &lying]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not the requested"), "{}", stderr(&out));
+}
+
+#[test]
+fn pull_on_a_terminal_draws_progress_bars() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let img = push_image(&reg, &dir, "test/tty:1", 170);
+    let reference = format!("{}/test/tty:1", reg.host());
+    // `script` gives kboot a pseudo-terminal as stdout and stderr.
+    let cmd = format!(
+        "{} pull --insecure-registry {} {reference}",
+        crate::common::kboot_bin().display(),
+        reg.host()
+    );
+    let tty = run_ok(
+        std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("KBOOT_ROOT", dir.path().join("root"))
+            .env("KBOOT_STATE", dir.path().join("state"))
+            .env("KBOOT_CONFIG", dir.path().join("config"))
+            .env("TERM", "xterm"),
+    );
+    let text = String::from_utf8_lossy(&tty.stdout);
+    let big = &sha256(&img.layers[0])[7..19];
+    assert!(
+        text.contains(big) && text.contains("[=") && text.contains("MiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{reference}@{}", img.manifest_digest())),
+        "{text}"
+    );
+}
+
+#[test]
+fn pull_docker_schema2_manifest_list_like_skopeo() {
+    let reg = Registry::start(Auth::None);
+    let dir = Dir::new();
+    let amd = TestImage::small(180);
+    let arm = TestImage::new("arm", Some("v7"), &[&[("a", b"arm")]]);
+    let layout = dir.path().join("multi");
+    write_layout(&layout, &[("multi", Entry::Index(vec![&amd, &arm]))]);
+    reg.push_as(&layout, "multi", "docker/multi:1", Some("v2s2"));
+    let reference = format!("{}/docker/multi:1", reg.host());
+    let out = pull(&dir, &["--insecure-registry", &reg.host(), &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // The amd64 entry of the manifest list the registry serves.
+    let raw = run_ok(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]));
+    let list: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let amd64 = list["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap();
+    assert_eq!(line, format!("{reference}@{}", amd64["digest"].as_str().unwrap()));
+    // skopeo converts the manifest to OCI for an oci: destination, but the
+    // config and layers it fetches must be the same bytes as ours.
+    let sk = dir.path().join("skopeo");
+    reg.skopeo_pull("docker/multi:1", &sk);
+    let store = Store::open(&Paths::under(dir.path())).unwrap();
+    let image = store.resolve(&reference).unwrap();
+    assert_eq!(
+        image.manifest.media_type().as_ref().map(|m| m.to_string()).as_deref(),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
+    assert_eq!(image.config.architecture().to_string(), "amd64");
+    // `save` writes the OCI form (skopeo's layout reader sees only OCI media
+    // types); skopeo and `kboot load` both read it, with the same config.
+    let archive = dir.path().join("v2s2.tar");
+    run_ok(dir.kboot().args(["save", "-o"]).arg(&archive).arg(&reference));
+    let from_archive = dir.path().join("from-archive");
+    run_ok(std::process::Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        &format!("oci-archive:{}:{reference}", archive.display()),
+        &format!("oci:{}:x", from_archive.display()),
+    ]));
+    let reloaded = Dir::new();
+    run_ok(reloaded.kboot().args(["load", "-i"]).arg(&archive));
+    let again = Store::open(&Paths::under(reloaded.path()))
+        .unwrap()
+        .resolve(&reference)
+        .unwrap();
+    assert_eq!(again.manifest.config().digest(), image.manifest.config().digest());
+    assert_eq!(again.manifest.layers().len(), image.manifest.layers().len());
+    for d in std::iter::once(image.manifest.config()).chain(image.manifest.layers()) {
+        assert!(from_archive.join("blobs/sha256").join(d.digest().digest()).exists());
+        let theirs = sk.join("blobs/sha256").join(d.digest().digest());
+        assert_eq!(
+            std::fs::read(theirs).unwrap(),
+            std::fs::read(store.blob_path(d.digest())).unwrap()
+        );
+    }
 }

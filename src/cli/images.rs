@@ -182,8 +182,12 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Hook for the rootfs cache: once `unpack` owns `rootfs/<chain-id>`, it
-/// removes the trees no remaining image needs here. Today nothing is cached.
+/// Hook for the rootfs cache (`rootfs/<chain-id>`, owned by `unpack`). Once
+/// the unpack module is merged this calls
+/// `crate::unpack::RootfsCache::new(&ctx.paths).prune(&keep)` with `keep` =
+/// `crate::unpack::referenced_chain_ids(store)` plus the chain IDs of every
+/// container's image (a container may outlive `rmi` of its image; its lower
+/// layer must stay). Until then there is no cache to prune.
 fn prune_rootfs_cache(_ctx: &Context, _store: &Store) -> anyhow::Result<u64> {
     Ok(0)
 }

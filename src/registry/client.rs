@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 use super::auth::{Authorization, Challenge, TokenCache};
 use super::config::{Location, RegistriesConfig};
-use super::error::RegistryError;
+use super::error::{error_chain, is_tls_failure, RegistryError};
 use crate::store::{BlobWriter, Ingest, Store};
 
 /// Everything kboot can read, most preferred first.
@@ -196,7 +196,7 @@ impl RegistryClient {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
                     let wait = self.retry.wait(attempt, &e);
-                    warn!(registry = %loc.registry, path, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+                    warn!(registry = %loc.registry, path, error = %error_chain(&e), wait_ms = wait.as_millis() as u64, "retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -212,10 +212,19 @@ impl RegistryClient {
             Some(Authorization::Basic(c)) => req = req.basic_auth(c.username, Some(c.password)),
             None => {}
         }
-        req.send().await.map_err(|source| RegistryError::Http {
-            method: "GET",
-            url: url.to_string(),
-            source,
+        req.send().await.map_err(|source| {
+            if url.starts_with("https:") && is_tls_failure(&source) {
+                RegistryError::Tls {
+                    host: loc.registry.clone(),
+                    detail: error_chain(&source),
+                }
+            } else {
+                RegistryError::Http {
+                    method: "GET",
+                    url: url.to_string(),
+                    source,
+                }
+            }
         })
     }
 
@@ -327,8 +336,23 @@ impl RegistryClient {
         }
     }
 
-    /// Fetches a manifest or index by tag or digest; returns its bytes.
+    /// Fetches a manifest or index by tag or digest; returns its bytes. A body
+    /// cut short is fetched again (the request itself retries inside `get`).
     pub async fn manifest(&self, loc: &Location, tag_or_digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self.manifest_once(loc, tag_or_digest).await {
+                Err(e @ RegistryError::Interrupted { .. }) if attempt + 1 < self.retry.attempts => {
+                    warn!(registry = %loc.registry, error = %error_chain(&e), "manifest body interrupted, retrying");
+                    tokio::time::sleep(self.retry.wait(attempt, &e)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn manifest_once(&self, loc: &Location, tag_or_digest: &str) -> Result<Vec<u8>, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let reference = format!("{}/{}:{tag_or_digest}", loc.registry, loc.repository);
@@ -346,9 +370,9 @@ impl RegistryClient {
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Http {
-                method: "GET",
+            let chunk = chunk.map_err(|source| RegistryError::Interrupted {
                 url: url.clone(),
+                got: body.len() as u64,
                 source,
             })?;
             body.extend_from_slice(&chunk);
@@ -398,7 +422,7 @@ impl RegistryClient {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
                     let wait = self.retry.wait(attempt, &e);
-                    warn!(blob = %id, offset = writer.offset(), error = %e, "blob download interrupted, resuming");
+                    warn!(blob = %id, offset = writer.offset(), error = %error_chain(&e), "blob download interrupted, resuming");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

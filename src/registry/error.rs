@@ -25,6 +25,8 @@ pub enum RegistryError {
         realm: String,
         detail: String,
     },
+    #[error("TLS with {host} failed: {detail}; if it serves plain HTTP or a certificate from a private CA, pass --insecure-registry {host} or set `ca_file` for it in registries.toml")]
+    Tls { host: String, detail: String },
     #[error("{method} {url}")]
     Http {
         method: &'static str,
@@ -71,10 +73,7 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             RegistryError::Http { source, .. } => {
-                // A certificate the host does not trust will not become
-                // trusted by asking again; rustls's error only shows in the text.
-                let untrusted = error_chain(source).to_lowercase().contains("certificate");
-                !untrusted && (source.is_connect() || source.is_timeout() || source.is_body() || source.is_request())
+                source.is_connect() || source.is_timeout() || source.is_body() || source.is_request()
             }
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             RegistryError::Truncated { .. } | RegistryError::Interrupted { .. } => true,
@@ -91,7 +90,8 @@ impl RegistryError {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// The error and all its causes, `: `-separated (for logs and messages).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -100,4 +100,23 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// TLS failures (untrusted certificate, a plain-HTTP server) reach us as an
+/// `InvalidData` I/O error somewhere in the chain. Asking again cannot fix them.
+pub(crate) fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        // hyper-util wraps rustls's io::Error in another io::Error, whose
+        // source() skips the inner one; look inside with get_ref().
+        let mut io = e.downcast_ref::<std::io::Error>();
+        while let Some(i) = io {
+            if i.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+            io = i.get_ref().and_then(|inner| inner.downcast_ref::<std::io::Error>());
+        }
+        current = e.source();
+    }
+    false
 }

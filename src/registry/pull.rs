@@ -10,7 +10,7 @@ use tracing::{info, instrument, warn};
 
 use super::client::{Progress, RegistryClient};
 use super::config::Location;
-use super::error::RegistryError;
+use super::error::{error_chain, RegistryError};
 use super::platform::PlatformSpec;
 use crate::store::{normalize_reference, parse_manifest, IndexEntry, Manifest, Store, StoreError, DOCKER_CONFIG};
 
@@ -57,6 +57,16 @@ fn sha256_digest(bytes: &[u8]) -> Digest {
 }
 
 impl Puller {
+    /// A puller for this host: the store at `paths`, `registries.toml` and
+    /// Docker's config.json for locations and credentials, the host platform.
+    pub fn new(paths: &crate::state::Paths) -> Result<Self, RegistryError> {
+        Ok(Self {
+            client: RegistryClient::new(super::RegistriesConfig::load(&paths.registries_config())?),
+            store: Store::open(paths)?,
+            options: PullOptions::default(),
+        })
+    }
+
     /// Pulls one image; tries each location in turn until one serves the manifest.
     #[instrument(skip(self, progress), fields(platform = %self.options.platform))]
     pub async fn pull(&self, reference: &str, progress: &dyn Progress) -> Result<Pulled, RegistryError> {
@@ -76,7 +86,7 @@ impl Puller {
         let locations = self.client.config.locations(parsed.registry(), parsed.repository());
         let mut attempts = Vec::new();
         let mut last = None;
-        for loc in &locations {
+        for (i, loc) in locations.iter().enumerate() {
             match self.pull_from(loc, &tag_or_digest, parsed.digest(), progress).await {
                 Ok(entry) => {
                     let manifest_digest = entry.manifest.clone();
@@ -90,7 +100,10 @@ impl Puller {
                 // Our own mistakes (the store, the platform) are not the location's fault.
                 Err(e @ (RegistryError::Store(_) | RegistryError::Config { .. })) => return Err(e),
                 Err(e) => {
-                    warn!(registry = %loc.registry, error = %e, "location failed");
+                    // The last failure is returned, not logged (it is handled by the caller).
+                    if i + 1 < locations.len() {
+                        warn!(registry = %loc.registry, error = %error_chain(&e), "location failed, trying the next");
+                    }
                     attempts.push(format!("{}/{}: {e}", loc.registry, loc.repository));
                     last = Some(e);
                 }

@@ -12,8 +12,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Component, Path};
 use std::str::FromStr;
 
-use oci_spec::image::{Descriptor, Digest, ImageIndex, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use super::error::{Result, StoreError};
 use super::fsutil::{sync_dir, temp_name};
@@ -483,16 +484,37 @@ impl Store {
         let mut index_manifests = Vec::new();
         let mut written = BTreeSet::new();
         for image in images {
-            let manifest_bytes = self.read_blob(&image.manifest_digest)?;
-            let media = image.manifest.media_type().clone().unwrap_or(MediaType::ImageManifest);
-            let mut desc = Descriptor::new(media, manifest_bytes.len() as u64, image.manifest_digest.clone());
+            let (manifest_bytes, manifest_digest) = match as_oci_manifest(&image.manifest) {
+                // Docker schema 2: skopeo's OCI layout reader only sees OCI
+                // media types, so the archive gets the OCI form of the same
+                // config and layers (a new manifest digest, as skopeo's own
+                // conversion gives).
+                Some(converted) => {
+                    let bytes = serde_json::to_vec(&converted).expect("a manifest always serializes");
+                    let digest = super::blob::digest_of_hex(&hex::encode(Sha256::digest(&bytes)));
+                    (bytes, digest)
+                }
+                None => (self.read_blob(&image.manifest_digest)?, image.manifest_digest.clone()),
+            };
+            let mut desc = Descriptor::new(
+                MediaType::ImageManifest,
+                manifest_bytes.len() as u64,
+                manifest_digest.clone(),
+            );
             let mut ann = std::collections::HashMap::new();
             ann.insert(REF_NAME.to_string(), image.reference.clone());
             ann.insert(CONTAINERD_NAME.to_string(), image.reference.clone());
             desc.set_annotations(Some(ann));
             index_manifests.push(desc);
-            let blobs = std::iter::once(&image.manifest_digest)
-                .chain(std::iter::once(image.manifest.config().digest()))
+            if written.insert(manifest_digest.to_string()) {
+                tar.append_data(
+                    &mut tar_header(manifest_bytes.len() as u64),
+                    format!("blobs/sha256/{}", manifest_digest.digest()),
+                    &manifest_bytes[..],
+                )
+                .map_err(werr)?;
+            }
+            let blobs = std::iter::once(image.manifest.config().digest())
                 .chain(image.manifest.layers().iter().map(|l| l.digest()));
             for digest in blobs {
                 if !written.insert(digest.to_string()) {
@@ -526,6 +548,31 @@ impl Store {
         inner.get_ref().sync_all().map_err(werr)?;
         Ok(())
     }
+}
+
+/// The OCI form of a Docker schema 2 manifest (same blobs, OCI media
+/// types), or `None` when it already is OCI.
+fn as_oci_manifest(manifest: &ImageManifest) -> Option<ImageManifest> {
+    if manifest.media_type().as_ref().map(|m| m.to_string()).as_deref() != Some(super::DOCKER_MANIFEST) {
+        return None;
+    }
+    let map = |d: &Descriptor| -> Descriptor {
+        let media = match d.media_type().to_string().as_str() {
+            super::DOCKER_CONFIG => MediaType::ImageConfig,
+            "application/vnd.docker.image.rootfs.diff.tar.gzip" => MediaType::ImageLayerGzip,
+            "application/vnd.docker.image.rootfs.diff.tar" => MediaType::ImageLayer,
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => MediaType::ImageLayerNonDistributableGzip,
+            _ => d.media_type().clone(),
+        };
+        let mut out = d.clone();
+        out.set_media_type(media);
+        out
+    };
+    let mut oci = manifest.clone();
+    oci.set_media_type(Some(MediaType::ImageManifest));
+    oci.set_config(map(manifest.config()));
+    oci.set_layers(manifest.layers().iter().map(map).collect());
+    Some(oci)
 }
 
 fn tar_header(len: u64) -> tar::Header {

@@ -184,8 +184,16 @@ impl Registry {
 
     /// Pushes `layout:name` (an OCI layout entry, index or manifest) to `repo:tag`.
     pub fn push(&self, layout: &Path, name: &str, repo_tag: &str) {
+        self.push_as(layout, name, repo_tag, None);
+    }
+
+    /// Like [`Self::push`], with skopeo's `--format` (`v2s2` converts to Docker schema 2).
+    pub fn push_as(&self, layout: &Path, name: &str, repo_tag: &str, format: Option<&str>) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--all", "--dest-tls-verify=false"]);
+        if let Some(f) = format {
+            cmd.args(["--format", f]);
+        }
         if matches!(self.auth_kind(), Some(true)) {
             cmd.arg(format!("--dest-creds={USER}:{PASS}"));
         }
@@ -341,6 +349,8 @@ pub enum Fault {
     Manifest(Vec<u8>, String),
     /// Stream blob bodies slowly: this many bytes per 50 ms.
     Slow(usize),
+    /// Redirect blob requests (307) to this base URL, e.g. a [`Cdn`].
+    RedirectBlobs(String),
 }
 
 #[derive(Clone)]
@@ -400,6 +410,13 @@ async fn proxy(State(s): State<ProxyState>, req: Request<Body>) -> Response<Body
                 .body(Body::from(body.clone()))
                 .unwrap();
         }
+    }
+    if let (true, Fault::RedirectBlobs(base)) = (is_blob, &fault) {
+        return Response::builder()
+            .status(307)
+            .header("location", format!("{base}{path}"))
+            .body(Body::empty())
+            .unwrap();
     }
     let n = if is_blob {
         let range = req.headers().get("range").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -468,4 +485,58 @@ async fn proxy(State(s): State<ProxyState>, req: Request<Body>) -> Response<Body
         _ => Body::from(body),
     };
     out.body(body).unwrap()
+}
+
+#[derive(Clone)]
+struct CdnState {
+    upstream: String,
+    seen_auth: Arc<Mutex<Vec<Option<String>>>>,
+    client: reqwest::Client,
+}
+
+/// Another host serving the registry's blobs, as a CDN behind a redirect does.
+/// It records the `Authorization` header of every request it gets, and
+/// fetches from the (htpasswd) registry with the test credentials itself.
+pub struct Cdn {
+    pub addr: SocketAddr,
+    pub seen_auth: Arc<Mutex<Vec<Option<String>>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Cdn {
+    pub fn start(upstream: &Registry) -> Self {
+        let state = CdnState {
+            upstream: format!("http://{}", upstream.host()),
+            seen_auth: Arc::default(),
+            client: reqwest::Client::new(),
+        };
+        let seen_auth = state.seen_auth.clone();
+        let app = Router::new().fallback(any(cdn)).with_state(state);
+        let (addr, rt) = serve(app);
+        Self {
+            addr,
+            seen_auth,
+            _rt: rt,
+        }
+    }
+}
+
+async fn cdn(State(s): State<CdnState>, req: Request<Body>) -> Response<Body> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    s.seen_auth.lock().unwrap().push(auth);
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let mut up = s
+        .client
+        .get(format!("{}{path}", s.upstream))
+        .basic_auth(USER, Some(PASS));
+    if let Some(range) = req.headers().get("range") {
+        up = up.header("range", range);
+    }
+    let resp = up.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    Response::builder().status(status).body(Body::from(body)).unwrap()
 }
