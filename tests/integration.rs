@@ -8,6 +8,7 @@ mod containers_support;
 mod cri;
 mod cri_client;
 mod registry;
+mod rootfs_tools_push;
 mod store;
 mod unpack_cache;
 mod unpack_hostile;

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fchmodat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -136,10 +137,8 @@ impl Extractor {
             return self.whiteout(st, &raw, parent, name, target);
         }
 
-        let dir = self.parent(st, &raw, parent, true)?.expect("created on demand");
+        let (key, dir) = self.parent(st, &raw, parent, true)?.expect("created on demand");
         let rel = child_path(&dir.path, name);
-        let existing = lstat_at(&dir.fd, name).map_err(|e| self.write_err(st, &raw, "stat", e.into()))?;
-        let existing_is_dir = existing.is_some_and(|s| file_type(&s) == SFlag::S_IFDIR);
 
         // A hardlink's target is resolved before anything is replaced (it may be this
         // very path).
@@ -170,14 +169,17 @@ impl Extractor {
         };
 
         if kind == tar::EntryType::Directory {
-            if existing.is_some() && !existing_is_dir {
-                self.remove(st, &raw, &dir.fd, name)?;
-            }
-            if !existing_is_dir {
-                match nix::sys::stat::mkdirat(Some(dir.fd.as_raw_fd()), os(name), Mode::from_bits_truncate(0o700)) {
-                    Ok(()) => {}
-                    Err(e) => return Err(self.write_err(st, &raw, "mkdir", e.into())),
+            let mkdir = || nix::sys::stat::mkdirat(Some(dir.fd.as_raw_fd()), os(name), Mode::from_bits_truncate(0o700));
+            match mkdir() {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    let existing = lstat_at(&dir.fd, name).map_err(|e| self.write_err(st, &raw, "stat", e.into()))?;
+                    if existing.is_none_or(|s| file_type(&s) != SFlag::S_IFDIR) {
+                        self.remove(st, &raw, &dir.fd, name)?;
+                        mkdir().map_err(|e| self.write_err(st, &raw, "mkdir", e.into()))?;
+                    }
                 }
+                Err(e) => return Err(self.write_err(st, &raw, "mkdir", e.into())),
             }
             let fd = open_at(
                 &dir.fd,
@@ -189,22 +191,33 @@ impl Extractor {
             self.set_fd_metadata(st, &raw, fd, &header, &mut entry)?;
             self.dir_mtimes.insert(rel.clone(), mtime(&header));
             st.created.insert(rel);
+            Self::keep_parent(st, key, dir);
             return Ok(());
         }
 
-        if existing.is_some() {
-            self.remove(st, &raw, &dir.fd, name)?;
-        }
+        // Create; if the name exists (any type), remove it and create again.
+        let create = |f: &mut dyn FnMut() -> nix::Result<()>| -> Result<(), UnpackError> {
+            match f() {
+                Err(Errno::EEXIST) => {
+                    self.remove(st, &raw, &dir.fd, name)?;
+                    f().map_err(|e| self.write_err(st, &raw, "create", e.into()))
+                }
+                other => other.map_err(|e| self.write_err(st, &raw, "create", e.into())),
+            }
+        };
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let fd = open_at(
-                    &dir.fd,
-                    name,
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| self.write_err(st, &raw, "create file", e.into()))?;
-                let mut file = File::from(fd);
+                let mut fd = None;
+                create(&mut || {
+                    fd = Some(open_at(
+                        &dir.fd,
+                        name,
+                        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+                        Mode::from_bits_truncate(0o600),
+                    )?);
+                    Ok(())
+                })?;
+                let mut file = File::from(fd.expect("created"));
                 copy(&mut entry, &mut file, &mut self.buf).map_err(|e| self.write_err(st, &raw, "write file", e))?;
                 self.set_fd_metadata(st, &raw, file.into(), &header, &mut entry)?;
                 self.set_mtime(st, &raw, &dir.fd, name, &header)?;
@@ -214,20 +227,20 @@ impl Extractor {
                     .link_name_bytes()
                     .ok_or_else(|| refuse("symlink without a target".into()))?
                     .into_owned();
-                symlinkat(os(&target), Some(dir.fd.as_raw_fd()), os(name))
-                    .map_err(|e| self.write_err(st, &raw, "symlink", e.into()))?;
+                create(&mut || symlinkat(os(&target), Some(dir.fd.as_raw_fd()), os(name)))?;
                 self.set_at_metadata(st, &raw, &dir, name, &header, &mut entry, false)?;
             }
             tar::EntryType::Link => {
                 let (tdir, tname) = link_target.expect("resolved above");
-                linkat(
-                    Some(tdir.fd.as_raw_fd()),
-                    os(&tname),
-                    Some(dir.fd.as_raw_fd()),
-                    os(name),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| self.write_err(st, &raw, "hardlink", e.into()))?;
+                create(&mut || {
+                    linkat(
+                        Some(tdir.fd.as_raw_fd()),
+                        os(&tname),
+                        Some(dir.fd.as_raw_fd()),
+                        os(name),
+                        AtFlags::empty(),
+                    )
+                })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, dev) = match kind {
@@ -235,14 +248,15 @@ impl Extractor {
                     tar::EntryType::Block => (SFlag::S_IFBLK, device(&header)),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(
-                    Some(dir.fd.as_raw_fd()),
-                    os(name),
-                    sflag,
-                    Mode::from_bits_truncate(0o600),
-                    dev,
-                )
-                .map_err(|e| self.write_err(st, &raw, "mknod", e.into()))?;
+                create(&mut || {
+                    mknodat(
+                        Some(dir.fd.as_raw_fd()),
+                        os(name),
+                        sflag,
+                        Mode::from_bits_truncate(0o600),
+                        dev,
+                    )
+                })?;
                 self.set_at_metadata(st, &raw, &dir, name, &header, &mut entry, true)?;
             }
             other => {
@@ -251,6 +265,7 @@ impl Extractor {
             }
         }
         st.created.insert(rel);
+        Self::keep_parent(st, key, dir);
         Ok(())
     }
 
@@ -272,10 +287,9 @@ impl Extractor {
             });
         }
         // Nothing below a missing directory to hide.
-        let Some(dir) = self.parent(st, raw, parent, false)? else {
+        let Some((_, dir)) = self.parent(st, raw, parent, false)? else {
             return Ok(());
         };
-        st.parent_cache = None;
         let result = if opaque {
             list_dir(&dir.fd, b".").and_then(|(fd, children)| {
                 children
@@ -289,22 +303,19 @@ impl Extractor {
     }
 
     /// The parent directory of an entry, created if missing (`create`), or `None` if
-    /// missing and not created.
+    /// missing and not created. Taken out of the one-entry cache when it matches; the
+    /// caller puts it back with `keep_parent`.
     fn parent(
         &self,
         st: &mut LayerState,
         raw: &[u8],
         comps: &[&[u8]],
         create: bool,
-    ) -> Result<Option<Resolved>, UnpackError> {
+    ) -> Result<Option<(Vec<u8>, Resolved)>, UnpackError> {
         let key = comps.join(&b'/');
-        if let Some((k, r)) = &st.parent_cache {
-            if *k == key {
-                let fd = r.fd.try_clone().map_err(|e| self.write_err(st, raw, "dup", e))?;
-                return Ok(Some(Resolved {
-                    fd,
-                    path: r.path.clone(),
-                }));
+        if let Some((k, r)) = st.parent_cache.take() {
+            if k == key {
+                return Ok(Some((k, r)));
             }
         }
         let mut made = Vec::new();
@@ -322,19 +333,17 @@ impl Extractor {
             }
         };
         st.created.extend(made);
-        let fd = resolved.fd.try_clone().map_err(|e| self.write_err(st, raw, "dup", e))?;
-        st.parent_cache = Some((
-            key,
-            Resolved {
-                fd,
-                path: resolved.path.clone(),
-            },
-        ));
-        Ok(Some(resolved))
+        Ok(Some((key, resolved)))
     }
 
-    fn remove(&self, st: &mut LayerState, raw: &[u8], dir: &OwnedFd, name: &[u8]) -> Result<(), UnpackError> {
-        st.parent_cache = None;
+    /// Puts a parent directory back in the cache. Safe after replacing one of its
+    /// children: the cache only ever holds the parent of the last entry, and an entry
+    /// only removes or replaces that parent's children, never the parent itself.
+    fn keep_parent(st: &mut LayerState, key: Vec<u8>, dir: Resolved) {
+        st.parent_cache = Some((key, dir));
+    }
+
+    fn remove(&self, st: &LayerState, raw: &[u8], dir: &OwnedFd, name: &[u8]) -> Result<(), UnpackError> {
         remove_all_at(dir, name).map_err(|e| self.write_err(st, raw, "replace existing", e.into()))
     }
 

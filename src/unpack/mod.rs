@@ -130,18 +130,16 @@ pub(crate) fn unpack_verified(layers: &[Layer], diff_ids: Option<&[String]>, tar
         let span = tracing::debug_span!("layer", digest = %layer.digest);
         let _guard = span.enter();
         let stream = open_layer(layer)?;
-        let mut hashed = HashingReader {
-            inner: stream,
-            hash: Sha256::new(),
-        };
+        let expected = diff_ids.and_then(|d| d.get(i));
+        let mut hashed = HashingReader::new(stream, expected.is_some());
         ex.apply_layer(&layer.digest, &mut hashed)?;
         // The tar ends with zero blocks the reader may not have consumed.
         io::copy(&mut hashed, &mut io::sink()).map_err(|source| UnpackError::ReadLayer {
             layer: layer.digest.clone(),
             source,
         })?;
-        if let Some(expected) = diff_ids.and_then(|d| d.get(i)) {
-            let actual = format!("sha256:{}", hex::encode(hashed.hash.finalize()));
+        if let Some(expected) = expected {
+            let actual = hashed.finish();
             if &actual != expected {
                 return Err(UnpackError::DiffIdMismatch {
                     layer: layer.digest.clone(),
@@ -234,15 +232,63 @@ pub fn chain_id(diff_ids: &[String]) -> Option<String> {
     Some(chain)
 }
 
+/// Hashes what is read through it on a second thread (in 256 KiB chunks), so the
+/// digest check of a large layer overlaps with extraction instead of adding to it.
 struct HashingReader<R> {
     inner: R,
-    hash: Sha256,
+    pending: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    hasher: Option<std::thread::JoinHandle<String>>,
+}
+
+const HASH_CHUNK: usize = 256 << 10;
+
+impl<R> HashingReader<R> {
+    fn new(inner: R, enabled: bool) -> Self {
+        let (tx, hasher) = if enabled {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let hasher = std::thread::spawn(move || {
+                let mut hash = Sha256::new();
+                for chunk in rx {
+                    hash.update(&chunk);
+                }
+                format!("sha256:{}", hex::encode(hash.finalize()))
+            });
+            (Some(tx), Some(hasher))
+        } else {
+            (None, None)
+        };
+        Self {
+            inner,
+            pending: Vec::with_capacity(HASH_CHUNK),
+            tx,
+            hasher,
+        }
+    }
+
+    /// `sha256:<hex>` of everything read.
+    fn finish(&mut self) -> String {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(std::mem::take(&mut self.pending));
+        }
+        self.hasher
+            .take()
+            .map(|h| h.join().expect("hasher thread does not panic"))
+            .unwrap_or_default()
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(tx) = &self.tx {
+            self.pending.extend_from_slice(&buf[..n]);
+            if self.pending.len() >= HASH_CHUNK {
+                let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(HASH_CHUNK));
+                // The receiver only stops when we drop the sender.
+                let _ = tx.send(chunk);
+            }
+        }
         Ok(n)
     }
 }
