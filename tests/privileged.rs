@@ -8,7 +8,7 @@ mod containers_support;
 mod cri;
 #[path = "cri_client.rs"]
 mod cri_client;
+mod store_full_disk;
 mod unpack_overlay;
 mod unpack_umoci;
 mod unpack_util;
-mod store_full_disk;
