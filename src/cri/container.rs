@@ -40,6 +40,9 @@ pub(crate) struct ContainerRecord {
     pub created_at: i64,
     /// `log_directory/log_path`, when the kubelet asked for a log.
     pub log_path: Option<PathBuf>,
+    /// The container's cgroup path (cgroupfs), for stats.
+    #[serde(default)]
+    pub cgroup: String,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,71 @@ impl CriContainer {
             }
         }
         st
+    }
+
+    /// CPU and memory from the container's cgroup v1 files (zero before it starts).
+    pub fn stats(&self, paths: &Paths) -> kboot_cri::v1::ContainerStats {
+        use kboot_cri::v1::{
+            ContainerAttributes, CpuUsage, FilesystemIdentifier, FilesystemUsage, MemoryUsage, UInt64Value,
+        };
+        let read = |ctrl: &str, file: &str| -> u64 {
+            fs::read_to_string(
+                Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join(self.record.cgroup.trim_start_matches('/'))
+                    .join(file),
+            )
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+        };
+        let inactive_file = fs::read_to_string(
+            Path::new("/sys/fs/cgroup/memory")
+                .join(self.record.cgroup.trim_start_matches('/'))
+                .join("memory.stat"),
+        )
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("total_inactive_file ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0);
+        let usage = read("memory", "memory.usage_in_bytes");
+        let now = super::now_nanos();
+        kboot_cri::v1::ContainerStats {
+            attributes: Some(ContainerAttributes {
+                id: self.id.clone(),
+                metadata: self.config.metadata.clone(),
+                labels: self.config.labels.clone(),
+                annotations: self.config.annotations.clone(),
+            }),
+            cpu: Some(CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(UInt64Value {
+                    value: read("cpuacct", "cpuacct.usage"),
+                }),
+                ..Default::default()
+            }),
+            memory: Some(MemoryUsage {
+                timestamp: now,
+                working_set_bytes: Some(UInt64Value {
+                    value: usage.saturating_sub(inactive_file),
+                }),
+                usage_bytes: Some(UInt64Value { value: usage }),
+                ..Default::default()
+            }),
+            writable_layer: Some(FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(FilesystemIdentifier {
+                    mountpoint: self.dir(paths).display().to_string(),
+                }),
+                used_bytes: Some(UInt64Value { value: 0 }),
+                inodes_used: Some(UInt64Value { value: 0 }),
+            }),
+            ..Default::default()
+        }
     }
 
     pub fn matches(&self, paths: &Paths, f: &ContainerFilter) -> bool {
@@ -332,6 +400,7 @@ pub(crate) fn prepare(
         link_log(&dir, link)?;
     }
     Ok(ContainerRecord {
+        cgroup,
         sandbox_id: pod.id.clone(),
         image: image.0,
         image_id: image.1,

@@ -182,15 +182,32 @@ impl RuntimeService for Runtime {
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
-        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
-        unsupported("ContainerStats")
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let stats = Cri::resolve_container(&inner, &id)?.stats(&self.0.config.paths);
+        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
-        Ok(Response::new(cri::ListContainerStatsResponse::default()))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = cri::ContainerFilter {
+            id: f.id,
+            pod_sandbox_id: f.pod_sandbox_id,
+            label_selector: f.label_selector,
+            state: None,
+        };
+        let paths = &self.0.config.paths;
+        let inner = self.0.inner.lock().await;
+        let stats = inner
+            .containers
+            .values()
+            .filter(|c| c.matches(paths, &filter))
+            .map(|c| c.stats(paths))
+            .collect();
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {

@@ -147,6 +147,18 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
         "CONTAINER_RUNNING"
     );
 
+    // Stats come from the container's cgroup.
+    let stats = c.json(&["stats", "-o", "json", &ctr]);
+    let one = &stats["stats"][0];
+    assert_eq!(one["attributes"]["id"], ctr.as_str(), "{stats}");
+    let memory = one["memory"]["workingSetBytes"]["value"]
+        .as_str()
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        memory.is_some_and(|m| m > 0),
+        "a running container uses memory: {stats}"
+    );
+
     // The container shares the pod's network namespace and hostname.
     assert!(c.ok(&["exec", "-s", &ctr, "ip", "-4", "addr"]).contains(&ip));
     assert_eq!(c.ok(&["exec", "-s", &ctr, "hostname"]), "web");
