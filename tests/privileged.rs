@@ -4,6 +4,10 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+#[path = "cri_client.rs"]
+#[path = "privileged/cri.rs"]
+mod cri;
+mod cri_client;
 mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;

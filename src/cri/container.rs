@@ -1,0 +1,654 @@
+//! CRI containers on kboot's shims. A container is a directory `Paths::container(<id>)`
+//! holding the kubelet's config as given (protobuf), kboot's record (JSON), the OCI bundle
+//! and the shim's CRI-format log; `log_path` in the pod's log directory links to that log.
+//! Create writes the bundle; Start spawns `kboot shim` (own session: containers outlive
+//! the server); the shim's records say whether it runs and how it ended.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kboot_cri::v1::{
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec, MountPropagation,
+    NamespaceMode,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::error::{CriError, Result};
+use super::sandbox::{labels_match, write_atomic, Sandbox};
+use crate::bundle::{build_spec, write_config, BundleRequest, Host};
+use crate::plan::{Device, Propagation, Service, Volume};
+use crate::shim::record::{read_json, ExitRecord, ShimRecord};
+use crate::shim::{exit_record_path, shim_record_path};
+use crate::state::Paths;
+use crate::supervisor::images::{ImageSource, LocalImages};
+
+const CONFIG_FILE: &str = "cri-config.pb";
+const RECORD_FILE: &str = "cri.json";
+
+/// kboot's side of a CRI container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ContainerRecord {
+    pub sandbox_id: String,
+    /// The store reference the image resolved to, and its ID (config digest).
+    pub image: String,
+    pub image_id: String,
+    pub created_at: i64,
+    /// `log_directory/log_path`, when the kubelet asked for a log.
+    pub log_path: Option<PathBuf>,
+    /// The container's cgroup path (cgroupfs), for stats.
+    #[serde(default)]
+    pub cgroup: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CriContainer {
+    pub id: String,
+    pub config: ContainerConfig,
+    pub record: ContainerRecord,
+}
+
+/// What the shim's records say.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    Created,
+    Running(ShimRecord),
+    Exited(ExitRecord),
+}
+
+fn ms_to_ns(ms: Option<u64>) -> i64 {
+    ms.and_then(|m| i64::try_from(m).ok())
+        .map_or(0, |m| m.saturating_mul(1_000_000))
+}
+
+impl CriContainer {
+    pub fn dir(&self, paths: &Paths) -> PathBuf {
+        paths.container(&self.id)
+    }
+
+    pub fn phase(&self, paths: &Paths) -> Phase {
+        if let Some(exit) = read_json::<ExitRecord>(&exit_record_path(paths, &self.id)) {
+            return Phase::Exited(exit);
+        }
+        match read_json::<ShimRecord>(&shim_record_path(paths, &self.id)) {
+            Some(rec) if rec.is_alive() => Phase::Running(rec),
+            // A shim that died without an exit record (SIGKILL): the container is gone too.
+            Some(rec) => Phase::Exited(ExitRecord {
+                exit_code: 255,
+                error: Some("the shim died without recording the exit".into()),
+                started_at_ms: rec.started_at_ms,
+                ..Default::default()
+            }),
+            None => Phase::Created,
+        }
+    }
+
+    fn state(phase: &Phase) -> ContainerState {
+        match phase {
+            Phase::Created => ContainerState::ContainerCreated,
+            Phase::Running(_) => ContainerState::ContainerRunning,
+            Phase::Exited(_) => ContainerState::ContainerExited,
+        }
+    }
+
+    fn image_spec(&self) -> Option<ImageSpec> {
+        Some(ImageSpec {
+            image: self.record.image.clone(),
+            ..Default::default()
+        })
+    }
+
+    pub fn summary(&self, paths: &Paths) -> Container {
+        Container {
+            id: self.id.clone(),
+            pod_sandbox_id: self.record.sandbox_id.clone(),
+            metadata: self.config.metadata.clone(),
+            image: self.image_spec(),
+            image_ref: self.record.image_id.clone(),
+            state: Self::state(&self.phase(paths)) as i32,
+            created_at: self.record.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            image_id: self.record.image_id.clone(),
+        }
+    }
+
+    pub fn status(&self, paths: &Paths) -> ContainerStatus {
+        let phase = self.phase(paths);
+        let mut st = ContainerStatus {
+            id: self.id.clone(),
+            metadata: self.config.metadata.clone(),
+            state: Self::state(&phase) as i32,
+            created_at: self.record.created_at,
+            image: self.image_spec(),
+            image_ref: self.record.image_id.clone(),
+            image_id: self.record.image_id.clone(),
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            mounts: self.config.mounts.clone(),
+            log_path: self
+                .record
+                .log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        match phase {
+            Phase::Created => {}
+            Phase::Running(rec) => st.started_at = ms_to_ns(rec.started_at_ms),
+            Phase::Exited(exit) => {
+                st.started_at = ms_to_ns(exit.started_at_ms);
+                st.finished_at = ms_to_ns(Some(exit.finished_at_ms));
+                st.exit_code = exit.exit_code;
+                st.reason = if exit.oom_killed {
+                    "OOMKilled"
+                } else if exit.error.is_some() {
+                    "StartError"
+                } else if exit.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .into();
+                st.message = exit.error.unwrap_or_default();
+            }
+        }
+        st
+    }
+
+    /// CPU and memory from the container's cgroup v1 files (zero before it starts).
+    pub fn stats(&self, paths: &Paths) -> kboot_cri::v1::ContainerStats {
+        use kboot_cri::v1::{
+            ContainerAttributes, CpuUsage, FilesystemIdentifier, FilesystemUsage, MemoryUsage, UInt64Value,
+        };
+        let read = |ctrl: &str, file: &str| -> u64 {
+            fs::read_to_string(
+                Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join(self.record.cgroup.trim_start_matches('/'))
+                    .join(file),
+            )
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+        };
+        let inactive_file = fs::read_to_string(
+            Path::new("/sys/fs/cgroup/memory")
+                .join(self.record.cgroup.trim_start_matches('/'))
+                .join("memory.stat"),
+        )
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("total_inactive_file ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0);
+        let usage = read("memory", "memory.usage_in_bytes");
+        let now = super::now_nanos();
+        kboot_cri::v1::ContainerStats {
+            attributes: Some(ContainerAttributes {
+                id: self.id.clone(),
+                metadata: self.config.metadata.clone(),
+                labels: self.config.labels.clone(),
+                annotations: self.config.annotations.clone(),
+            }),
+            cpu: Some(CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(UInt64Value {
+                    value: read("cpuacct", "cpuacct.usage"),
+                }),
+                ..Default::default()
+            }),
+            memory: Some(MemoryUsage {
+                timestamp: now,
+                working_set_bytes: Some(UInt64Value {
+                    value: usage.saturating_sub(inactive_file),
+                }),
+                usage_bytes: Some(UInt64Value { value: usage }),
+                ..Default::default()
+            }),
+            writable_layer: Some(FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(FilesystemIdentifier {
+                    mountpoint: self.dir(paths).display().to_string(),
+                }),
+                used_bytes: Some(UInt64Value { value: 0 }),
+                inodes_used: Some(UInt64Value { value: 0 }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn matches(&self, paths: &Paths, f: &ContainerFilter) -> bool {
+        (f.id.is_empty() || self.id.starts_with(&f.id))
+            && (f.pod_sandbox_id.is_empty() || self.record.sandbox_id.starts_with(&f.pod_sandbox_id))
+            && f.state
+                .as_ref()
+                .is_none_or(|s| s.state == Self::state(&self.phase(paths)) as i32)
+            && labels_match(&self.config.labels, &f.label_selector)
+    }
+
+    pub fn save(&self, paths: &Paths) -> Result<()> {
+        let dir = self.dir(paths);
+        fs::create_dir_all(&dir).map_err(CriError::io("create the container directory", &dir))?;
+        write_atomic(&dir.join(CONFIG_FILE), &self.config.encode_to_vec())?;
+        let rec = serde_json::to_vec_pretty(&self.record).map_err(|e| CriError::DecodeRecord {
+            path: dir.join(RECORD_FILE),
+            source: e.into(),
+        })?;
+        write_atomic(&dir.join(RECORD_FILE), &rec)
+    }
+
+    /// Every CRI container on disk (directories without a CRI record belong to plans).
+    pub fn load_all(paths: &Paths) -> Vec<Self> {
+        let Ok(entries) = fs::read_dir(paths.containers()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let dir = e.path();
+            let (Ok(cfg), Ok(rec)) = (fs::read(dir.join(CONFIG_FILE)), fs::read(dir.join(RECORD_FILE))) else {
+                continue;
+            };
+            let id = e.file_name().to_string_lossy().into_owned();
+            match (ContainerConfig::decode(cfg.as_slice()), serde_json::from_slice(&rec)) {
+                (Ok(config), Ok(record)) => out.push(Self { id, config, record }),
+                _ => tracing::warn!(container = %id, "skipping an unreadable CRI container record"),
+            }
+        }
+        out
+    }
+}
+
+/// The CRI config as a plan service, so the bundle module builds the spec the same way for
+/// both; what a service cannot say (the pod's network namespace, hostname, read-only root)
+/// is set on the spec afterwards.
+pub(crate) fn service_of(paths: &Paths, id: &str, image: &str, c: &ContainerConfig, pod: &Sandbox) -> Result<Service> {
+    let linux = c.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let res = linux.resources.clone().unwrap_or_default();
+    let ns = sc.namespace_options.clone().unwrap_or_default();
+    let user = match (&sc.run_as_user, sc.run_as_username.as_str(), &sc.run_as_group) {
+        (Some(uid), _, Some(gid)) => Some(format!("{}:{}", uid.value, gid.value)),
+        (Some(uid), _, None) => Some(uid.value.to_string()),
+        (None, name, gid) if !name.is_empty() => {
+            Some(gid.as_ref().map_or(name.to_owned(), |g| format!("{name}:{}", g.value)))
+        }
+        _ => None,
+    };
+    let volumes = c
+        .mounts
+        .iter()
+        .map(|m| {
+            if m.host_path.is_empty() || m.container_path.is_empty() {
+                return Err(CriError::InvalidArgument(
+                    "a mount needs host_path and container_path".into(),
+                ));
+            }
+            Ok(Volume {
+                source: m.host_path.clone().into(),
+                target: m.container_path.clone().into(),
+                read_only: m.readonly,
+                propagation: match MountPropagation::try_from(m.propagation) {
+                    Ok(MountPropagation::PropagationBidirectional) => Propagation::Shared,
+                    Ok(MountPropagation::PropagationHostToContainer) => Propagation::Slave,
+                    _ => Propagation::Private,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut volumes = volumes;
+    let resolv = super::sandbox::resolv_conf(paths, &pod.id);
+    if resolv.exists() && !volumes.iter().any(|v| v.target == Path::new("/etc/resolv.conf")) {
+        volumes.push(Volume {
+            source: resolv,
+            target: "/etc/resolv.conf".into(),
+            read_only: false,
+            propagation: Propagation::Private,
+        });
+    }
+    let cpus = (res.cpu_quota > 0 && res.cpu_period > 0).then(|| res.cpu_quota as f64 / res.cpu_period as f64);
+    Ok(Service {
+        name: id.to_owned(),
+        image: image.to_owned(),
+        entrypoint: (!c.command.is_empty()).then(|| c.command.clone()),
+        command: (!c.args.is_empty()).then(|| c.args.clone()),
+        environment: c.envs.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+        volumes,
+        network_host: pod.host_network(),
+        pid_host: ns.pid == NamespaceMode::Node as i32 || pod.namespace_options().pid == NamespaceMode::Node as i32,
+        privileged: sc.privileged,
+        cap_add: sc
+            .capabilities
+            .as_ref()
+            .map(|caps| {
+                caps.add_capabilities
+                    .iter()
+                    .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        devices: c
+            .devices
+            .iter()
+            .map(|d| Device {
+                host: d.host_path.clone().into(),
+                container: d.container_path.clone().into(),
+                permissions: if d.permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    d.permissions.clone()
+                },
+            })
+            .collect(),
+        user,
+        working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
+        mem_limit: u64::try_from(res.memory_limit_in_bytes).ok().filter(|m| *m > 0),
+        cpus,
+        ..Default::default()
+    })
+}
+
+/// Image, rootfs, spec and bundle for a new container; returns the record.
+pub(crate) fn prepare(
+    paths: &Paths,
+    id: &str,
+    image: (String, String),
+    config: &ContainerConfig,
+    pod: &Sandbox,
+) -> Result<ContainerRecord> {
+    let dir = paths.container(id);
+    let service = service_of(paths, id, &image.0, config, pod)?;
+    let prepared = LocalImages { paths: paths.clone() }
+        .prepare(&service, &dir)
+        .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
+    let parent = pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let cgroup = if parent.is_empty() {
+        paths.cgroup(id)
+    } else {
+        format!("/{}/kboot-{id}", parent.trim_matches('/'))
+    };
+    let host = Host::probe().map_err(|e| CriError::Bundle(e.to_string()))?;
+    let mut spec = build_spec(
+        &BundleRequest {
+            service: &service,
+            image: &prepared.defaults,
+            rootfs: &prepared.rootfs,
+            cgroups_path: &cgroup,
+        },
+        &host,
+    )
+    .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+    adapt_spec(&mut spec, config, pod);
+    let bundle = crate::supervisor::records::bundle_dir(paths, id);
+    fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
+    write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
+    let log_path = log_path_of(pod, config);
+    if let Some(link) = &log_path {
+        link_log(&dir, link)?;
+    }
+    Ok(ContainerRecord {
+        cgroup,
+        sandbox_id: pod.id.clone(),
+        image: image.0,
+        image_id: image.1,
+        created_at: super::now_nanos(),
+        log_path,
+    })
+}
+
+/// What the Compose-shaped service cannot say: join the pod's pinned network namespace,
+/// the pod's hostname, a read-only root.
+fn adapt_spec(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig, pod: &Sandbox) {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    if let (Some(netns), Some(linux)) = (pod.state.netns.as_ref(), spec.linux_mut().as_mut()) {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
+        if let Ok(ns) = LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(netns.clone())
+            .build()
+        {
+            namespaces.push(ns);
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
+    if !pod.config.hostname.is_empty() && !pod.host_network() {
+        spec.set_hostname(Some(pod.config.hostname.clone()));
+    }
+    let readonly = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.readonly_rootfs);
+    if readonly {
+        if let Some(root) = spec.root_mut().as_mut() {
+            root.set_readonly(Some(true));
+        }
+    }
+}
+
+fn log_path_of(pod: &Sandbox, config: &ContainerConfig) -> Option<PathBuf> {
+    let dir = &pod.config.log_directory;
+    (!dir.is_empty() && !config.log_path.is_empty()).then(|| Path::new(dir).join(&config.log_path))
+}
+
+/// The kubelet reads `log_path`; the shim writes `container.log` in the container dir.
+fn link_log(dir: &Path, link: &Path) -> Result<()> {
+    let target = crate::shim::log::log_path(dir);
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&target)
+        .map_err(CriError::io("create the log", &target))?;
+    if let Some(parent) = link.parent() {
+        fs::create_dir_all(parent).map_err(CriError::io("create the log directory", parent))?;
+    }
+    match fs::remove_file(link) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CriError::io("replace the log link", link)(e)),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(&target, link).map_err(CriError::io("link the log", link))
+}
+
+/// Re-creates the log link (after the kubelet rotated it away).
+pub(crate) fn relink_log(paths: &Paths, c: &CriContainer) -> Result<()> {
+    match &c.record.log_path {
+        Some(link) => link_log(&c.dir(paths), link),
+        None => Ok(()),
+    }
+}
+
+/// Starts the shim and waits until the container runs or has failed to start.
+pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
+    let dir = c.dir(paths);
+    // The running binary, even after an upgrade replaced (deleted) the file on disk: the
+    // shim must match the server that wrote the bundle.
+    let exe = PathBuf::from("/proc/self/exe");
+    let shim_log = dir.join("shim.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&shim_log)
+        .map_err(CriError::io("open", &shim_log))?;
+    let log2 = log.try_clone().map_err(CriError::io("open", &shim_log))?;
+    let mut child = tokio::process::Command::new(&exe)
+        .arg("--root")
+        .arg(paths.root())
+        .arg("--state")
+        .arg(paths.state())
+        .arg("--config")
+        .arg(paths.config())
+        .arg("shim")
+        .arg("--id")
+        .arg(&c.id)
+        .arg("--bundle")
+        .arg(crate::supervisor::records::bundle_dir(paths, &c.id))
+        // libcontainer's own lines, emitted inside init, would land in the container's stderr.
+        .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(CriError::io("start the shim", &exe))?;
+    // Reap the shim whenever it ends; its records carry the outcome.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.phase(paths) {
+            Phase::Running(rec) if rec.init_pid.is_some() => return Ok(()),
+            Phase::Exited(exit) => {
+                return match exit.error {
+                    Some(err) => Err(CriError::StartContainer {
+                        id: c.id.clone(),
+                        message: err,
+                    }),
+                    None => Ok(()),
+                }
+            }
+            _ if Instant::now() > deadline => {
+                return Err(CriError::StartContainer {
+                    id: c.id.clone(),
+                    message: "the shim did not report a start within 60 s".into(),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// SIGTERM through the shim (it forwards to init), SIGKILL to init after `timeout`.
+pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> Result<()> {
+    let Phase::Running(rec) = c.phase(paths) else {
+        return Ok(());
+    };
+    let exited = || matches!(c.phase(paths), Phase::Exited(_));
+    if !timeout.is_zero() {
+        let _ = kill(Pid::from_raw(rec.shim_pid), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while !exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if !exited() {
+        if let Some(pid) = rec.init_pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if exited() {
+        Ok(())
+    } else {
+        Err(CriError::FailedPrecondition(format!(
+            "container {} did not stop after SIGKILL",
+            c.id
+        )))
+    }
+}
+
+/// Removes what Create made: the rootfs view, the log link, the directory.
+pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
+    let dir = c.dir(paths);
+    LocalImages { paths: paths.clone() }.release(&dir);
+    if let Some(link) = &c.record.log_path {
+        let _ = fs::remove_file(link);
+    }
+    let _ = fs::remove_file(exit_record_path(paths, &c.id));
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CriError::io("remove the container directory", &dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `cmd` in the container's namespaces and root (nsenter), collecting its output.
+pub(crate) async fn exec_sync(
+    paths: &Paths,
+    c: &CriContainer,
+    cmd: &[String],
+    timeout: Duration,
+) -> Result<(Vec<u8>, Vec<u8>, i32)> {
+    let Phase::Running(rec) = c.phase(paths) else {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {} is not running",
+            c.id
+        )));
+    };
+    let pid = rec.init_pid.unwrap_or_default().to_string();
+    if cmd.is_empty() {
+        return Err(CriError::InvalidArgument("ExecSync needs a command".into()));
+    }
+    let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
+        .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
+        .unwrap_or_default();
+    // The init's user and group, so a probe runs as the container does.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let id_of = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("0")
+            .to_owned()
+    };
+    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
+    let mut command = tokio::process::Command::new("/usr/bin/nsenter");
+    command
+        .args([
+            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
+        ])
+        .args(["--setuid", &uid, "--setgid", &gid, "--"])
+        .args(cmd)
+        .env_clear()
+        .envs(env.iter().filter_map(|e| e.split_once('=')))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // nsenter forks to enter the PID namespace: killing it alone would leave the command
+        // running, so the whole group goes on a timeout.
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command
+        .spawn()
+        .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+    let group = child.id().and_then(|p| i32::try_from(p).ok());
+    let run = child.wait_with_output();
+    let out = if timeout.is_zero() {
+        run.await
+    } else {
+        match tokio::time::timeout(timeout, run).await {
+            Ok(out) => out,
+            Err(_) => {
+                if let Some(g) = group {
+                    let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                }
+                return Err(CriError::DeadlineExceeded(format!(
+                    "command {cmd:?} timed out after {timeout:?}"
+                )));
+            }
+        }
+    }
+    .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+    let code = out
+        .status
+        .code()
+        .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0));
+    Ok((out.stdout, out.stderr, code))
+}

@@ -1,0 +1,306 @@
+//! `runtime.v1.RuntimeService`: thin gRPC glue over [`Cri`]; the logic lives there.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kboot_cri::v1 as cri;
+use kboot_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::{Cri, CriError};
+
+/// The kubelet refuses any other value (`kuberuntime_manager.go`).
+const KUBELET_API_VERSION: &str = "0.1.0";
+
+#[derive(Debug)]
+pub(crate) struct Runtime(pub Arc<Cri>);
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn unsupported<T>(what: &'static str) -> Reply<T> {
+    Err(CriError::Unsupported(what).into())
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: KUBELET_API_VERSION.into(),
+            runtime_name: "kboot".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Reply<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
+        let pod_sandbox_id = self.0.run_sandbox(config, req.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Reply<cri::StopPodSandboxResponse> {
+        self.0.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        self.0.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let inner = self.0.inner.lock().await;
+        let status = Cri::resolve_sandbox(&inner, &id)?.status();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let inner = self.0.inner.lock().await;
+        let items = inner
+            .sandboxes
+            .values()
+            .filter(|s| s.matches(&filter))
+            .map(|s| s.summary())
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
+        let container_id = self.0.create_container(&req.pod_sandbox_id, config).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
+        self.0.start_container(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        self.0.stop_container(&req.container_id, timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
+        // Removing what does not exist succeeds: the kubelet retries removals.
+        self.0.remove_container(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let paths = &self.0.config.paths;
+        let inner = self.0.inner.lock().await;
+        let containers = inner
+            .containers
+            .values()
+            .filter(|c| c.matches(paths, &filter))
+            .map(|c| c.summary(paths))
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let status = Cri::resolve_container(&inner, &id)?.status(&self.0.config.paths);
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        // The log path is a link to the shim's own file, which the shim rotates itself; a
+        // kubelet that renamed the link away gets a new one.
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let c = Cri::resolve_container(&inner, &id)?;
+        if !matches!(c.phase(&self.0.config.paths), super::container::Phase::Running(_)) {
+            return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
+        }
+        super::container::relink_log(&self.0.config.paths, c)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let c = Cri::resolve_container(&*self.0.inner.lock().await, &req.container_id)?.clone();
+        let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        let (stdout, stderr, exit_code) =
+            super::container::exec_sync(&self.0.config.paths, &c, &req.cmd, timeout).await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code,
+        }))
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("streaming Exec (ExecSync works)")
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        unsupported("Attach")
+    }
+
+    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
+        unsupported("PortForward")
+    }
+
+    async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
+        let id = req.into_inner().container_id;
+        let inner = self.0.inner.lock().await;
+        let stats = Cri::resolve_container(&inner, &id)?.stats(&self.0.config.paths);
+        Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = cri::ContainerFilter {
+            id: f.id,
+            pod_sandbox_id: f.pod_sandbox_id,
+            label_selector: f.label_selector,
+            state: None,
+        };
+        let paths = &self.0.config.paths;
+        let inner = self.0.inner.lock().await;
+        let stats = inner
+            .containers
+            .values()
+            .filter(|c| c.matches(paths, &filter))
+            .map(|c| c.stats(paths))
+            .collect();
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {
+        unsupported("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Reply<cri::ListPodSandboxStatsResponse> {
+        // An empty list is valid: the kubelet's stats provider tolerates it.
+        Ok(Response::new(cri::ListPodSandboxStatsResponse::default()))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            self.0.set_pod_cidr(cidr).await;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, _: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        let (network_ready, why) = self.0.network_ready().await;
+        let condition = |r#type: &str, status: bool, reason: &str, message: String| cri::RuntimeCondition {
+            r#type: r#type.into(),
+            status,
+            reason: reason.into(),
+            message,
+        };
+        let conditions = vec![
+            condition("RuntimeReady", true, "", String::new()),
+            if network_ready {
+                condition("NetworkReady", true, "", String::new())
+            } else {
+                condition("NetworkReady", false, "NetworkPluginNotReady", why)
+            },
+        ];
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            ..Default::default()
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Reply<cri::CheckpointContainerResponse> {
+        unsupported("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+        // Evented PLEG is alpha and off by default; the kubelet falls back to relisting.
+        unsupported("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse::default()))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse::default()))
+    }
+
+    async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
+        unsupported("UpdatePodSandboxResources")
+    }
+}
