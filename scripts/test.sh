@@ -10,6 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
+# Toolchains as rustup and the Go tarball install them, in case the caller's PATH lacks them.
+export PATH="$PATH:${HOME:-/root}/.cargo/bin:/usr/local/go/bin"
+
 scripts/install-deps.sh
 
 export CARGO_TERM_COLOR=never
