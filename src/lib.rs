@@ -10,7 +10,9 @@
 pub mod cli;
 pub mod logging;
 pub mod plan;
+pub mod registry;
 pub mod state;
+pub mod store;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

@@ -3,3 +3,5 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod registry;
+mod store;

@@ -2,3 +2,4 @@
 //! which panics (never skips) without euid 0. CI runs them as root.
 
 mod common;
+mod store_full_disk;

@@ -1,11 +1,18 @@
 //! `pull`, `images`, `rmi`, `prune`, `load`, `save`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{not_yet, Context};
+use anyhow::Context as _;
+
+use super::progress;
+use super::{Context, UsageError};
+use crate::registry::auth::Credentials;
+use crate::registry::{PlatformSpec, PullOptions, Puller, RegistriesConfig, RegistryClient};
+use crate::store::{normalize_reference, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ListFormat {
@@ -64,21 +71,164 @@ pub struct SaveArgs {
     pub refs: Vec<String>,
 }
 
-pub fn pull(_ctx: &Context, _args: PullArgs) -> anyhow::Result<ExitCode> {
-    not_yet("pull", 2)
+pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
+    let platform = match &args.platform {
+        Some(p) => p.parse::<PlatformSpec>().map_err(|e| UsageError(e.to_string()))?,
+        None => PlatformSpec::host(),
+    };
+    let mut config = RegistriesConfig::load(&ctx.paths.registries_config()).map_err(|e| UsageError(e.to_string()))?;
+    config.insecure.extend(args.insecure_registry.iter().cloned());
+    if let Some(c) = &args.creds {
+        config.creds = Some(Credentials::parse(c).ok_or_else(|| UsageError("--creds must be USER:PASS".into()))?);
+    }
+    for r in &args.refs {
+        normalize_reference(r).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let puller = Puller {
+        client: RegistryClient::new(config),
+        store: open_store(ctx)?,
+        options: PullOptions {
+            platform,
+            ..PullOptions::default()
+        },
+    };
+    let progress = progress::for_terminal(args.quiet);
+    let results = ctx.block_on(async {
+        let mut results = Vec::new();
+        for r in &args.refs {
+            results.push((r.clone(), puller.pull(r, progress.as_ref()).await));
+        }
+        results
+    })?;
+    let mut out = std::io::stdout().lock();
+    let mut failed = Vec::new();
+    for (r, result) in results {
+        match result {
+            Ok(pulled) => writeln!(out, "{}", pulled.pinned())?,
+            Err(e) => failed.push(anyhow::Error::new(e).context(format!("pull {r}"))),
+        }
+    }
+    match failed.len() {
+        0 => Ok(ExitCode::SUCCESS),
+        1 => Err(failed.remove(0)),
+        n => {
+            let all: Vec<String> = failed.iter().map(|e| format!("{e:#}")).collect();
+            anyhow::bail!("{n} images failed:\n  {}", all.join("\n  "))
+        }
+    }
 }
-pub fn images(_ctx: &Context, _args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    not_yet("images", 2)
+
+fn open_store(ctx: &Context) -> anyhow::Result<Store> {
+    Ok(Store::open(&ctx.paths)?)
 }
-pub fn rmi(_ctx: &Context, _args: RmiArgs) -> anyhow::Result<ExitCode> {
-    not_yet("rmi", 2)
+
+/// Bad references are usage errors (exit 2), not failures.
+fn usage_if_bad_reference(err: StoreError) -> anyhow::Error {
+    match err {
+        StoreError::InvalidReference { .. } => UsageError(err.to_string()).into(),
+        other => other.into(),
+    }
 }
-pub fn prune(_ctx: &Context, _args: PruneArgs) -> anyhow::Result<ExitCode> {
-    not_yet("prune", 2)
+
+/// `1.2 GB`, `15.3 MB`, `812 kB`, `97 B` (decimal units, as registries show).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
-pub fn load(_ctx: &Context, _args: LoadArgs) -> anyhow::Result<ExitCode> {
-    not_yet("load", 2)
+
+#[allow(clippy::print_stdout)]
+pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let list = open_store(ctx)?.list()?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ListFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &list)?;
+            writeln!(out)?;
+        }
+        ListFormat::Table => {
+            let width = list.iter().map(|i| i.reference.len()).max().unwrap_or(0).max(9);
+            writeln!(out, "{:<width$}  {:<71}  {:>9}", "REFERENCE", "DIGEST", "SIZE")?;
+            for image in &list {
+                writeln!(
+                    out,
+                    "{:<width$}  {:<71}  {:>9}",
+                    image.reference,
+                    image.digest,
+                    human_size(image.size)
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
-pub fn save(_ctx: &Context, _args: SaveArgs) -> anyhow::Result<ExitCode> {
-    not_yet("save", 2)
+
+pub fn rmi(ctx: &Context, args: RmiArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx)?;
+    let removed = store.remove(&args.refs).map_err(usage_if_bad_reference)?;
+    let mut out = std::io::stdout().lock();
+    for r in removed {
+        writeln!(out, "untagged {r}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hook for the rootfs cache (`rootfs/<chain-id>`, owned by `unpack`). Once
+/// the unpack module is merged this calls
+/// `crate::unpack::RootfsCache::new(&ctx.paths).prune(&keep)` with `keep` =
+/// `crate::unpack::referenced_chain_ids(store)` plus the chain IDs of every
+/// container's image (a container may outlive `rmi` of its image; its lower
+/// layer must stay). Until then there is no cache to prune.
+fn prune_rootfs_cache(_ctx: &Context, _store: &Store) -> anyhow::Result<u64> {
+    Ok(0)
+}
+
+pub fn prune(ctx: &Context, _args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx)?;
+    let report = store.prune()?;
+    let rootfs_freed = prune_rootfs_cache(ctx, &store)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "removed {} blobs, freed {}",
+        report.blobs_removed,
+        human_size(report.bytes_freed + rootfs_freed)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(ctx: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx)?;
+    let loaded = store
+        .load(&args.input, &PlatformSpec::host())
+        .with_context(|| format!("load {}", args.input.display()))?;
+    let mut out = std::io::stdout().lock();
+    for image in loaded {
+        match image.reference {
+            Some(r) => writeln!(out, "{r}@{}", image.manifest_digest)?,
+            None => writeln!(out, "{} (unnamed)", image.manifest_digest)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn save(ctx: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(ctx)?;
+    let saved = store
+        .save(&args.refs, &args.output)
+        .map_err(usage_if_bad_reference)
+        .with_context(|| format!("save {}", args.output.display()))?;
+    let mut out = std::io::stdout().lock();
+    for r in saved {
+        writeln!(out, "saved {r}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use crate::state::Paths;
 
 mod containers;
 mod images;
+mod progress;
 mod roles;
 mod unpack;
 

@@ -1,6 +1,9 @@
 //! Shared test utilities: a temp kboot root per test and the binary under test.
 #![allow(dead_code)]
 
+pub mod oci_image;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
