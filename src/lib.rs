@@ -13,6 +13,7 @@ pub mod plan;
 pub mod registry;
 pub mod state;
 pub mod store;
+pub mod unpack;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.
 pub use oci_spec;

@@ -5,3 +5,7 @@ mod cli;
 mod common;
 mod registry;
 mod store;
+mod unpack_cache;
+mod unpack_hostile;
+mod unpack_model;
+mod unpack_util;

@@ -3,3 +3,6 @@
 
 mod common;
 mod store_full_disk;
+mod unpack_overlay;
+mod unpack_umoci;
+mod unpack_util;
