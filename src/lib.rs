@@ -7,12 +7,15 @@
 //! `pki` makes certificates, `cri` serves the kubelet, `state` knows every
 //! path on disk. `cli` is the only module that prints.
 
+pub mod bundle;
 pub mod cli;
 pub mod logging;
 pub mod plan;
 pub mod registry;
+pub mod shim;
 pub mod state;
 pub mod store;
+pub mod supervisor;
 pub mod unpack;
 
 /// Re-exported so callers build specs with the exact version libcontainer uses.

@@ -3,6 +3,8 @@
 #[path = "cli_contract.rs"]
 mod cli;
 mod common;
+mod containers_cli;
+mod containers_support;
 mod registry;
 mod store;
 mod unpack_cache;

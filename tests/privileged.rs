@@ -2,6 +2,8 @@
 //! which panics (never skips) without euid 0. CI runs them as root.
 
 mod common;
+mod containers_privileged;
+mod containers_support;
 mod store_full_disk;
 mod unpack_overlay;
 mod unpack_umoci;

@@ -80,6 +80,9 @@ pub enum Command {
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
     Shim(containers::ShimArgs),
+    /// Background supervisor started by `run --detach` and `start` (internal).
+    #[command(hide = true)]
+    Supervise(containers::SuperviseArgs),
 }
 
 /// What every handler gets: resolved paths and global settings.
@@ -139,6 +142,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(ctx, a),
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
+        Command::Supervise(a) => containers::supervise(ctx, a),
     }
 }
 

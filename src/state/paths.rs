@@ -100,6 +100,24 @@ impl Paths {
         self.containers().join(name)
     }
 
+    /// The kernel cgroup path of a container: `/kboot/<name>` for the default
+    /// root, `/kboot-<hash of root>/<name>` otherwise, so two roots on one host
+    /// (tests, side-by-side installs) never share a cgroup.
+    pub fn cgroup(&self, name: &str) -> String {
+        if self.root == Path::new(DEFAULT_ROOT) {
+            format!("/kboot/{name}")
+        } else {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
+            format!("/kboot-{}/{name}", &hex::encode(h)[..12])
+        }
+    }
+
+    /// `supervisor.log`: output of the background supervisor (`run --detach`).
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.root.join("supervisor.log")
+    }
+
     // --- pki --------------------------------------------------------------------------
 
     /// `pki/`: CA, certificates, keys (0600), kubeconfigs.
@@ -116,6 +134,14 @@ impl Paths {
     /// `shims/`: one record per running shim (pid, container).
     pub fn shims(&self) -> PathBuf {
         self.state.join("shims")
+    }
+    /// `supervisor.pid`: pid of the running supervisor, beside its lock.
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.state.join("supervisor.pid")
+    }
+    /// `supervisor.lock`: held (flock) by the one running supervisor.
+    pub fn supervisor_lock(&self) -> PathBuf {
+        self.state.join("supervisor.lock")
     }
     /// The supervisor's control socket.
     pub fn control_socket(&self) -> PathBuf {
@@ -155,6 +181,8 @@ mod tests {
             p.runtime_root(),
             p.cri_socket(),
             p.registries_config(),
+            p.supervisor_lock(),
+            p.supervisor_log(),
         ] {
             assert!(path.starts_with("/tmp/x"), "{} escapes the test dir", path.display());
         }
@@ -169,5 +197,14 @@ mod tests {
         );
         assert_eq!(p.cri_socket(), Path::new("/run/kboot/cri.sock"));
         assert_eq!(p.registries_config(), Path::new("/etc/kboot/registries.toml"));
+        assert_eq!(p.cgroup("etcd"), "/kboot/etcd");
+    }
+
+    #[test]
+    fn cgroup_paths_differ_between_roots() {
+        let a = Paths::under("/tmp/a").cgroup("etcd");
+        let b = Paths::under("/tmp/b").cgroup("etcd");
+        assert_ne!(a, b);
+        assert!(a.starts_with("/kboot-") && a.ends_with("/etcd"));
     }
 }

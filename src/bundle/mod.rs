@@ -1,0 +1,651 @@
+//! Image config + service → OCI runtime spec (`config.json`) that libcontainer,
+//! runc and crun all run unchanged.
+//!
+//! The host facts that shape a spec (the capability bounding set, the device
+//! nodes) are probed once into [`Host`] and passed in, so the mapping is a pure
+//! function tested without root.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::plan::compose::parse_capability;
+use crate::plan::{Propagation, Service};
+
+mod mounts;
+
+pub use mounts::{ensure_shared, prepare_volumes};
+
+/// The spec could not be built or written. Caller mistakes (a missing
+/// entrypoint, an unknown user) name the service and what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("service `{service}`: no command to run: the image has no entrypoint or cmd; set `command:`")]
+    NoCommand { service: String },
+    #[error("service `{service}`: entrypoint `{program}` not found in the image (looked in {searched})")]
+    EntrypointNotFound {
+        service: String,
+        program: String,
+        searched: String,
+    },
+    #[error("service `{service}`: user `{user}` not found in the image's /etc/passwd or /etc/group; use a numeric uid[:gid]")]
+    UnknownUser { service: String, user: String },
+    #[error("service `{service}`: device {}: {source}", path.display())]
+    Device {
+        service: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read the host's capability bounding set from /proc/self/status")]
+    ReadCapBnd(#[source] std::io::Error),
+    #[error("build the runtime spec for `{service}`: {source}")]
+    Spec {
+        service: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("prepare volume {}: {step}", path.display())]
+    Volume {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, BundleError>;
+
+/// What the image says about how to run it (the OCI image config's `config`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+impl From<&oci_spec::image::ImageConfiguration> for ImageDefaults {
+    fn from(c: &oci_spec::image::ImageConfiguration) -> Self {
+        let Some(cfg) = c.config() else {
+            return Self::default();
+        };
+        Self {
+            entrypoint: cfg.entrypoint().clone().unwrap_or_default(),
+            cmd: cfg.cmd().clone().unwrap_or_default(),
+            env: cfg.env().clone().unwrap_or_default(),
+            working_dir: cfg.working_dir().clone().filter(|w| !w.is_empty()),
+            user: cfg.user().clone().filter(|u| !u.is_empty()),
+        }
+    }
+}
+
+/// Host facts a spec depends on.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Capabilities in this process's bounding set: a privileged container gets
+    /// exactly these (root here lacks CAP_SYS_RESOURCE, so "all" would fail).
+    pub bounding_caps: Vec<Capability>,
+    /// Host device nodes a privileged container sees in its tmpfs `/dev`.
+    pub devices: Vec<LinuxDevice>,
+}
+
+impl Host {
+    /// Reads `/proc/self/status` and walks `/dev`.
+    pub fn probe() -> Result<Self> {
+        let status = fs::read_to_string("/proc/self/status").map_err(BundleError::ReadCapBnd)?;
+        Ok(Self {
+            bounding_caps: caps_from_status(&status),
+            devices: host_devices(Path::new("/dev")),
+        })
+    }
+}
+
+/// The capabilities named by the `CapBnd` line of a `/proc/<pid>/status` text.
+pub fn caps_from_status(status: &str) -> Vec<Capability> {
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    caps::all()
+        .into_iter()
+        .filter(|c| mask & (1u64 << c.index()) != 0)
+        .filter_map(|c| parse_capability(&c.to_string()))
+        .collect()
+}
+
+/// Device nodes libcontainer creates by itself in every container's `/dev`
+/// (or replaces, as `ptmx`): listing them again would clash.
+const DEFAULT_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "console", "ptmx"];
+
+/// Character and block devices under `dev` (two levels, as `/dev/net/tun`),
+/// skipping `pts`, `shm`, `mqueue` and the defaults libcontainer makes.
+pub fn host_devices(dev: &Path) -> Vec<LinuxDevice> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(dev.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = meta.file_type();
+            if ft.is_dir() && depth < 2 && !["pts", "shm", "mqueue"].contains(&name.as_str()) {
+                dirs.push((e.path(), depth + 1));
+                continue;
+            }
+            if depth == 0 && DEFAULT_DEVICES.contains(&name.as_str()) {
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            let rel = e
+                .path()
+                .strip_prefix(dev)
+                .map(|r| Path::new("/dev").join(r))
+                .unwrap_or(e.path());
+            if let Some(d) = device_node(rel, typ, &meta) {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+fn device_node(path: PathBuf, typ: LinuxDeviceType, meta: &fs::Metadata) -> Option<LinuxDevice> {
+    let rdev = meta.rdev();
+    LinuxDeviceBuilder::default()
+        .path(path)
+        .typ(typ)
+        .major(i64::from(nix::sys::stat::major(rdev) as u32))
+        .minor(i64::from(nix::sys::stat::minor(rdev) as u32))
+        .file_mode(meta.mode() & 0o7777)
+        .uid(meta.uid())
+        .gid(meta.gid())
+        .build()
+        .ok()
+}
+
+/// Docker's default capability set for unprivileged containers.
+const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Docker's masked and read-only paths for unprivileged containers.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Used when neither the image nor the service sets `PATH`.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything a spec is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct BundleRequest<'a> {
+    pub service: &'a Service,
+    pub image: &'a ImageDefaults,
+    /// The container's (writable) root filesystem.
+    pub rootfs: &'a Path,
+    /// Absolute cgroup path, e.g. `/kboot/etcd`.
+    pub cgroups_path: &'a str,
+}
+
+/// Builds the runtime spec. Pure apart from reading the rootfs's `/etc/passwd`,
+/// `/etc/group` and checking that the entrypoint exists there.
+pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
+    let svc = req.service;
+    let spec_err = |source| BundleError::Spec {
+        service: svc.name.clone(),
+        source,
+    };
+    let args = command_line(svc, req.image)?;
+    let env = environment(svc, req.image);
+    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("");
+    check_executable(req.rootfs, &svc.name, &args[0], path_var)?;
+
+    let (uid, gid) = match svc.user.as_deref().or(req.image.user.as_deref()) {
+        None => (0, 0),
+        Some(u) => resolve_user(req.rootfs, u).ok_or_else(|| BundleError::UnknownUser {
+            service: svc.name.clone(),
+            user: u.to_owned(),
+        })?,
+    };
+    let caps: Vec<Capability> = if svc.privileged || svc.cap_add.iter().any(|c| c == "ALL") {
+        host.bounding_caps.clone()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(svc.cap_add.iter().cloned())
+            .filter_map(|c| parse_capability(&c))
+            .filter(|c| host.bounding_caps.contains(c))
+            .collect()
+    };
+    let capset: oci_spec::runtime::Capabilities = caps.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(capset.clone())
+        .effective(capset.clone())
+        .permitted(capset.clone())
+        .inheritable(capset.clone())
+        .ambient(capset)
+        .build()
+        .map_err(spec_err)?;
+    let cwd = svc
+        .working_dir
+        .clone()
+        .or_else(|| req.image.working_dir.clone())
+        .unwrap_or_else(|| "/".into());
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(spec_err)?)
+        .capabilities(capabilities)
+        .no_new_privileges(false)
+        .rlimits(Vec::new())
+        .build()
+        .map_err(spec_err)?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ];
+    if !svc.pid_host {
+        namespaces.push(LinuxNamespaceType::Pid);
+    }
+    if !svc.network_host {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(spec_err)?;
+
+    let mut devices = if svc.privileged {
+        host.devices.clone()
+    } else {
+        Vec::new()
+    };
+    let mut device_rules = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(svc.privileged)
+        .access("rwm")
+        .build()
+        .map_err(spec_err)?];
+    for d in &svc.devices {
+        let meta = fs::metadata(&d.host).map_err(|source| BundleError::Device {
+            service: svc.name.clone(),
+            path: d.host.clone(),
+            source,
+        })?;
+        let typ = if meta.file_type().is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        };
+        let node = device_node(d.container.clone(), typ, &meta).ok_or_else(|| BundleError::Device {
+            service: svc.name.clone(),
+            path: d.host.clone(),
+            source: std::io::Error::other("not a device node"),
+        })?;
+        device_rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(node.major())
+                .minor(node.minor())
+                .access(d.permissions.clone())
+                .build()
+                .map_err(spec_err)?,
+        );
+        devices.retain(|x| x.path() != node.path());
+        devices.push(node);
+    }
+
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
+    if let Some(limit) = svc.mem_limit {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(spec_err)?);
+    }
+    if let Some(cpus) = svc.cpus {
+        const PERIOD: u64 = 100_000;
+        #[allow(clippy::cast_possible_truncation)]
+        let quota = (cpus * PERIOD as f64).round() as i64;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .period(PERIOD)
+                .quota(quota)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+
+    let shared = svc.volumes.iter().any(|v| v.propagation == Propagation::Shared);
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(req.cgroups_path))
+        .resources(resources.build().map_err(spec_err)?)
+        .devices(devices);
+    if svc.privileged {
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
+    } else {
+        linux = linux
+            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+    if shared {
+        // libcontainer 0.7 ignores per-mount `rshared`; only a shared rootfs
+        // propagation lets mounts made inside reach the host (machine-notes P5).
+        linux = linux.rootfs_propagation("shared");
+    }
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(req.rootfs)
+                .readonly(false)
+                .build()
+                .map_err(spec_err)?,
+        )
+        .hostname(svc.name.clone())
+        .process(process)
+        .mounts(mounts(svc).map_err(spec_err)?)
+        .linux(linux.build().map_err(spec_err)?)
+        .build()
+        .map_err(spec_err)
+}
+
+/// Compose semantics: `entrypoint` replaces the image's entrypoint and drops
+/// its cmd; `command` replaces the cmd.
+fn command_line(svc: &Service, image: &ImageDefaults) -> Result<Vec<String>> {
+    let (entrypoint, cmd) = match (&svc.entrypoint, &svc.command) {
+        (Some(e), Some(c)) => (e.clone(), c.clone()),
+        (Some(e), None) => (e.clone(), Vec::new()),
+        (None, Some(c)) => (image.entrypoint.clone(), c.clone()),
+        (None, None) => (image.entrypoint.clone(), image.cmd.clone()),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(BundleError::NoCommand {
+            service: svc.name.clone(),
+        });
+    }
+    Ok(args)
+}
+
+/// The image's environment, overridden by the service's; `PATH` always set.
+fn environment(svc: &Service, image: &ImageDefaults) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for e in &image.env {
+        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        if env.insert(k.to_owned(), v.to_owned()).is_none() {
+            order.push(k.to_owned());
+        }
+    }
+    for (k, v) in &svc.environment {
+        if env.insert(k.clone(), v.clone()).is_none() {
+            order.push(k.clone());
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    if !env.contains_key("PATH") {
+        out.push(DEFAULT_PATH.into());
+    }
+    out.extend(order.iter().map(|k| format!("{k}={}", env[k])));
+    out
+}
+
+fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecError> {
+    let m = |dst: &str, typ: &str, src: &str, opts: &[&str]| {
+        MountBuilder::default()
+            .destination(dst)
+            .typ(typ)
+            .source(src)
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let mut out = vec![
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        // A tmpfs /dev: never the host's (libcontainer rewrites /dev/ptmx and
+        // symlinks in it, machine-notes P2); device nodes come from linux.devices.
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+    ];
+    if svc.privileged {
+        out.push(m(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "rw", "nosuid", "noexec", "nodev"],
+        )?);
+    } else {
+        out.push(m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?);
+    }
+    for v in &svc.volumes {
+        let prop = match v.propagation {
+            Propagation::Shared => "rshared",
+            Propagation::Slave => "rslave",
+            Propagation::Private => "rprivate",
+        };
+        let src = v.source.to_string_lossy();
+        let dst = v.target.to_string_lossy();
+        out.push(m(
+            &dst,
+            "bind",
+            &src,
+            &["rbind", if v.read_only { "ro" } else { "rw" }, prop],
+        )?);
+    }
+    Ok(out)
+}
+
+/// Resolves `path` inside `root` the way the kernel would after `chroot(root)`:
+/// absolute symlinks restart at `root`, `..` never leaves it.
+fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut cur = PathBuf::new();
+    let mut todo: Vec<PathBuf> = vec![path.to_path_buf()];
+    let mut hops = 0;
+    while let Some(p) = todo.pop() {
+        let mut comps: Vec<Component> = p.components().collect();
+        if p.is_absolute() {
+            cur = PathBuf::new();
+        }
+        comps.reverse();
+        while let Some(c) = comps.pop() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    cur.pop();
+                }
+                Component::Normal(n) => {
+                    let next = cur.join(n);
+                    let meta = root.join(&next).symlink_metadata().ok()?;
+                    if meta.file_type().is_symlink() {
+                        hops += 1;
+                        if hops > 40 {
+                            return None;
+                        }
+                        let target = fs::read_link(root.join(&next)).ok()?;
+                        let rest: PathBuf = comps.iter().rev().collect();
+                        comps.clear();
+                        if !rest.as_os_str().is_empty() {
+                            todo.push(rest);
+                        }
+                        todo.push(target);
+                        break;
+                    }
+                    cur = next;
+                }
+            }
+        }
+    }
+    Some(root.join(cur))
+}
+
+/// Fails early, with a message naming the service, when the program is not in
+/// the image: a container that cannot exec is a confusing restart loop otherwise.
+fn check_executable(rootfs: &Path, service: &str, program: &str, path_var: &str) -> Result<()> {
+    let found = |p: &Path| {
+        resolve_in_root(rootfs, p)
+            .and_then(|r| fs::metadata(r).ok())
+            .is_some_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+    };
+    let (ok, searched) = if program.contains('/') {
+        let p = if program.starts_with('/') {
+            PathBuf::from(program)
+        } else {
+            Path::new("/").join(program)
+        };
+        (found(&p), program.to_owned())
+    } else {
+        let dirs: Vec<&str> = path_var.split(':').filter(|d| !d.is_empty()).collect();
+        (
+            dirs.iter().any(|d| found(&Path::new(d).join(program))),
+            format!("PATH={path_var}"),
+        )
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::EntrypointNotFound {
+            service: service.to_owned(),
+            program: program.to_owned(),
+            searched,
+        })
+    }
+}
+
+/// `uid[:gid]`, `name[:group]`, numeric or looked up in the image.
+fn resolve_user(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        file.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+    };
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(n) => (
+            n,
+            passwd
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 4 && f[2] == u).then(|| f[3].parse().ok())?
+                })
+                .unwrap_or(0),
+        ),
+        Err(_) => lookup(&passwd, u)?,
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                group.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
+                })?
+            }
+        },
+    };
+    Some((uid, gid))
+}
+
+/// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.
+pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
+    let path = dir.join("config.json");
+    let werr = |source| BundleError::Write {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(werr)?;
+    let json = serde_json::to_vec_pretty(spec).map_err(|e| werr(std::io::Error::other(e)))?;
+    // `run` rewrites every bundle; an unchanged one needs no second flush to disk.
+    if fs::read(&path).is_ok_and(|old| old == json) {
+        return Ok(path);
+    }
+    let tmp = dir.join(".config.json.tmp");
+    let mut f = fs::File::create(&tmp).map_err(werr)?;
+    f.write_all(&json).map_err(werr)?;
+    f.sync_all().map_err(werr)?;
+    fs::rename(&tmp, &path).map_err(werr)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+use std::os::unix::fs::{symlink, PermissionsExt};
+
+use oci_spec::runtime::{Capability, LinuxNamespaceType};
+
+use super::*;
+use crate::plan::{Device, Volume};
+
+fn rootfs() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("bin")).unwrap();
+    fs::create_dir_all(d.path().join("etc")).unwrap();
+    fs::write(d.path().join("bin/busybox"), b"").unwrap();
+    fs::set_permissions(d.path().join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    // Absolute links, as Debian's busybox install makes them: they must resolve inside the rootfs.
+    symlink("/bin/busybox", d.path().join("bin/sh")).unwrap();
+    fs::create_dir_all(d.path().join("usr")).unwrap();
+    symlink("../bin", d.path().join("usr/bin")).unwrap();
+    fs::write(
+        d.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\netcd:x:998:997::/var/lib/etcd:/bin/false\n",
+    )
+    .unwrap();
+    fs::write(d.path().join("etc/group"), "root:x:0:\nkvm:x:105:\n").unwrap();
+    d
+}
+
+fn host() -> Host {
+    Host {
+        bounding_caps: caps_from_status("CapBnd:\t000001fffeffffff\n"),
+        devices: vec![LinuxDeviceBuilder::default()
+            .path("/dev/kvm")
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(232)
+            .build()
+            .unwrap()],
+    }
+}
+
+fn spec_for(svc: &Service, image: &ImageDefaults, root: &Path) -> Result<Spec> {
+    build_spec(
+        &BundleRequest {
+            service: svc,
+            image,
+            rootfs: root,
+            cgroups_path: "/kboot/t",
+        },
+        &host(),
+    )
+}
+
+fn svc() -> Service {
+    Service {
+        name: "t".into(),
+        image: "img".into(),
+        ..Default::default()
+    }
+}
+
+fn ns_types(spec: &Spec) -> Vec<LinuxNamespaceType> {
+    spec.linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|n| n.typ())
+        .collect()
+}
+
+#[test]
+fn caps_from_status_follow_the_bounding_set_without_sys_resource() {
+    let caps = caps_from_status("Name:\tx\nCapBnd:\t000001fffeffffff\n");
+    assert!(!caps.contains(&Capability::SysResource));
+    assert!(caps.contains(&Capability::SysAdmin) && caps.contains(&Capability::Bpf));
+    assert_eq!(caps.len(), 40);
+}
+
+#[test]
+fn bundle_command_follows_compose_override_rules() {
+    let r = rootfs();
+    let image = ImageDefaults {
+        entrypoint: vec!["/bin/sh".into()],
+        cmd: vec!["-c".into(), "echo image".into()],
+        env: vec!["PATH=/bin".into(), "A=image".into()],
+        working_dir: Some("/etc".into()),
+        user: None,
+    };
+    let spec = spec_for(&svc(), &image, r.path()).unwrap();
+    let p = spec.process().as_ref().unwrap();
+    assert_eq!(p.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo image"]);
+    assert_eq!(p.cwd(), Path::new("/etc"));
+
+    let mut s = svc();
+    s.command = Some(vec!["-c".into(), "echo svc".into()]);
+    s.environment.insert("A".into(), "svc".into());
+    let spec = spec_for(&s, &image, r.path()).unwrap();
+    let p = spec.process().as_ref().unwrap();
+    assert_eq!(p.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo svc"]);
+    assert_eq!(p.env().as_ref().unwrap(), &["PATH=/bin", "A=svc"]);
+
+    s.entrypoint = Some(vec!["sh".into()]);
+    s.command = None;
+    let spec = spec_for(&s, &image, r.path()).unwrap();
+    // A service entrypoint drops the image's cmd; `sh` is found through PATH and two symlinks.
+    assert_eq!(spec.process().as_ref().unwrap().args().as_ref().unwrap(), &["sh"]);
+}
+
+#[test]
+fn bundle_missing_entrypoint_names_service_and_program() {
+    let r = rootfs();
+    let mut s = svc();
+    s.entrypoint = Some(vec!["etcd".into()]);
+    let err = spec_for(&s, &ImageDefaults::default(), r.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("service `t`") && err.contains("`etcd` not found"), "{err}");
+    s.entrypoint = None;
+    let err = spec_for(&s, &ImageDefaults::default(), r.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no command"), "{err}");
+}
+
+#[test]
+fn bundle_user_resolves_names_from_the_image() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    for (user, want) in [
+        ("etcd", (998, 997)),
+        ("1000:kvm", (1000, 105)),
+        ("998", (998, 997)),
+        ("5:6", (5, 6)),
+    ] {
+        s.user = Some(user.into());
+        let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+        let u = spec.process().as_ref().unwrap().user();
+        assert_eq!((u.uid(), u.gid()), want, "{user}");
+    }
+    s.user = Some("nobody".into());
+    assert!(matches!(
+        spec_for(&s, &ImageDefaults::default(), r.path()),
+        Err(BundleError::UnknownUser { .. })
+    ));
+}
+
+#[test]
+fn bundle_default_is_isolated_and_unprivileged() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    s.cap_add = vec!["NET_ADMIN".into(), "SYS_RESOURCE".into()];
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let ns = ns_types(&spec);
+    assert!(ns.contains(&LinuxNamespaceType::Pid) && ns.contains(&LinuxNamespaceType::Network));
+    let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+    let eff = caps.effective().as_ref().unwrap();
+    assert!(eff.contains(&Capability::NetAdmin) && eff.contains(&Capability::Chown));
+    assert!(!eff.contains(&Capability::SysAdmin));
+    // Not in the host's bounding set: asking for it must not make the container fail to start.
+    assert!(!eff.contains(&Capability::SysResource));
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux
+        .masked_paths()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|p| p == "/proc/kcore"));
+    let rules = linux.resources().as_ref().unwrap().devices().as_ref().unwrap();
+    assert!(!rules[0].allow());
+    assert!(linux.devices().as_ref().is_none_or(|d| d.is_empty()));
+    let sys = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/sys"))
+        .unwrap();
+    assert_eq!(sys.typ().as_deref(), Some("sysfs"));
+    assert!(sys.options().as_ref().unwrap().contains(&"ro".to_owned()));
+}
+
+#[test]
+fn bundle_privileged_host_namespaces_match_the_kubelet_contract() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    s.privileged = true;
+    s.network_host = true;
+    s.pid_host = true;
+    s.volumes = vec![
+        Volume {
+            source: "/var/lib/kubelet".into(),
+            target: "/var/lib/kubelet".into(),
+            read_only: false,
+            propagation: Propagation::Shared,
+        },
+        Volume {
+            source: "/etc/ssl".into(),
+            target: "/etc/ssl".into(),
+            read_only: true,
+            propagation: Propagation::Private,
+        },
+    ];
+    s.mem_limit = Some(256 << 20);
+    s.cpus = Some(1.5);
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    assert_eq!(
+        ns_types(&spec),
+        [
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts
+        ]
+    );
+    let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+    assert_eq!(caps.bounding().as_ref().unwrap().len(), 40);
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux.masked_paths().as_ref().unwrap().is_empty());
+    assert!(linux.readonly_paths().as_ref().unwrap().is_empty());
+    assert_eq!(linux.rootfs_propagation().as_deref(), Some("shared"));
+    assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/kboot/t")));
+    assert!(linux.resources().as_ref().unwrap().devices().as_ref().unwrap()[0].allow());
+    assert_eq!(linux.devices().as_ref().unwrap()[0].path(), Path::new("/dev/kvm"));
+    let res = linux.resources().as_ref().unwrap();
+    assert_eq!(res.memory().as_ref().unwrap().limit(), Some(256 << 20));
+    assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(150_000));
+    let mounts = spec.mounts().as_ref().unwrap();
+    let find = |d: &str| mounts.iter().find(|m| m.destination() == Path::new(d)).unwrap();
+    assert_eq!(find("/dev").typ().as_deref(), Some("tmpfs"));
+    let sys = find("/sys").options().as_ref().unwrap();
+    assert!(sys.contains(&"rbind".to_owned()) && sys.contains(&"rw".to_owned()));
+    let kubelet = find("/var/lib/kubelet").options().as_ref().unwrap();
+    assert!(kubelet.contains(&"rbind".to_owned()) && kubelet.contains(&"rshared".to_owned()));
+    assert!(find("/etc/ssl").options().as_ref().unwrap().contains(&"ro".to_owned()));
+}
+
+#[test]
+fn bundle_devices_are_created_and_allowed() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    s.devices = vec![Device {
+        host: "/dev/null".into(),
+        container: "/dev/mynull".into(),
+        permissions: "rw".into(),
+    }];
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let d = &linux.devices().as_ref().unwrap()[0];
+    assert_eq!(
+        (d.path().as_path(), d.major(), d.minor()),
+        (Path::new("/dev/mynull"), 1, 3)
+    );
+    let rule = &linux.resources().as_ref().unwrap().devices().as_ref().unwrap()[1];
+    assert!(rule.allow() && rule.major() == Some(1) && rule.access().as_deref() == Some("rw"));
+    s.devices[0].host = "/dev/no-such-device".into();
+    assert!(matches!(
+        spec_for(&s, &ImageDefaults::default(), r.path()),
+        Err(BundleError::Device { .. })
+    ));
+}
+
+#[test]
+fn bundle_config_json_round_trips() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &spec).unwrap();
+    let back: Spec = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    assert_eq!(back, spec);
+}
+
+#[test]
+fn host_devices_lists_nodes_but_not_libcontainer_defaults() {
+    let devs = host_devices(Path::new("/dev"));
+    assert!(devs.iter().all(|d| d.path() != Path::new("/dev/null")));
+    assert!(devs.iter().all(|d| !d.path().starts_with("/dev/pts")));
+}

@@ -1,0 +1,533 @@
+//! `kboot shim`: one single-threaded process per container, the only caller of
+//! libcontainer.
+//!
+//! It runs in its own session (containers outlive the supervisor), is the
+//! subreaper and direct parent of the container's init, turns the container's
+//! stdout/stderr pipes into tagged log lines, forwards termination signals,
+//! and records how the container ended before deleting it. Everything happens
+//! in one `poll` loop over the two pipes and a signalfd: no threads, no tokio
+//! (libcontainer clones with raw `clone3` and runs Rust in the child).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+use oci_spec::runtime::Spec;
+
+use crate::state::Paths;
+
+pub mod log;
+pub mod record;
+
+use log::{LogWriter, Stream};
+use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
+
+/// Test-only: when set to `1`, the shim runs the bundle's `process.args` as a
+/// plain host process (no namespaces, no cgroups, no libcontainer), so the
+/// supervisor, logs and restart policies can be tested without root.
+pub const TEST_ONLY_PLAIN_PROCESS_ENV: &str = "KBOOT_TEST_ONLY_PLAIN_PROCESS";
+
+/// Signals the shim passes on to the container's init.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("container `{id}`: read bundle {}", path.display())]
+    ReadBundle {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("container `{id}`: {step}")]
+    Sys {
+        id: String,
+        step: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("container `{id}`: {step}")]
+    Io {
+        id: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container `{id}`: {step}")]
+    Libcontainer {
+        id: String,
+        step: &'static str,
+        #[source]
+        source: Box<libcontainer::error::LibcontainerError>,
+    },
+    #[error(transparent)]
+    Volume(#[from] crate::bundle::BundleError),
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    #[error("container `{id}` is not running (no shim record); start it with `kboot start {id}`")]
+    NotRunning { id: String },
+}
+
+type Result<T> = std::result::Result<T, ShimError>;
+
+/// What one shim runs.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub paths: Paths,
+    pub log_max_bytes: u64,
+}
+
+impl ShimConfig {
+    fn shim_record(&self) -> PathBuf {
+        self.paths.shims().join(format!("{}.json", self.id))
+    }
+    fn exit_record(&self) -> PathBuf {
+        exit_record_path(&self.paths, &self.id)
+    }
+}
+
+/// `paths.container(id)/exit.json`.
+pub fn exit_record_path(paths: &Paths, id: &str) -> PathBuf {
+    paths.container(id).join("exit.json")
+}
+
+/// `paths.shims()/<id>.json`.
+pub fn shim_record_path(paths: &Paths, id: &str) -> PathBuf {
+    paths.shims().join(format!("{id}.json"))
+}
+
+/// Runs the container to completion and returns how it ended. The exit is
+/// recorded on disk before returning, failures to start included. Records are
+/// renamed into place but not fsynced: a flush costs 10–15 ms per container on
+/// a busy disk (measured, bench/README.md), and a record lost to a power cut
+/// only means the container is started again, as a reboot does anyway.
+pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
+    let id = cfg.id.clone();
+    let sys = |step: &'static str| {
+        let id = id.clone();
+        move |source| ShimError::Sys { id, step, source }
+    };
+    // Own session: a SIGKILL'd or restarted supervisor (or its terminal) takes no container with it.
+    // EPERM means we already lead a session (started by hand with setsid).
+    let _ = nix::unistd::setsid();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(sys("become the container's subreaper")(Errno::last()));
+    }
+    let (start_ticks, _) = proc_stat(std::process::id() as i32).unwrap_or((0, 'R'));
+    let mut rec = ShimRecord {
+        shim_pid: std::process::id() as i32,
+        shim_start_ticks: start_ticks,
+        init_pid: None,
+        started_at_ms: None,
+    };
+    write_json_volatile(&cfg.shim_record(), &rec)?;
+
+    // Blocked before the container exists so no signal is lost in between;
+    // the container's init unblocks them before exec (UnblockingExecutor).
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.thread_block().map_err(sys("block signals"))?;
+    let sfd =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(sys("create signalfd"))?;
+
+    let container_dir = cfg.paths.container(&cfg.id);
+    let mut logw =
+        LogWriter::open(&log::log_path(&container_dir), cfg.log_max_bytes).map_err(|source| ShimError::Io {
+            id: id.clone(),
+            step: "open the log file",
+            source,
+        })?;
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
+
+    let plain = std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1");
+    let started = if plain {
+        start_plain(cfg, out_w, err_w)
+    } else {
+        start_container(cfg, out_w, err_w)
+    };
+    let (pid, container, spec) = match started {
+        Ok(s) => s,
+        Err(err) => {
+            // The error belongs in the container's log too: `kboot logs` is where users look.
+            let _ = logw.write(Stream::Stderr, format!("kboot: {}\n", error_chain(&err)).as_bytes());
+            let exit = ExitRecord {
+                exit_code: 127,
+                error: Some(error_chain(&err)),
+                finished_at_ms: now_ms(),
+                ..Default::default()
+            };
+            write_json_volatile(&cfg.exit_record(), &exit)?;
+            let _ = fs::remove_file(cfg.shim_record());
+            return Err(err);
+        }
+    };
+    rec.init_pid = Some(pid.as_raw());
+    rec.started_at_ms = Some(now_ms());
+    write_json_volatile(&cfg.shim_record(), &rec)?;
+    tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
+
+    let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw);
+    drain(&out_r, Stream::Stdout, &mut logw);
+    drain(&err_r, Stream::Stderr, &mut logw);
+    let _ = logw.flush_partial();
+
+    let mut exit = ExitRecord {
+        started_at_ms: rec.started_at_ms,
+        finished_at_ms: now_ms(),
+        ..Default::default()
+    };
+    match status {
+        WaitStatus::Exited(_, code) => exit.exit_code = code,
+        WaitStatus::Signaled(_, sig, _) => {
+            exit.exit_code = 128 + sig as i32;
+            exit.signal = Some(sig.as_str().to_owned());
+        }
+        _ => {}
+    }
+    if let Some(spec) = &spec {
+        exit.oom_killed = oom_kills(spec) > 0;
+    }
+    if let Some(mut c) = container {
+        if let Err(err) = c.delete(true) {
+            tracing::warn!(container = %cfg.id, %err, "delete the stopped container");
+        }
+    }
+    write_json_volatile(&cfg.exit_record(), &exit)?;
+    let _ = fs::remove_file(cfg.shim_record());
+    tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
+    Ok(exit)
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+type Started = (Pid, Option<Container>, Option<Spec>);
+
+/// Maps a libcontainer failure of `step` for container `id`.
+fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> ShimError {
+    let id = id.to_owned();
+    move |source| ShimError::Libcontainer {
+        id,
+        step,
+        source: Box::new(source),
+    }
+}
+
+fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+    let id = cfg.id.clone();
+    let lc = |step| lc_error(&id, step);
+    let config = cfg.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
+        id: id.clone(),
+        path: config.clone(),
+        source,
+    })?;
+    crate::bundle::prepare_volumes(&spec)?;
+    let root = cfg.paths.runtime_root();
+    fs::create_dir_all(&root).map_err(|source| ShimError::Io {
+        id: id.clone(),
+        step: "create the runtime state directory",
+        source,
+    })?;
+    // A shim killed mid-run leaves libcontainer state (and cgroups) behind: clear it
+    // so the next start converges instead of failing with "already exists".
+    if root.join(&id).exists() {
+        if let Ok(mut stale) = Container::load(root.join(&id)) {
+            let _ = stale.delete(true);
+        }
+        let _ = fs::remove_dir_all(root.join(&id));
+    }
+    let devnull = File::open("/dev/null").map_err(|source| ShimError::Io {
+        id: id.clone(),
+        step: "open /dev/null for stdin",
+        source,
+    })?;
+    let mut container = ContainerBuilder::new(id.clone(), SyscallType::default())
+        .with_root_path(&root)
+        .map_err(lc("use the runtime state directory"))?
+        .with_stdin(devnull)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .with_executor(UnblockingExecutor)
+        .as_init(&cfg.bundle)
+        .with_systemd(false)
+        .with_detach(false)
+        .build()
+        .map_err(lc("create the container"))?;
+    if let Err(source) = container.start() {
+        let _ = container.delete(true);
+        return Err(lc("start the container")(source));
+    }
+    let pid = container.pid().ok_or_else(|| ShimError::Io {
+        id: id.clone(),
+        step: "read the container's pid",
+        source: std::io::Error::other("libcontainer reported no pid"),
+    })?;
+    Ok((pid, Some(container), Some(spec)))
+}
+
+fn start_plain(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+    use std::os::unix::process::CommandExt;
+    let id = cfg.id.clone();
+    let config = cfg.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
+        id: id.clone(),
+        path: config.clone(),
+        source,
+    })?;
+    let process = spec.process().clone().unwrap_or_default();
+    let args = process.args().clone().unwrap_or_default();
+    let env: HashMap<String, String> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let mut cmd = std::process::Command::new(args.first().cloned().unwrap_or_default());
+    cmd.args(args.iter().skip(1))
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w));
+    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            SigSet::all().thread_unblock().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| ShimError::Io {
+        id,
+        step: "start the test-only plain process",
+        source,
+    })?;
+    let pid = Pid::from_raw(child.id() as i32);
+    // Reaped by `supervise` through waitpid(-1); the handle is not needed.
+    drop(child);
+    Ok((pid, None, None))
+}
+
+/// Wraps libcontainer's default executor: the shim blocks signals for its
+/// signalfd, and a blocked mask survives exec, so init unblocks them first.
+#[derive(Clone)]
+struct UnblockingExecutor;
+
+impl Executor for UnblockingExecutor {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        SigSet::all()
+            .thread_unblock()
+            .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))?;
+        DefaultExecutor {}.exec(spec)
+    }
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+    fn setup_envs(&self, envs: HashMap<String, String>) -> std::result::Result<(), ExecutorSetEnvsError> {
+        DefaultExecutor {}.setup_envs(envs)
+    }
+}
+
+/// Pumps output into the log and forwards signals until init exits.
+fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &mut LogWriter) -> WaitStatus {
+    let mut open = [true, true];
+    loop {
+        // Reap first: SIGCHLD may have arrived before the signalfd existed.
+        if let Some(status) = reap(pid) {
+            return status;
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let streams: Vec<(usize, &OwnedFd)> = [(0, out_r), (1, err_r)].into_iter().filter(|(i, _)| open[*i]).collect();
+        for (_, fd) in &streams {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                tracing::error!(%err, "poll failed; waiting for the container without logging");
+                return wait_blocking(pid);
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        for (n, (i, fd)) in streams.iter().enumerate() {
+            if ready[n + 1] {
+                let stream = if *i == 0 { Stream::Stdout } else { Stream::Stderr };
+                if !pump(fd, stream, logw) {
+                    open[*i] = false;
+                }
+            }
+        }
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                if sig != Signal::SIGCHLD {
+                    let _ = kill(pid, sig);
+                }
+            }
+        }
+    }
+}
+
+/// Reaps every exited child (orphans re-parented to us included); returns
+/// init's status once it is among them.
+fn reap(pid: Pid) -> Option<WaitStatus> {
+    let mut init = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return init,
+            Ok(s) => {
+                if s.pid() == Some(pid) && matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                    init = Some(s);
+                }
+            }
+        }
+    }
+}
+
+fn wait_blocking(pid: Pid) -> WaitStatus {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return s,
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => return WaitStatus::Exited(pid, 255),
+        }
+    }
+}
+
+/// Reads what is available; false at end of file.
+fn pump(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let _ = logw.write(stream, &buf[..n]);
+            true
+        }
+        Err(Errno::EINTR | Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
+/// After init exited: take what is still buffered, without waiting for
+/// processes that escaped (a daemon in the host PID namespace may hold the pipe).
+fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter) {
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => {
+                if !pump(fd, stream, logw) {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// OOM kills recorded by the container's memory cgroup (v1 `memory.oom_control`,
+/// v2 `memory.events`). Read before `delete` removes the cgroup.
+fn oom_kills(spec: &Spec) -> u64 {
+    let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+        return 0;
+    };
+    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
+    let candidates = [
+        Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `kboot exec`: runs `args` inside the running container `id` (its namespaces
+/// and cgroup) with the caller's stdio, and returns its exit code. Called from
+/// a single-threaded CLI process, like the shim.
+pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
+    let lc = |step| lc_error(id, step);
+    if std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1") {
+        // Test-only: the "container" is a host process, so is the exec.
+        let status = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .status()
+            .map_err(|source| ShimError::Io {
+                id: id.to_owned(),
+                step: "run the test-only plain exec",
+                source,
+            })?;
+        return Ok(status.code().unwrap_or(255));
+    }
+    if !paths.runtime_root().join(id).exists() {
+        return Err(ShimError::NotRunning { id: id.to_owned() });
+    }
+    // libcontainer warns about every controller this host lacks; in `exec` those
+    // lines would land on the user's terminal, and failures come back as errors anyway.
+    let pid = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(paths.runtime_root())
+            .map_err(lc("use the runtime state directory"))?
+            .as_tenant()
+            .with_container_args(args)
+            .with_detach(false)
+            .build()
+            .map_err(lc("start the process in the container"))
+    })?;
+    Ok(match wait_blocking(pid) {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        _ => 255,
+    })
+}
+
+/// Reads the runtime record of a running shim, if the shim is alive.
+pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
+    record::read_json::<ShimRecord>(&shim_record_path(paths, id)).filter(|r| r.is_alive())
+}

@@ -1,0 +1,122 @@
+//! The seam between containers and images: a service's image becomes a
+//! writable root filesystem and the image's run defaults.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::ImageDefaults;
+use crate::plan::Service;
+use crate::state::Paths;
+use crate::store::{Store, StoreError};
+use crate::unpack::{Layer, RootfsCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("service `{service}`: image `{image}`: rootfs directory {} does not exist", path.display())]
+    MissingDir {
+        service: String,
+        image: String,
+        path: PathBuf,
+    },
+    #[error("service `{service}`: image `{image}` is not in the local store; run `kboot pull {image}` or `kboot load -i FILE` first")]
+    NotFound { service: String, image: String },
+    #[error("service `{service}`: image `{image}`: {step}")]
+    Prepare {
+        service: String,
+        image: String,
+        step: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A service's image, ready to run.
+#[derive(Debug, Clone)]
+pub struct PreparedImage {
+    /// The container's root filesystem (writable, private to the container
+    /// except for `dir:` images, which are used in place).
+    pub rootfs: PathBuf,
+    pub defaults: ImageDefaults,
+}
+
+/// Turns an image reference into a root filesystem for one container.
+pub trait ImageSource {
+    fn prepare(&self, service: &Service, container_dir: &Path) -> Result<PreparedImage, ImageError>;
+    /// Undoes `prepare` when the container is removed.
+    fn release(&self, container_dir: &Path);
+}
+
+/// Any reference comes from the local image store: resolved to its manifest
+/// and config, unpacked once into the shared rootfs cache, then given a
+/// writable view in the container directory. `dir:/path/to/rootfs` instead runs
+/// a directory in place (an extension of the Compose subset for rootfs built by
+/// hand, tests and benchmarks; it has no image config and is shared, not copied).
+#[derive(Debug, Clone)]
+pub struct LocalImages {
+    pub paths: Paths,
+}
+
+impl ImageSource for LocalImages {
+    fn prepare(&self, service: &Service, container_dir: &Path) -> Result<PreparedImage, ImageError> {
+        if let Some(dir) = service.image.strip_prefix("dir:") {
+            let path = PathBuf::from(dir);
+            if !path.is_dir() {
+                return Err(ImageError::MissingDir {
+                    service: service.name.clone(),
+                    image: service.image.clone(),
+                    path,
+                });
+            }
+            return Ok(PreparedImage {
+                rootfs: path,
+                defaults: ImageDefaults::default(),
+            });
+        }
+        let fail = |step: &'static str| {
+            move |e: Box<dyn std::error::Error + Send + Sync>| ImageError::Prepare {
+                service: service.name.clone(),
+                image: service.image.clone(),
+                step,
+                source: e,
+            }
+        };
+        let store = Store::open(&self.paths).map_err(|e| fail("open the image store")(e.into()))?;
+        let image = match store.resolve(&service.image) {
+            Ok(image) => image,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ImageError::NotFound {
+                    service: service.name.clone(),
+                    image: service.image.clone(),
+                })
+            }
+            Err(e) => return Err(fail("resolve the image")(e.into())),
+        };
+        let layers: Vec<Layer> = image
+            .manifest
+            .layers()
+            .iter()
+            .map(|d| Layer {
+                media_type: d.media_type().clone(),
+                path: store.blob_path(d.digest()),
+                digest: d.digest().to_string(),
+            })
+            .collect();
+        let diff_ids = image.config.rootfs().diff_ids().clone();
+        let cache = RootfsCache::new(&self.paths);
+        let lower = cache
+            .ensure(&layers, &diff_ids)
+            .map_err(|e| fail("unpack the image")(e.into()))?;
+        let rootfs = cache
+            .container_rootfs(&lower, container_dir)
+            .map_err(|e| fail("make the container's writable rootfs")(e.into()))?;
+        Ok(PreparedImage {
+            rootfs,
+            defaults: ImageDefaults::from(&image.config),
+        })
+    }
+
+    fn release(&self, container_dir: &Path) {
+        if let Err(err) = RootfsCache::new(&self.paths).release_container_rootfs(container_dir) {
+            tracing::warn!(dir = %container_dir.display(), %err, "release the container's rootfs");
+        }
+    }
+}

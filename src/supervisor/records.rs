@@ -1,0 +1,91 @@
+//! The supervisor's records under `paths.container(name)/`: what the user wants
+//! (`desired.json`, written by `run`, `stop`, `start`) and the restart
+//! bookkeeping (`status.json`, written only by the supervisor). Both survive a
+//! reboot; together with the shim's `exit.json` they decide every restart.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::restart::RestartState;
+use crate::plan::Service;
+use crate::shim::record::{read_json, write_json, write_json_volatile, RecordError};
+use crate::state::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+/// What should be running, as last asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredRecord {
+    pub service: Service,
+    pub state: DesiredState,
+    /// Stopped by `kboot stop` (stays stopped under `unless-stopped`), as opposed
+    /// to stopped because its foreground supervisor ended.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// Unix ms of the last `run`/`start`: an exit older than this is from a
+    /// previous life and does not count against the restart policy.
+    pub requested_at_ms: u64,
+}
+
+/// The supervisor's bookkeeping for one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    #[serde(default)]
+    pub restart: RestartState,
+    /// `finished_at_ms` of the last exit the policy was applied to.
+    #[serde(default)]
+    pub handled_exit_ms: u64,
+    /// When a decided restart is due (Unix ms); kept on disk so a supervisor
+    /// killed during the backoff still restarts the container.
+    #[serde(default)]
+    pub restart_at_ms: Option<u64>,
+    /// When the supervisor last spawned a shim (Unix ms): until the shim writes
+    /// its record, the container is "starting", not still "exited".
+    #[serde(default)]
+    pub spawned_at_ms: u64,
+}
+
+pub fn desired_path(paths: &Paths, name: &str) -> PathBuf {
+    paths.container(name).join("desired.json")
+}
+pub fn status_path(paths: &Paths, name: &str) -> PathBuf {
+    paths.container(name).join("status.json")
+}
+pub fn bundle_dir(paths: &Paths, name: &str) -> PathBuf {
+    paths.container(name).join("bundle")
+}
+
+pub fn read_desired(paths: &Paths, name: &str) -> Option<DesiredRecord> {
+    read_json(&desired_path(paths, name))
+}
+pub fn write_desired(paths: &Paths, rec: &DesiredRecord) -> Result<(), RecordError> {
+    write_json(&desired_path(paths, &rec.service.name), rec)
+}
+pub fn read_status(paths: &Paths, name: &str) -> StatusRecord {
+    read_json(&status_path(paths, name)).unwrap_or_default()
+}
+/// Not fsynced: after a crash the worst case is one restart decision applied
+/// again (the shim's `exit.json`, which is durable, is the source of truth).
+pub fn write_status(paths: &Paths, name: &str, rec: &StatusRecord) -> Result<(), RecordError> {
+    write_json_volatile(&status_path(paths, name), rec)
+}
+
+/// Names of every container kboot manages (directories with a desired record), sorted.
+pub fn container_names(paths: &Paths) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(paths.containers())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| desired_path(paths, n).exists())
+        .collect();
+    names.sort();
+    names
+}
