@@ -10,8 +10,11 @@
 pub mod bundle;
 pub mod cli;
 pub mod logging;
+pub mod pki;
 pub mod plan;
+pub mod preflight;
 pub mod registry;
+pub mod roles;
 pub mod shim;
 pub mod state;
 pub mod store;

@@ -6,6 +6,7 @@ mod common;
 mod containers_cli;
 mod containers_support;
 mod registry;
+mod roles_cli;
 mod store;
 mod unpack_cache;
 mod unpack_hostile;

@@ -4,6 +4,7 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
+mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;
 mod unpack_umoci;

@@ -83,6 +83,10 @@ pub enum Command {
     /// Background supervisor started by `run --detach` and `start` (internal).
     #[command(hide = true)]
     Supervise(containers::SuperviseArgs),
+    /// Check certificate expiry or renew leaf certificates of the cluster PKI.
+    Certs(roles::CertsArgs),
+    /// Print the admin kubeconfig (certificates embedded).
+    Kubeconfig(roles::KubeconfigArgs),
 }
 
 /// What every handler gets: resolved paths and global settings.
@@ -143,6 +147,8 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
         Command::Supervise(a) => containers::supervise(ctx, a),
+        Command::Certs(a) => roles::certs(ctx, a),
+        Command::Kubeconfig(a) => roles::kubeconfig(ctx, a),
     }
 }
 

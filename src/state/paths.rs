@@ -125,6 +125,20 @@ impl Paths {
         self.root.join("pki")
     }
 
+    /// `pki/bootstrap/`: the cluster bootstrap objects kboot applies on a master
+    /// (RBAC, bootstrap token Secret, cluster-info). Under `pki/` because the token is secret.
+    pub fn bootstrap_objects(&self) -> PathBuf {
+        self.pki().join("bootstrap")
+    }
+
+    // --- etcd ---------------------------------------------------------------------------
+
+    /// `etcd/`: the master's etcd data directory. Outside `/var/lib/kubelet`, so cleaning
+    /// the kubelet's directory never wipes the cluster (kube-deploy's turndown did).
+    pub fn etcd_data(&self) -> PathBuf {
+        self.root.join("etcd")
+    }
+
     // --- runtime state ----------------------------------------------------------------
 
     /// libcontainer's state root (one directory per running container).
@@ -178,6 +192,8 @@ mod tests {
             p.rootfs("cd"),
             p.container("etcd"),
             p.pki(),
+            p.bootstrap_objects(),
+            p.etcd_data(),
             p.runtime_root(),
             p.cri_socket(),
             p.registries_config(),

@@ -1,0 +1,794 @@
+//! Node configuration: kube-deploy's variables, from flags, the environment and
+//! `/etc/kboot/config.toml`, with precedence flag > environment > file > default.
+//!
+//! Every value remembers where it came from, so `kboot plan` can say why a setting
+//! is what it is.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::netdetect;
+use super::version::{default_etcd_version, Family, KubeVersion, DEFAULT_FLANNEL_VERSION, DEFAULT_K8S_VERSION};
+use crate::plan::RestartPolicy;
+
+/// One configurable variable: its kube-deploy name (also the environment variable),
+/// the `run`/`plan` flag, and the key in `config.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Key {
+    K8sVersion,
+    /// kboot's own: `modern` or `hyperkube` (env `KBOOT_FAMILY`).
+    Family,
+    EtcdVersion,
+    FlannelVersion,
+    FlannelNetwork,
+    FlannelBackend,
+    FlannelIpmasq,
+    RestartPolicy,
+    MasterIp,
+    IpAddress,
+    UseCni,
+    UseContainerized,
+    Arch,
+    TimeoutForServices,
+}
+
+impl Key {
+    pub const ALL: [Key; 14] = [
+        Key::K8sVersion,
+        Key::Family,
+        Key::EtcdVersion,
+        Key::FlannelVersion,
+        Key::FlannelNetwork,
+        Key::FlannelBackend,
+        Key::FlannelIpmasq,
+        Key::RestartPolicy,
+        Key::MasterIp,
+        Key::IpAddress,
+        Key::UseCni,
+        Key::UseContainerized,
+        Key::Arch,
+        Key::TimeoutForServices,
+    ];
+
+    /// The environment variable (kube-deploy's name, so old habits keep working).
+    pub fn env(self) -> &'static str {
+        match self {
+            Key::K8sVersion => "K8S_VERSION",
+            Key::Family => "KBOOT_FAMILY",
+            Key::EtcdVersion => "ETCD_VERSION",
+            Key::FlannelVersion => "FLANNEL_VERSION",
+            Key::FlannelNetwork => "FLANNEL_NETWORK",
+            Key::FlannelBackend => "FLANNEL_BACKEND",
+            Key::FlannelIpmasq => "FLANNEL_IPMASQ",
+            Key::RestartPolicy => "RESTART_POLICY",
+            Key::MasterIp => "MASTER_IP",
+            Key::IpAddress => "IP_ADDRESS",
+            Key::UseCni => "USE_CNI",
+            Key::UseContainerized => "USE_CONTAINERIZED",
+            Key::Arch => "ARCH",
+            Key::TimeoutForServices => "TIMEOUT_FOR_SERVICES",
+        }
+    }
+
+    /// The key in `config.toml`: the variable name in lower case.
+    pub fn file_key(self) -> String {
+        match self {
+            Key::Family => "family".to_string(),
+            k => k.env().to_ascii_lowercase(),
+        }
+    }
+
+    /// The command-line flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Key::K8sVersion => "--k8s-version",
+            Key::Family => "--family",
+            Key::EtcdVersion => "--etcd-version",
+            Key::FlannelVersion => "--flannel-version",
+            Key::FlannelNetwork => "--flannel-network",
+            Key::FlannelBackend => "--flannel-backend",
+            Key::FlannelIpmasq => "--flannel-ipmasq",
+            Key::RestartPolicy => "--restart",
+            Key::MasterIp => "--master",
+            Key::IpAddress => "--ip-address",
+            Key::UseCni => "--use-cni",
+            Key::UseContainerized => "--use-containerized",
+            Key::Arch => "--arch",
+            Key::TimeoutForServices => "--timeout-for-services",
+        }
+    }
+}
+
+/// Where a value came from, highest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+    /// Found on the host (IP address of the default-route interface, machine architecture).
+    Detected,
+}
+
+/// Raw values from one source, before validation.
+pub type Layer = BTreeMap<Key, String>;
+
+/// Reads the kube-deploy variables from an environment lookup (`std::env::var` in the binary).
+pub fn env_layer(lookup: impl Fn(&str) -> Option<String>) -> Layer {
+    Key::ALL
+        .into_iter()
+        .filter_map(|k| lookup(k.env()).filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect()
+}
+
+/// Reads `config.toml`. A missing file is an empty layer; an unknown key is an error
+/// (a typo must not be silently ignored).
+pub fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Layer::new()),
+        Err(source) => {
+            return Err(ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut layer = Layer::new();
+    for (name, value) in table {
+        let key = Key::ALL
+            .into_iter()
+            .find(|k| k.file_key() == name)
+            .ok_or_else(|| ConfigError::UnknownFileKey {
+                path: path.to_path_buf(),
+                key: name.clone(),
+                known: Key::ALL.iter().map(|k| k.file_key()).collect::<Vec<_>>().join(", "),
+            })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::FileValueType {
+                    path: path.to_path_buf(),
+                    key: name,
+                    found: other.type_str().to_string(),
+                })
+            }
+        };
+        layer.insert(key, text);
+    }
+    Ok(layer)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse {}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{}: unknown key `{key}` (known keys: {known})", path.display())]
+    UnknownFileKey { path: PathBuf, key: String, known: String },
+    #[error("{}: `{key}` must be a string, integer or boolean, not {found}", path.display())]
+    FileValueType { path: PathBuf, key: String, found: String },
+    #[error("{} / {} (from {from:?}): {message}", key.env(), key.flag())]
+    Invalid { key: Key, from: Source, message: String },
+    #[error("K8S_VERSION {version} is not supported; supported: {supported}")]
+    UnsupportedVersion { version: String, supported: String },
+    #[error("the {family} image family does not cover K8S_VERSION {version}: it covers v1.{lo}.x to v1.{hi}.x")]
+    FamilyMismatch {
+        family: Family,
+        version: String,
+        lo: u32,
+        hi: u32,
+    },
+    #[error("a worker needs the master's address: pass --master IP (or set MASTER_IP)")]
+    MissingMaster,
+    #[error(
+        "USE_CONTAINERIZED needs a kubelet that still has --containerized (hyperkube family, v1.15 or older); \
+         kubelet {version} removed it"
+    )]
+    ContainerizedUnsupported { version: String },
+    #[error(transparent)]
+    DetectAddress(#[from] netdetect::DetectError),
+}
+
+/// Which node kboot brings up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "master" => Ok(Role::Master),
+            "worker" => Ok(Role::Worker),
+            _ => Err(format!("unknown role {s:?}: use master or worker")),
+        }
+    }
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// Flannel's backend types (`Backend.Type` in flannel's network config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlannelBackend {
+    Udp,
+    Vxlan,
+    HostGw,
+    Wireguard,
+}
+
+impl FlannelBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlannelBackend::Udp => "udp",
+            FlannelBackend::Vxlan => "vxlan",
+            FlannelBackend::HostGw => "host-gw",
+            FlannelBackend::Wireguard => "wireguard",
+        }
+    }
+}
+
+/// An IPv4 network in CIDR notation (`10.1.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Ipv4Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IPv4 network such as 10.1.0.0/16");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        if !(8..=28).contains(&prefix) {
+            return Err(format!(
+                "{s}: the prefix must be between /8 and /28 to leave room for /24 node subnets"
+            ));
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        if u32::from(addr) & !mask != 0 {
+            return Err(format!(
+                "{s}: host bits are set; did you mean {}/{prefix}?",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            ));
+        }
+        Ok(Ipv4Cidr { addr, prefix })
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// The validated configuration a role is built from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub k8s_version: KubeVersion,
+    pub family: Family,
+    pub etcd_version: String,
+    pub flannel_version: String,
+    pub flannel_network: Ipv4Cidr,
+    pub flannel_backend: FlannelBackend,
+    pub flannel_ipmasq: bool,
+    #[serde(serialize_with = "ser_restart")]
+    pub restart: RestartPolicy,
+    /// The API server address workers and kubeconfigs use. On a master: its advertise address.
+    pub master_ip: Ipv4Addr,
+    /// This node's address: kubelet `--hostname-override` (the node name) and `--node-ip`.
+    pub ip_address: Ipv4Addr,
+    pub use_cni: bool,
+    pub use_containerized: bool,
+    pub arch: String,
+    #[serde(serialize_with = "secs")]
+    pub timeout_for_services: Duration,
+    /// Where every value came from.
+    pub sources: BTreeMap<Key, Source>,
+}
+
+fn ser_restart<S: serde::Serializer>(p: &RestartPolicy, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&restart_str(*p))
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// The service network and the addresses in it, fixed as in kube-deploy.
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// The `kubernetes` Service's cluster IP (first address of [`SERVICE_CIDR`]).
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Host facts the defaults depend on; injected so tests don't depend on the machine.
+pub trait HostFacts {
+    /// IPv4 address of the default-route interface.
+    fn default_ipv4(&self) -> Result<Ipv4Addr, netdetect::DetectError>;
+    /// Whether `ip` is assigned to one of this host's interfaces.
+    fn has_address(&self, ip: Ipv4Addr) -> Result<bool, netdetect::DetectError>;
+    /// `uname -m`.
+    fn machine(&self) -> String;
+}
+
+/// The running host: `/proc/net/route` and the interface list.
+#[derive(Debug, Clone)]
+pub struct RealHost {
+    pub proc_root: PathBuf,
+}
+
+impl Default for RealHost {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl HostFacts for RealHost {
+    fn default_ipv4(&self) -> Result<Ipv4Addr, netdetect::DetectError> {
+        netdetect::default_route_ipv4(&self.proc_root)
+    }
+    fn has_address(&self, ip: Ipv4Addr) -> Result<bool, netdetect::DetectError> {
+        Ok(netdetect::host_ipv4_addresses()?.iter().any(|(_, a)| *a == ip))
+    }
+    fn machine(&self) -> String {
+        nix::sys::utsname::uname()
+            .map(|u| u.machine().to_string_lossy().into_owned())
+            .unwrap_or_else(|_| std::env::consts::ARCH.to_string())
+    }
+}
+
+/// kube-deploy's `host_platform`: the `uname -m` → image ARCH mapping.
+pub fn arch_from_machine(machine: &str) -> Option<&'static str> {
+    match machine {
+        "x86_64" | "amd64" => Some("amd64"),
+        "aarch64" | "arm64" => Some("arm64"),
+        "ppc64le" => Some("ppc64le"),
+        m if m.starts_with("arm") => Some("arm"),
+        _ => None,
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean: use true or false")),
+    }
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`: Docker's `--restart` values.
+pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    match s {
+        "no" => Ok(RestartPolicy::No),
+        "always" => Ok(RestartPolicy::Always),
+        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+        "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => n
+                .parse()
+                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
+                .map_err(|_| format!("{other:?}: the retry count must be a number")),
+            None => Err(format!(
+                "{other:?} is not a restart policy: use no, always, unless-stopped or on-failure[:N]"
+            )),
+        },
+    }
+}
+
+pub fn restart_str(p: RestartPolicy) -> String {
+    match p {
+        RestartPolicy::No => "no".into(),
+        RestartPolicy::Always => "always".into(),
+        RestartPolicy::UnlessStopped => "unless-stopped".into(),
+        RestartPolicy::OnFailure { max_retries: None } => "on-failure".into(),
+        RestartPolicy::OnFailure { max_retries: Some(n) } => format!("on-failure:{n}"),
+    }
+}
+
+/// Checks that `IP_ADDRESS` belongs to this host (`run` does; `plan` may describe another node).
+pub fn verify_ip_address(cfg: &NodeConfig, host: &dyn HostFacts) -> Result<(), ConfigError> {
+    if host.has_address(cfg.ip_address)? {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: Key::IpAddress,
+        from: cfg.sources.get(&Key::IpAddress).copied().unwrap_or(Source::Default),
+        message: format!(
+            "{} is not assigned to any interface of this host; pick one of its addresses (`ip -4 addr`)",
+            cfg.ip_address
+        ),
+    })
+}
+
+/// Merges the layers (flag > env > file) and validates every value.
+pub fn resolve(
+    role: Role,
+    flags: &Layer,
+    env: &Layer,
+    file: &Layer,
+    host: &dyn HostFacts,
+) -> Result<NodeConfig, ConfigError> {
+    let picked: BTreeMap<Key, (String, Source)> = Key::ALL
+        .into_iter()
+        .filter_map(|key| {
+            [(flags, Source::Flag), (env, Source::Env), (file, Source::File)]
+                .into_iter()
+                .find_map(|(layer, src)| layer.get(&key).map(|v| (key, (v.clone(), src))))
+        })
+        .collect();
+    let mut sources: BTreeMap<Key, Source> = picked.iter().map(|(k, (_, s))| (*k, *s)).collect();
+    let pick = |key: Key| picked.get(&key).cloned();
+    fn invalid(key: Key, from: Source) -> impl FnOnce(String) -> ConfigError {
+        move |message| ConfigError::Invalid { key, from, message }
+    }
+    fn parsed<T>(
+        v: Option<(String, Source)>,
+        key: Key,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<(T, Source)>, ConfigError> {
+        v.map(|(s, src)| parse(&s).map(|t| (t, src)).map_err(invalid(key, src)))
+            .transpose()
+    }
+
+    let version = parsed(pick(Key::K8sVersion), Key::K8sVersion, |s| s.parse::<KubeVersion>())?;
+    let k8s_version = version.map(|(v, _)| v).unwrap_or(DEFAULT_K8S_VERSION);
+    let family = parsed(pick(Key::Family), Key::Family, |s| s.parse::<Family>())?.map(|(f, _)| f);
+    let family = match family {
+        Some(f) if !f.covers(&k8s_version) => {
+            let (lo, hi) = f.minors();
+            return Err(ConfigError::FamilyMismatch {
+                family: f,
+                version: k8s_version.to_string(),
+                lo,
+                hi,
+            });
+        }
+        Some(f) => f,
+        None => Family::for_version(&k8s_version).ok_or_else(|| ConfigError::UnsupportedVersion {
+            version: k8s_version.to_string(),
+            supported: super::version::supported_versions(),
+        })?,
+    };
+
+    let arch = match pick(Key::Arch) {
+        Some((a, src)) => arch_from_machine(&a)
+            .ok_or_else(|| format!("{a:?} is not a supported architecture: use amd64, arm64, arm or ppc64le"))
+            .map_err(invalid(Key::Arch, src))?
+            .to_string(),
+        None => {
+            let m = host.machine();
+            sources.insert(Key::Arch, Source::Detected);
+            arch_from_machine(&m)
+                .ok_or_else(|| format!("this machine ({m}) has no Kubernetes images; set ARCH explicitly"))
+                .map_err(invalid(Key::Arch, Source::Detected))?
+                .to_string()
+        }
+    };
+
+    let etcd_version = pick(Key::EtcdVersion)
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| default_etcd_version(&k8s_version, &arch).to_string());
+    let flannel_version = pick(Key::FlannelVersion)
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| DEFAULT_FLANNEL_VERSION.to_string());
+    let flannel_network = parsed(pick(Key::FlannelNetwork), Key::FlannelNetwork, |s| {
+        s.parse::<Ipv4Cidr>()
+    })?
+    .map(|(c, _)| c)
+    .unwrap_or(Ipv4Cidr {
+        addr: Ipv4Addr::new(10, 1, 0, 0),
+        prefix: 16,
+    });
+    let flannel_backend = parsed(pick(Key::FlannelBackend), Key::FlannelBackend, |s| match s {
+        "udp" => Ok(FlannelBackend::Udp),
+        "vxlan" => Ok(FlannelBackend::Vxlan),
+        "host-gw" => Ok(FlannelBackend::HostGw),
+        "wireguard" => Ok(FlannelBackend::Wireguard),
+        _ => Err(format!(
+            "{s:?} is not a flannel backend: use udp, vxlan, host-gw or wireguard"
+        )),
+    })?
+    .map(|(b, _)| b)
+    .unwrap_or(FlannelBackend::Udp);
+    let flannel_ipmasq = parsed(pick(Key::FlannelIpmasq), Key::FlannelIpmasq, parse_bool)?
+        .map(|(b, _)| b)
+        .unwrap_or(true);
+    let restart = parsed(pick(Key::RestartPolicy), Key::RestartPolicy, parse_restart)?
+        .map(|(r, _)| r)
+        .unwrap_or(RestartPolicy::UnlessStopped);
+    let use_cni = parsed(pick(Key::UseCni), Key::UseCni, parse_bool)?
+        .map(|(b, _)| b)
+        .unwrap_or(false);
+    let use_containerized = parsed(pick(Key::UseContainerized), Key::UseContainerized, parse_bool)?
+        .map(|(b, _)| b)
+        .unwrap_or(false);
+    if use_containerized && (family != Family::Hyperkube || k8s_version.at_least(1, 16)) {
+        return Err(ConfigError::ContainerizedUnsupported {
+            version: k8s_version.to_string(),
+        });
+    }
+    let timeout_for_services = parsed(pick(Key::TimeoutForServices), Key::TimeoutForServices, |s| {
+        s.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+    })?
+    .map(|(d, _)| d)
+    .unwrap_or(Duration::from_secs(20));
+
+    let parse_ip = |s: &str| -> Result<Ipv4Addr, String> {
+        let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(format!(
+                "{ip} cannot identify a node: use an address other hosts reach this node on"
+            ));
+        }
+        Ok(ip)
+    };
+    let ip_address = match parsed(pick(Key::IpAddress), Key::IpAddress, parse_ip)? {
+        Some((ip, _)) => ip,
+        None => {
+            sources.insert(Key::IpAddress, Source::Detected);
+            host.default_ipv4()?
+        }
+    };
+    let master_ip = match (parsed(pick(Key::MasterIp), Key::MasterIp, parse_ip)?, role) {
+        (Some((ip, _)), _) => ip,
+        (None, Role::Master) => {
+            sources.insert(Key::MasterIp, Source::Default);
+            ip_address
+        }
+        (None, Role::Worker) => return Err(ConfigError::MissingMaster),
+    };
+    for key in Key::ALL {
+        sources.entry(key).or_insert(Source::Default);
+    }
+    Ok(NodeConfig {
+        role,
+        k8s_version,
+        family,
+        etcd_version,
+        flannel_version,
+        flannel_network,
+        flannel_backend,
+        flannel_ipmasq,
+        restart,
+        master_ip,
+        ip_address,
+        use_cni,
+        use_containerized,
+        arch,
+        timeout_for_services,
+        sources,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A host with fixed facts.
+    pub(crate) struct FakeHost {
+        pub default: Ipv4Addr,
+        pub addresses: Vec<Ipv4Addr>,
+    }
+
+    impl HostFacts for FakeHost {
+        fn default_ipv4(&self) -> Result<Ipv4Addr, netdetect::DetectError> {
+            Ok(self.default)
+        }
+        fn has_address(&self, ip: Ipv4Addr) -> Result<bool, netdetect::DetectError> {
+            Ok(self.addresses.contains(&ip))
+        }
+        fn machine(&self) -> String {
+            "x86_64".into()
+        }
+    }
+
+    pub(crate) fn host() -> FakeHost {
+        FakeHost {
+            default: Ipv4Addr::new(192, 0, 2, 10),
+            addresses: vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(198, 51, 100, 7)],
+        }
+    }
+
+    fn layer(pairs: &[(Key, &str)]) -> Layer {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn resolve_defaults_pin_the_version_and_detect_the_address() {
+        let c = resolve(Role::Master, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap();
+        assert_eq!(c.k8s_version, DEFAULT_K8S_VERSION);
+        assert_eq!(c.family, Family::Modern);
+        assert_eq!(c.ip_address, Ipv4Addr::new(192, 0, 2, 10));
+        assert_eq!(
+            c.master_ip, c.ip_address,
+            "a master advertises its own address by default"
+        );
+        assert_eq!(c.sources[&Key::IpAddress], Source::Detected);
+        assert_eq!(c.restart, RestartPolicy::UnlessStopped);
+        assert_eq!(c.arch, "amd64");
+        assert_eq!(c.flannel_network.to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn resolve_flag_beats_env_beats_file() {
+        let file = layer(&[
+            (Key::FlannelBackend, "vxlan"),
+            (Key::EtcdVersion, "3.5.0-0"),
+            (Key::UseCni, "true"),
+        ]);
+        let env = layer(&[(Key::FlannelBackend, "host-gw"), (Key::EtcdVersion, "3.5.1-0")]);
+        let flags = layer(&[(Key::FlannelBackend, "wireguard")]);
+        let c = resolve(Role::Master, &flags, &env, &file, &host()).unwrap();
+        assert_eq!(c.flannel_backend, FlannelBackend::Wireguard);
+        assert_eq!(c.sources[&Key::FlannelBackend], Source::Flag);
+        assert_eq!(c.etcd_version, "3.5.1-0");
+        assert_eq!(c.sources[&Key::EtcdVersion], Source::Env);
+        assert!(c.use_cni);
+        assert_eq!(c.sources[&Key::UseCni], Source::File);
+        assert_eq!(c.sources[&Key::FlannelVersion], Source::Default);
+    }
+
+    #[test]
+    fn resolve_unknown_version_lists_the_supported_ones() {
+        let env = layer(&[(Key::K8sVersion, "v1.25.3")]);
+        let err = resolve(Role::Master, &Layer::new(), &env, &Layer::new(), &host()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("v1.25.3") && msg.contains("modern: v1.34.x") && msg.contains("hyperkube: v1.2.x"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn resolve_family_that_does_not_cover_the_version_is_refused() {
+        let flags = layer(&[(Key::K8sVersion, "v1.34.4"), (Key::Family, "hyperkube")]);
+        let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        assert!(matches!(err, ConfigError::FamilyMismatch { .. }), "{err}");
+        let flags = layer(&[(Key::K8sVersion, "v1.3.6")]);
+        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        assert_eq!(c.family, Family::Hyperkube, "old versions pick hyperkube by themselves");
+        assert_eq!(c.etcd_version, "3.0.4");
+    }
+
+    #[test]
+    fn resolve_ip_address_not_on_this_host_is_a_clear_error() {
+        let flags = layer(&[(Key::IpAddress, "203.0.113.9")]);
+        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let err = verify_ip_address(&c, &host()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("IP_ADDRESS") && msg.contains("203.0.113.9") && msg.contains("not assigned"),
+            "{msg}"
+        );
+        let flags = layer(&[(Key::IpAddress, "127.0.0.1")]);
+        assert!(resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).is_err());
+        let flags = layer(&[(Key::IpAddress, "198.51.100.7")]);
+        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        assert_eq!(c.ip_address, Ipv4Addr::new(198, 51, 100, 7));
+        verify_ip_address(&c, &host()).unwrap();
+    }
+
+    #[test]
+    fn resolve_worker_without_master_is_refused_and_master_can_advertise_another_address() {
+        let err = resolve(Role::Worker, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingMaster));
+        let flags = layer(&[(Key::MasterIp, "203.0.113.1")]);
+        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        assert_eq!(c.master_ip, Ipv4Addr::new(203, 0, 113, 1));
+    }
+
+    #[test]
+    fn resolve_rejects_bad_values_naming_the_variable() {
+        for (key, bad) in [
+            (Key::RestartPolicy, "sometimes"),
+            (Key::FlannelNetwork, "10.1.0.1/16"),
+            (Key::UseCni, "maybe"),
+            (Key::TimeoutForServices, "0"),
+            (Key::Arch, "s390x"),
+            (Key::UseContainerized, "true"),
+        ] {
+            let flags = layer(&[(key, bad)]);
+            let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains(key.env()) || matches!(err, ConfigError::ContainerizedUnsupported { .. }),
+                "{key:?}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_layer_reads_lower_case_keys_and_refuses_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert!(
+            file_layer(&path).unwrap().is_empty(),
+            "a missing file is no configuration"
+        );
+        std::fs::write(
+            &path,
+            "k8s_version = \"v1.35.4\"\nuse_cni = true\ntimeout_for_services = 60\n",
+        )
+        .unwrap();
+        let l = file_layer(&path).unwrap();
+        assert_eq!(l[&Key::K8sVersion], "v1.35.4");
+        assert_eq!(l[&Key::UseCni], "true");
+        assert_eq!(l[&Key::TimeoutForServices], "60");
+        std::fs::write(&path, "k8s_verison = \"v1.35.4\"\n").unwrap();
+        let err = file_layer(&path).unwrap_err().to_string();
+        assert!(err.contains("k8s_verison") && err.contains("k8s_version"), "{err}");
+    }
+
+    #[test]
+    fn env_layer_reads_kube_deploy_names_and_ignores_empty_values() {
+        let l = env_layer(|name| match name {
+            "K8S_VERSION" => Some("v1.36.3".into()),
+            "MASTER_IP" => Some(String::new()),
+            _ => None,
+        });
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[&Key::K8sVersion], "v1.36.3");
+    }
+
+    #[test]
+    fn restart_policy_round_trips() {
+        for s in ["no", "always", "unless-stopped", "on-failure", "on-failure:3"] {
+            assert_eq!(restart_str(parse_restart(s).unwrap()), s);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The built-in node roles, `master` and `worker`: kube-deploy's docker-multinode topology
+//! as a [`Plan`] kboot's supervisor runs, plus what has to exist on the host first (PKI,
+//! files). [`build`] is pure: `kboot plan` prints its result and `kboot run` executes it.
+
+pub mod bootstrap;
+pub mod cleanup;
+pub mod components;
+pub mod config;
+pub mod images;
+pub mod netdetect;
+pub mod version;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use cleanup::{down_role, down_role_host, DownReport};
+pub use config::{NodeConfig, Role, CLUSTER_DNS, CLUSTER_DOMAIN, KUBERNETES_SERVICE_IP, SERVICE_CIDR};
+pub use version::{Family, KubeVersion};
+
+use crate::pki::{self, LeafSpec, NodeIdentity, PkiLayout};
+use crate::plan::Plan;
+use crate::state::Paths;
+
+/// Kubernetes' own host directories. Fixed by Kubernetes, not by kboot, but kept in one
+/// value so tests can move them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeDirs {
+    pub kubelet: PathBuf,
+    pub etc: PathBuf,
+    pub cni_conf: PathBuf,
+    pub cni_bin: PathBuf,
+    pub flannel_run: PathBuf,
+}
+
+impl Default for KubeDirs {
+    fn default() -> Self {
+        Self {
+            kubelet: "/var/lib/kubelet".into(),
+            etc: "/etc/kubernetes".into(),
+            cni_conf: "/etc/cni/net.d".into(),
+            cni_bin: "/opt/cni/bin".into(),
+            flannel_run: "/run/flannel".into(),
+        }
+    }
+}
+
+impl KubeDirs {
+    pub fn manifests(&self) -> PathBuf {
+        self.etc.join("manifests")
+    }
+    pub fn kubelet_config(&self) -> PathBuf {
+        self.etc.join("kubelet-config.yaml")
+    }
+    pub fn flannel_conf(&self) -> PathBuf {
+        self.etc.join("flannel/net-conf.json")
+    }
+    /// The kubeconfig a worker's kubelet writes after TLS bootstrapping.
+    pub fn kubelet_kubeconfig(&self) -> PathBuf {
+        self.kubelet.join("kubeconfig")
+    }
+}
+
+/// A file `run` writes from the PKI (so its content is not known before, or is secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GeneratedFile {
+    pub path: PathBuf,
+    pub mode: String,
+    pub what: String,
+}
+
+/// What the PKI step will produce (names only; nothing secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PkiPlan {
+    pub dir: PathBuf,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<LeafSpec>,
+    pub generated: Vec<GeneratedFile>,
+}
+
+/// Everything `kboot run master|worker` does, in order: preflight, PKI, files, services.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolePlan {
+    pub role: Role,
+    pub config: NodeConfig,
+    /// `linux/ARCH`: which manifest of a multi-platform image to pull.
+    pub platform: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub pki: PkiPlan,
+    /// Static files and the services, in start order.
+    #[serde(flatten)]
+    pub plan: Plan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(
+        "a {family} worker cannot join securely before v1.10 (no bootstrap tokens and TLS bootstrapping with a CRI \
+         kubelet): use K8S_VERSION v1.10 or newer"
+    )]
+    WorkerTooOld { family: Family },
+    #[error("encode {what}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// Whether this configuration can use bootstrap tokens and TLS bootstrapping.
+pub fn supports_secure_join(cfg: &NodeConfig) -> bool {
+    cfg.family == Family::Modern || cfg.k8s_version.at_least(1, 10)
+}
+
+/// Kubelets before v1.10 only speak Docker (or CRI v1alpha1, which kboot does not serve).
+pub fn kubelet_needs_docker(cfg: &NodeConfig) -> bool {
+    cfg.family == Family::Hyperkube && !cfg.k8s_version.at_least(1, 10)
+}
+
+/// Builds the role's plan. Pure: reads nothing, writes nothing.
+pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePlan, RoleError> {
+    let layout = PkiLayout::new(paths.pki());
+    let mut warnings = Vec::new();
+    if kubelet_needs_docker(cfg) {
+        warnings.push(format!(
+            "kubelet {} predates the CRI kboot serves (runtime.v1alpha2, v1.10+): it talks only to a Docker API, which \
+             kboot does not provide, so its pods (the control plane's static pods included) will not start. \
+             Use v1.10 or newer to run pods.",
+            cfg.k8s_version
+        ));
+    }
+    if cfg.family == Family::Hyperkube && !cfg.k8s_version.at_least(1, 6) {
+        warnings.push(format!(
+            "Kubernetes {} has no RBAC: the apiserver runs with --authorization-mode=AlwaysAllow, so any \
+             authenticated client is an administrator",
+            cfg.k8s_version
+        ));
+    }
+    if cfg.role == Role::Worker && !supports_secure_join(cfg) {
+        return Err(RoleError::WorkerTooOld { family: cfg.family });
+    }
+    let id = NodeIdentity::new(cfg.ip_address, cfg.master_ip);
+    let ctx = components::Ctx {
+        cfg,
+        paths,
+        dirs,
+        layout: &layout,
+        images: images::images(cfg),
+    };
+    let mut plan = Plan::default();
+    let pki_plan = match cfg.role {
+        Role::Master => {
+            components::master(&ctx, &mut plan)?;
+            let mut generated = vec![
+                gen(
+                    &layout.dir().join("*.crt, *.key, etcd/*"),
+                    "0644/0600",
+                    "CAs, certificates and keys listed above",
+                ),
+                gen(
+                    &layout.sa_key(),
+                    "0600",
+                    "service-account token signing key (public half: sa.pub)",
+                ),
+                gen(
+                    &layout.bootstrap_token(),
+                    "0600",
+                    "bootstrap token `id.secret` workers join with",
+                ),
+            ];
+            for kc in pki::KUBECONFIGS {
+                generated.push(gen(
+                    &layout.kubeconfig(kc.file),
+                    "0600",
+                    &format!("kubeconfig with the {} client certificate", kc.leaf),
+                ));
+            }
+            if supports_secure_join(cfg) {
+                generated.extend(bootstrap::generated_files(paths));
+            }
+            PkiPlan {
+                dir: layout.dir().to_path_buf(),
+                certificates: pki::leaf_specs(&id),
+                generated,
+            }
+        }
+        Role::Worker => {
+            components::worker(&ctx, &mut plan)?;
+            PkiPlan {
+                dir: layout.dir().to_path_buf(),
+                certificates: Vec::new(),
+                generated: vec![
+                    gen(
+                        &layout.ca_cert(pki::Authority::Kubernetes),
+                        "0644",
+                        "the master's CA, accepted only if its public key matches --ca-cert-hash",
+                    ),
+                    gen(
+                        &layout.bootstrap_kubeconfig(),
+                        "0600",
+                        "kubeconfig with the bootstrap token, for the kubelet's TLS bootstrapping",
+                    ),
+                ],
+            }
+        }
+    };
+    Ok(RolePlan {
+        role: cfg.role,
+        config: cfg.clone(),
+        platform: format!("linux/{}", cfg.arch),
+        warnings,
+        pki: pki_plan,
+        plan,
+    })
+}
+
+fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
+    GeneratedFile {
+        path: path.to_path_buf(),
+        mode: mode.to_string(),
+        what: what.to_string(),
+    }
+}
+
+/// `kboot plan --format yaml`.
+pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
+    serde_yaml::to_string(plan).map_err(|source| RoleError::Encode {
+        what: "plan".into(),
+        source,
+    })
+}

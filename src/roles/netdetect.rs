@@ -1,0 +1,149 @@
+//! `IP_ADDRESS` auto-detection: the first IPv4 address of the default-route interface,
+//! as kube-deploy's `ip -o -4 route show to default`, without running `ip`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("read {}", path.display())]
+    ReadRoutes {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "this host has no IPv4 default route, so IP_ADDRESS cannot be detected: pass --ip-address (or set IP_ADDRESS)"
+    )]
+    NoDefaultRoute,
+    #[error(
+        "the default-route interface {iface} has no IPv4 address, so IP_ADDRESS cannot be detected: \
+         pass --ip-address (or set IP_ADDRESS)"
+    )]
+    NoAddress { iface: String },
+    #[error("list the host's network interfaces (getifaddrs)")]
+    ListInterfaces(#[source] std::io::Error),
+}
+
+/// The interface of the IPv4 default route with the lowest metric, from a
+/// `/proc/net/route`-formatted text.
+pub fn default_route_interface(routes: &str) -> Option<String> {
+    const RTF_UP: u32 = 0x1;
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+            if f.len() < 8 {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            let metric: u32 = f[6].parse().ok()?;
+            (f[1] == "00000000" && f[7] == "00000000" && flags & RTF_UP != 0).then(|| (metric, f[0].to_string()))
+        })
+        .min()
+        .map(|(_, iface)| iface)
+}
+
+/// `(interface, address)` for every IPv4 address on this host, in the kernel's order.
+pub fn host_ipv4_addresses() -> Result<Vec<(String, Ipv4Addr)>, DetectError> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `head` and returns 0, or -1 with errno set.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(DetectError::ListInterfaces(std::io::Error::last_os_error()));
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a non-null node of the list getifaddrs returned, valid until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_addr is null or points to a sockaddr whose family field is always readable.
+        if !ifa.ifa_addr.is_null() && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
+            // SAFETY: the family is AF_INET, so the address is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                .to_string_lossy()
+                .into_owned();
+            out.push((name, addr));
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once; no reference outlives it.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The first IPv4 address of the default-route interface.
+pub fn default_route_ipv4(proc_root: &Path) -> Result<Ipv4Addr, DetectError> {
+    let path = proc_root.join("net/route");
+    let routes = std::fs::read_to_string(&path).map_err(|source| DetectError::ReadRoutes { path, source })?;
+    let iface = default_route_interface(&routes).ok_or(DetectError::NoDefaultRoute)?;
+    pick_address(&iface, &host_ipv4_addresses()?)
+}
+
+fn pick_address(iface: &str, addrs: &[(String, Ipv4Addr)]) -> Result<Ipv4Addr, DetectError> {
+    addrs
+        .iter()
+        .find(|(name, _)| name == iface)
+        .map(|(_, a)| *a)
+        .ok_or_else(|| DetectError::NoAddress {
+            iface: iface.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTES: &str = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth1\t00000000\t0102A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+";
+
+    #[test]
+    fn default_route_interface_picks_the_lowest_metric() {
+        assert_eq!(default_route_interface(ROUTES).as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn default_route_interface_ignores_down_and_non_default_routes() {
+        let routes = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                      eth0\t00000000\t0100000A\t0002\t0\t0\t100\t00000000\n\
+                      eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert_eq!(default_route_interface(routes), None);
+    }
+
+    #[test]
+    fn default_route_ipv4_without_default_route_says_what_to_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("net")).unwrap();
+        std::fs::write(dir.path().join("net/route"), "Iface\tDestination\n").unwrap();
+        let err = default_route_ipv4(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("--ip-address"), "{err}");
+    }
+
+    #[test]
+    fn pick_address_takes_the_interface_first_address() {
+        let addrs = vec![
+            ("lo".to_string(), Ipv4Addr::LOCALHOST),
+            ("eth0".to_string(), Ipv4Addr::new(10, 0, 0, 5)),
+            ("eth0".to_string(), Ipv4Addr::new(10, 0, 0, 6)),
+        ];
+        assert_eq!(pick_address("eth0", &addrs).unwrap(), Ipv4Addr::new(10, 0, 0, 5));
+        assert!(matches!(
+            pick_address("eth9", &addrs),
+            Err(DetectError::NoAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn host_ipv4_addresses_include_loopback() {
+        let addrs = host_ipv4_addresses().unwrap();
+        assert!(addrs.iter().any(|(_, a)| a.is_loopback()), "{addrs:?}");
+    }
+}
