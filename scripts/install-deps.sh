@@ -10,6 +10,7 @@ APT_PACKAGES=(
   runc crun                                                       # differential container tests
   busybox-static etcd-server etcd-client                          # test images
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
+  containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni
 )
 
 missing=()
@@ -24,4 +25,6 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust stable (rustup) first" >&2; exit 1; }
+# crictl and critest for the CRI tests (cached after the first build).
+"$(dirname "$0")/build-k8s.sh" --only cri-tools
 echo "install-deps: ok"

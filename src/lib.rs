@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod cri;
 pub mod logging;
 pub mod pki;
 pub mod plan;

@@ -5,6 +5,8 @@ mod cli;
 mod common;
 mod containers_cli;
 mod containers_support;
+mod cri;
+mod cri_client;
 mod registry;
 mod roles_cli;
 mod store;

@@ -10,6 +10,7 @@ use crate::state::paths_from;
 use crate::state::Paths;
 
 mod containers;
+mod cri;
 mod images;
 mod progress;
 mod roles;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
     Shim(containers::ShimArgs),
+    /// Serve the kubelet's CRI on its own, without running a plan (debugging, tests).
+    #[command(hide = true)]
+    Cri(cri::CriArgs),
     /// Background supervisor started by `run --detach` and `start` (internal).
     #[command(hide = true)]
     Supervise(containers::SuperviseArgs),
@@ -146,6 +150,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(ctx, a),
         Command::Down(a) => containers::down(ctx, a),
         Command::Shim(a) => containers::shim(ctx, a),
+        Command::Cri(a) => cri::cri(ctx, a),
         Command::Supervise(a) => containers::supervise(ctx, a),
         Command::Certs(a) => roles::certs(ctx, a),
         Command::Kubeconfig(a) => roles::kubeconfig(ctx, a),

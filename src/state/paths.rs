@@ -118,6 +118,25 @@ impl Paths {
         self.root.join("supervisor.log")
     }
 
+    // --- CRI ---------------------------------------------------------------------------
+
+    /// `sandboxes/`: one directory per CRI pod sandbox (its config as given, its state).
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+    /// `sandboxes/<id>/`.
+    pub fn sandbox(&self, id: &str) -> PathBuf {
+        self.sandboxes().join(id)
+    }
+    /// `netns/` under the runtime state: bind-mounted network namespaces of pod sandboxes.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.state.join("netns")
+    }
+    /// `netns/<sandbox id>`: the pinned network namespace of one sandbox.
+    pub fn netns(&self, sandbox_id: &str) -> PathBuf {
+        self.netns_dir().join(sandbox_id)
+    }
+
     // --- pki --------------------------------------------------------------------------
 
     /// `pki/`: CA, certificates, keys (0600), kubeconfigs.
@@ -196,6 +215,8 @@ mod tests {
             p.etcd_data(),
             p.runtime_root(),
             p.cri_socket(),
+            p.sandbox("ab"),
+            p.netns("ab"),
             p.registries_config(),
             p.supervisor_lock(),
             p.supervisor_log(),

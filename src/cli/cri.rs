@@ -1,0 +1,55 @@
+//! `kboot cri serve`: the CRI server alone, until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::Context;
+use crate::cri::{CniDirs, CriConfig};
+
+#[derive(Debug, Args)]
+pub struct CriArgs {
+    #[command(subcommand)]
+    pub command: CriCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CriCommand {
+    /// Serve RuntimeService and ImageService on the CRI socket (`<state>/cri.sock`).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of CNI network configurations (the first file in name order is used).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Directory of CNI plugin binaries; repeat to search several, in order.
+    #[arg(long, value_name = "DIR", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    pub cni_bin_dir: Vec<PathBuf>,
+}
+
+pub fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<ExitCode> {
+    let CriCommand::Serve(serve) = args.command;
+    let config = CriConfig {
+        paths: ctx.paths.clone(),
+        cni: CniDirs {
+            conf_dir: serve.cni_conf_dir,
+            bin_dirs: serve.cni_bin_dir,
+        },
+    };
+    ctx.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        crate::cri::serve_with(config, shutdown).await
+    })??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! CRI errors and their gRPC codes, mapped in one place.
+
+use std::io;
+use std::path::PathBuf;
+
+use tonic::{Code, Status};
+
+/// What the CRI server can fail at. Caller mistakes (`NotFound`, `InvalidArgument`,
+/// `FailedPrecondition`) are separate variants so they map to the code the kubelet expects.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0} is not supported by kboot")]
+    Unsupported(&'static str),
+    #[error("bind the CRI socket {}", path.display())]
+    BindSocket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("serve gRPC on {}", path.display())]
+    Serve {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("decode the record {}", path.display())]
+    DecodeRecord {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("network namespace for sandbox {id}: {step}")]
+    Netns {
+        id: String,
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("CNI {command} with plugin {plugin}: {message}")]
+    Cni {
+        command: &'static str,
+        plugin: String,
+        message: String,
+    },
+    #[error("CNI configuration {}: {message}", path.display())]
+    CniConfig { path: PathBuf, message: String },
+}
+
+impl CriError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::NotFound { .. } => Code::NotFound,
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::Unsupported(_) => Code::Unimplemented,
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl From<CriError> for Status {
+    fn from(err: CriError) -> Self {
+        // The full chain, so crictl and the kubelet's events show the cause.
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Status::new(err.code(), message)
+    }
+}
+
+pub(crate) type Result<T, E = CriError> = std::result::Result<T, E>;

@@ -1,0 +1,432 @@
+//! The kubelet's CRI: `runtime.v1` RuntimeService and ImageService on a Unix socket
+//! (`Paths::cri_socket()`, `/run/kboot/cri.sock`), on top of kboot's store, unpacker and shims.
+//!
+//! Pod sandboxes need no pause image: a hostNetwork sandbox is a record; any other gets a
+//! pinned network namespace ([`netns`]) attached through CNI ([`cni`]).
+
+mod cni;
+mod error;
+mod image;
+mod netns;
+mod runtime;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use kboot_cri::v1::image_service_server::ImageServiceServer;
+use kboot_cri::v1::runtime_service_server::RuntimeServiceServer;
+use kboot_cri::v1::PodSandboxConfig;
+use tokio::net::UnixListener;
+use tokio::sync::Mutex;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use cni::CniDirs;
+pub use error::CriError;
+use error::Result;
+use sandbox::{Sandbox, SandboxState};
+
+use crate::state::Paths;
+
+/// What the CRI server needs: where kboot keeps things and where CNI lives.
+#[derive(Debug, Clone)]
+pub struct CriConfig {
+    pub paths: Paths,
+    pub cni: CniDirs,
+}
+
+impl CriConfig {
+    /// The standard CNI locations (`/etc/cni/net.d`, `/opt/cni/bin`, `/usr/lib/cni`).
+    pub fn new(paths: Paths) -> Self {
+        Self {
+            paths,
+            cni: CniDirs::default(),
+        }
+    }
+}
+
+/// Serves the CRI on `paths.cri_socket()` until `shutdown` completes.
+pub async fn serve(paths: Paths, shutdown: impl Future<Output = ()> + Send) -> Result<(), CriError> {
+    serve_with(CriConfig::new(paths), shutdown).await
+}
+
+/// [`serve`] with explicit CNI directories.
+pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), CriError> {
+    let socket = config.paths.cri_socket();
+    let bind_err = |source| CriError::BindSocket {
+        path: socket.clone(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_err)?;
+    }
+    // A socket file left by a previous run refuses the bind; nobody can be listening on it
+    // unless another kboot runs with the same state dir, which the supervisor lock prevents.
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&socket).map_err(bind_err)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    }
+    let cri = Arc::new(Cri::open(config));
+    cri.check_networks().await;
+    tracing::info!(socket = %socket.display(), sandboxes = cri.inner.lock().await.sandboxes.len(), "serving the CRI");
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime::Runtime(cri.clone())))
+        .add_service(ImageServiceServer::new(image::Images(cri)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| CriError::Serve { path: socket, source })
+}
+
+/// Shared server state. One lock serialises every change, so concurrent calls on the same
+/// pod see each other's results in order; reads take it briefly.
+#[derive(Debug)]
+pub(crate) struct Cri {
+    config: CriConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    pod_cidr: String,
+    sandboxes: BTreeMap<String, Sandbox>,
+}
+
+fn now_nanos() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Cri {
+    /// Re-adopts the sandboxes on disk. A sandbox whose namespace vanished (reboot) is
+    /// reported NotReady, so the kubelet recreates it instead of trusting it.
+    fn open(config: CriConfig) -> Self {
+        let mut sandboxes = BTreeMap::new();
+        for mut s in Sandbox::load_all(&config.paths) {
+            if s.state.ready && s.state.netns.as_deref().is_some_and(|p| !netns::is_pinned(p)) {
+                tracing::warn!(sandbox = %s.id, "network namespace gone; marking the sandbox not ready");
+                s.state.ready = false;
+            }
+            sandboxes.insert(s.id.clone(), s);
+        }
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                sandboxes,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// CNI CHECK of every ready pod network after a restart; one that fails is reported
+    /// NotReady so the kubelet replaces the pod rather than trusting a broken network.
+    async fn check_networks(&self) {
+        let mut inner = self.inner.lock().await;
+        let Ok(net) = self.config.cni.network(&inner.pod_cidr) else {
+            return;
+        };
+        for s in inner.sandboxes.values_mut().filter(|s| s.state.ready) {
+            let (Some(path), Some(result)) = (s.state.netns.clone(), s.state.cni_result.clone()) else {
+                continue;
+            };
+            if let Err(err) = self.config.cni.check(&net, &Self::attachment(s, &path), &result).await {
+                tracing::warn!(sandbox = %s.id, error = %err, "CNI CHECK failed; marking the sandbox not ready");
+                s.state.ready = false;
+                if let Err(err) = s.save(&self.config.paths) {
+                    tracing::warn!(sandbox = %s.id, error = %err, "could not record the sandbox state");
+                }
+            }
+        }
+    }
+
+    /// `(ready, reason, message)` for the NetworkReady condition.
+    async fn network_ready(&self) -> (bool, String) {
+        let cidr = self.inner.lock().await.pod_cidr.clone();
+        match self.config.cni.network(&cidr) {
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, e.to_string()),
+        }
+    }
+
+    async fn set_pod_cidr(&self, cidr: String) {
+        tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+        self.inner.lock().await.pod_cidr = cidr;
+    }
+
+    /// Bytes and inodes under the content store, for `ImageFsInfo`.
+    fn fs_usage(&self) -> kboot_cri::v1::FilesystemUsage {
+        fn walk(dir: &std::path::Path, bytes: &mut u64, inodes: &mut u64) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                *inodes += 1;
+                if meta.is_dir() {
+                    walk(&e.path(), bytes, inodes);
+                } else {
+                    *bytes += meta.len();
+                }
+            }
+        }
+        let content = self.config.paths.content();
+        let (mut bytes, mut inodes) = (0, 0);
+        walk(&content, &mut bytes, &mut inodes);
+        kboot_cri::v1::FilesystemUsage {
+            timestamp: now_nanos(),
+            fs_id: Some(kboot_cri::v1::FilesystemIdentifier {
+                mountpoint: content.display().to_string(),
+            }),
+            used_bytes: Some(kboot_cri::v1::UInt64Value { value: bytes }),
+            inodes_used: Some(kboot_cri::v1::UInt64Value { value: inodes }),
+        }
+    }
+
+    fn attachment<'a>(s: &'a Sandbox, netns: &'a std::path::Path) -> cni::Attachment<'a> {
+        let m = s.config.metadata.as_ref();
+        cni::Attachment {
+            sandbox_id: &s.id,
+            netns,
+            pod_name: m.map_or("", |m| &m.name),
+            pod_namespace: m.map_or("", |m| &m.namespace),
+            pod_uid: m.map_or("", |m| &m.uid),
+        }
+    }
+
+    async fn run_sandbox(&self, config: PodSandboxConfig, runtime_handler: String) -> Result<String> {
+        let Some(meta) = config.metadata.clone() else {
+            return Err(CriError::InvalidArgument(
+                "PodSandboxConfig.metadata is required".into(),
+            ));
+        };
+        if meta.name.is_empty() || meta.namespace.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "sandbox metadata needs a name and a namespace".into(),
+            ));
+        }
+        if !runtime_handler.is_empty() {
+            return Err(CriError::InvalidArgument(format!(
+                "runtime handler {runtime_handler:?} is unknown (kboot has only the default handler \"\")"
+            )));
+        }
+        let mut inner = self.inner.lock().await;
+        if let Some(dup) = inner
+            .sandboxes
+            .values()
+            .find(|s| s.config.metadata.as_ref() == Some(&meta))
+        {
+            return Err(CriError::AlreadyExists(format!(
+                "sandbox {}/{} (uid {}, attempt {}) already exists as {}",
+                meta.namespace, meta.name, meta.uid, meta.attempt, dup.id
+            )));
+        }
+        let id = sandbox::new_id()?;
+        let mut s = Sandbox {
+            id: id.clone(),
+            config,
+            state: SandboxState {
+                created_at: now_nanos(),
+                ready: true,
+                runtime_handler,
+                ..Default::default()
+            },
+        };
+        if !s.host_network() {
+            let net = self.config.cni.network(&inner.pod_cidr)?;
+            let path = self.config.paths.netns(&id);
+            netns::pin(&id, &path)?;
+            match self.config.cni.add(&net, &Self::attachment(&s, &path)).await {
+                Ok(result) => {
+                    s.state.ips = cni::result_ips(&result);
+                    s.state.cni_result = Some(result);
+                }
+                Err(e) => {
+                    // Undo the half-made attachment; the kubelet retries with a new sandbox.
+                    let _ = self.config.cni.del(&net, &Self::attachment(&s, &path), None).await;
+                    let _ = netns::unpin(&id, &path);
+                    return Err(e);
+                }
+            }
+            s.state.netns = Some(path);
+        }
+        if let Err(e) = s.save(&self.config.paths) {
+            let cidr = inner.pod_cidr.clone();
+            let _ = self.teardown_network(&mut s, &cidr).await;
+            return Err(e);
+        }
+        tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace, host_network = s.host_network(), ips = ?s.state.ips, "sandbox ready");
+        inner.sandboxes.insert(id.clone(), s);
+        Ok(id)
+    }
+
+    /// CNI DEL and unpin. DEL failures are returned: the kubelet retries StopPodSandbox.
+    async fn teardown_network(&self, s: &mut Sandbox, pod_cidr: &str) -> Result<()> {
+        let Some(path) = s.state.netns.clone() else {
+            return Ok(());
+        };
+        if let Ok(net) = self.config.cni.network(pod_cidr) {
+            self.config
+                .cni
+                .del(&net, &Self::attachment(s, &path), s.state.cni_result.as_ref())
+                .await?;
+        }
+        netns::unpin(&s.id, &path)?;
+        s.state.netns = None;
+        s.state.cni_result = None;
+        Ok(())
+    }
+
+    fn resolve_sandbox<'a>(inner: &'a Inner, id: &str) -> Result<&'a Sandbox> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument("pod_sandbox_id is required".into()));
+        }
+        let mut found = inner
+            .sandboxes
+            .range(id.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some((_, s)), None) => Ok(s),
+            (Some(_), Some(_)) => Err(CriError::InvalidArgument(format!(
+                "sandbox ID prefix {id:?} is ambiguous"
+            ))),
+            _ => Err(CriError::NotFound {
+                kind: "pod sandbox",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let mut s = Self::resolve_sandbox(&inner, id)?.clone();
+        // Containers of the pod are stopped here once containers land.
+        let cidr = inner.pod_cidr.clone();
+        self.teardown_network(&mut s, &cidr).await?;
+        s.state.ready = false;
+        s.save(&self.config.paths)?;
+        tracing::info!(sandbox = %s.id, "sandbox stopped");
+        inner.sandboxes.insert(s.id.clone(), s);
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        let ready = {
+            let inner = self.inner.lock().await;
+            match Self::resolve_sandbox(&inner, id) {
+                Ok(s) => s.state.ready || s.state.netns.is_some(),
+                // Removing a sandbox that is already gone succeeds (the kubelet retries).
+                Err(CriError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        };
+        if ready {
+            self.stop_sandbox(id).await?;
+        }
+        let mut inner = self.inner.lock().await;
+        let full = Self::resolve_sandbox(&inner, id)?.id.clone();
+        Sandbox::delete(&self.config.paths, &full)?;
+        inner.sandboxes.remove(&full);
+        tracing::info!(sandbox = %full, "sandbox removed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kboot_cri::v1::{
+        LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxMetadata,
+    };
+
+    pub(crate) fn host_network_config(name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            labels: [("app".to_string(), name.to_string())].into(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn cri(dir: &std::path::Path) -> Cri {
+        let mut config = CriConfig::new(Paths::under(dir));
+        config.cni = CniDirs {
+            conf_dir: dir.join("net.d"),
+            bin_dirs: vec![],
+        };
+        Cri::open(config)
+    }
+
+    #[tokio::test]
+    async fn host_network_sandbox_survives_a_restart_and_removal_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = cri(tmp.path())
+            .run_sandbox(host_network_config("etcd"), String::new())
+            .await
+            .unwrap();
+        let again = cri(tmp.path());
+        let s = Cri::resolve_sandbox(&*again.inner.lock().await, &id[..12])
+            .unwrap()
+            .clone();
+        assert!(s.state.ready);
+        assert_eq!(s.config, host_network_config("etcd"));
+        again.stop_sandbox(&id).await.unwrap();
+        again.stop_sandbox(&id).await.unwrap();
+        again.remove_sandbox(&id).await.unwrap();
+        again.remove_sandbox(&id).await.unwrap();
+        assert!(cri(tmp.path()).inner.lock().await.sandboxes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sandbox_bad_requests_change_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cri(tmp.path());
+        let no_meta = PodSandboxConfig {
+            metadata: None,
+            ..host_network_config("x")
+        };
+        assert!(matches!(
+            c.run_sandbox(no_meta, String::new()).await,
+            Err(CriError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            c.run_sandbox(host_network_config("x"), "kata".into()).await,
+            Err(CriError::InvalidArgument(_))
+        ));
+        // A pod network without any CNI configuration: refused, nothing recorded.
+        let pod_net = PodSandboxConfig {
+            linux: None,
+            ..host_network_config("y")
+        };
+        assert!(matches!(
+            c.run_sandbox(pod_net, String::new()).await,
+            Err(CriError::CniConfig { .. })
+        ));
+        assert!(matches!(c.stop_sandbox("nope").await, Err(CriError::NotFound { .. })));
+        c.run_sandbox(host_network_config("x"), String::new()).await.unwrap();
+        assert!(matches!(
+            c.run_sandbox(host_network_config("x"), String::new()).await,
+            Err(CriError::AlreadyExists(_))
+        ));
+        assert_eq!(c.inner.lock().await.sandboxes.len(), 1);
+        assert_eq!(Sandbox::load_all(&c.config.paths).len(), 1);
+    }
+}

@@ -1,0 +1,68 @@
+//! Pinned network namespaces: a pod's network lives in a namespace that no process holds,
+//! kept alive by a bind mount of its nsfs file (what CRI-O's `pinns` does), so no pause
+//! process is needed.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use super::error::{CriError, Result};
+
+/// Creates a new network namespace and bind-mounts it at `path`.
+///
+/// `unshare` changes only the calling thread, so it runs on a throwaway thread: the
+/// server's own threads stay in the host namespace, and the namespace outlives the thread
+/// through the mount.
+pub(crate) fn pin(id: &str, path: &Path) -> Result<()> {
+    let err = |step| {
+        move |source| CriError::Netns {
+            id: id.to_owned(),
+            step,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err("create the netns directory"))?;
+    }
+    File::create(path).map_err(err("create the mount point"))?;
+    let target = path.to_owned();
+    let pinned = std::thread::spawn(move || -> io::Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let own = PathBuf::from(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()));
+        mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("the pinning thread panicked")));
+    if let Err(source) = pinned {
+        let _ = fs::remove_file(path);
+        return Err(err("unshare and bind-mount")(source));
+    }
+    Ok(())
+}
+
+/// Unmounts and removes a pinned namespace; a namespace already gone is not an error.
+pub(crate) fn unpin(id: &str, path: &Path) -> Result<()> {
+    let err = |step| {
+        move |source| CriError::Netns {
+            id: id.to_owned(),
+            step,
+            source,
+        }
+    };
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(err("unmount")(e.into())),
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err("remove the mount point")(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` is a pinned namespace (an nsfs mount), e.g. after a supervisor restart.
+pub(crate) fn is_pinned(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}

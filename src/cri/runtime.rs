@@ -1,0 +1,249 @@
+//! `runtime.v1.RuntimeService`: thin gRPC glue over [`Cri`]; the logic lives there.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kboot_cri::v1 as cri;
+use kboot_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use super::{Cri, CriError};
+
+/// The kubelet refuses any other value (`kuberuntime_manager.go`).
+const KUBELET_API_VERSION: &str = "0.1.0";
+
+#[derive(Debug)]
+pub(crate) struct Runtime(pub Arc<Cri>);
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn unsupported<T>(what: &'static str) -> Reply<T> {
+    Err(CriError::Unsupported(what).into())
+}
+
+fn not_found<T>(kind: &'static str, id: &str) -> Reply<T> {
+    Err(CriError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+    .into())
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: KUBELET_API_VERSION.into(),
+            runtime_name: "kboot".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Reply<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
+        let pod_sandbox_id = self.0.run_sandbox(config, req.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Reply<cri::StopPodSandboxResponse> {
+        self.0.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        self.0.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let inner = self.0.inner.lock().await;
+        let status = Cri::resolve_sandbox(&inner, &id)?.status();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let inner = self.0.inner.lock().await;
+        let items = inner
+            .sandboxes
+            .values()
+            .filter(|s| s.matches(&filter))
+            .map(|s| s.summary())
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, _: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
+        unsupported("CreateContainer (containers are not wired to the shim yet)")
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn remove_container(&self, _: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
+        // Removing what does not exist succeeds: the kubelet retries removals.
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, _: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
+        Ok(Response::new(cri::ListContainersResponse::default()))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
+        unsupported("PortForward")
+    }
+
+    async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
+        not_found("container", &req.into_inner().container_id)
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        Ok(Response::new(cri::ListContainerStatsResponse::default()))
+    }
+
+    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {
+        unsupported("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Reply<cri::ListPodSandboxStatsResponse> {
+        // An empty list is valid: the kubelet's stats provider tolerates it.
+        Ok(Response::new(cri::ListPodSandboxStatsResponse::default()))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            self.0.set_pod_cidr(cidr).await;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, _: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        let (network_ready, why) = self.0.network_ready().await;
+        let condition = |r#type: &str, status: bool, reason: &str, message: String| cri::RuntimeCondition {
+            r#type: r#type.into(),
+            status,
+            reason: reason.into(),
+            message,
+        };
+        let conditions = vec![
+            condition("RuntimeReady", true, "", String::new()),
+            if network_ready {
+                condition("NetworkReady", true, "", String::new())
+            } else {
+                condition("NetworkReady", false, "NetworkPluginNotReady", why)
+            },
+        ];
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            ..Default::default()
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Reply<cri::CheckpointContainerResponse> {
+        unsupported("CheckpointContainer")
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+        // Evented PLEG is alpha and off by default; the kubelet falls back to relisting.
+        unsupported("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse::default()))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse::default()))
+    }
+
+    async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
+        unsupported("UpdatePodSandboxResources")
+    }
+}

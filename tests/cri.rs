@@ -1,0 +1,230 @@
+//! The CRI server as the kubelet and crictl see it, over its Unix socket. No root: only
+//! hostNetwork sandboxes (pod networks need namespaces; see tests/privileged/cri.rs).
+
+use std::collections::HashMap;
+
+use kboot_cri::v1 as cri;
+use tonic::Code;
+
+use crate::common::Dir;
+use crate::cri_client::Server;
+
+fn pod(name: &str, host_network: bool) -> cri::PodSandboxConfig {
+    let mode = if host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            namespace: "kube-system".into(),
+            attempt: 1,
+        }),
+        labels: [
+            ("io.kubernetes.pod.uid".to_string(), format!("{name}-uid")),
+            ("tier".to_string(), "control-plane".to_string()),
+        ]
+        .into(),
+        annotations: [
+            ("kubernetes.io/config.hash".to_string(), "0f3a".to_string()),
+            ("odd key/with.chars".to_string(), "value with\nnewline, \"quotes\" and ünïcode".to_string()),
+        ]
+        .into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption { network: mode as i32, pid: cri::NamespaceMode::Node as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn run(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
+    cri::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() }
+}
+
+fn filter(id: &str, state: Option<cri::PodSandboxState>, labels: &[(&str, &str)]) -> cri::ListPodSandboxRequest {
+    cri::ListPodSandboxRequest {
+        filter: Some(cri::PodSandboxFilter {
+            id: id.into(),
+            state: state.map(|s| cri::PodSandboxStateValue { state: s as i32 }),
+            label_selector: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn cri_version_status_and_runtime_config_match_what_the_kubelet_requires() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[], &[]);
+    let mut rt = server.runtime().await;
+    let v = rt.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+    assert_eq!(v.version, "0.1.0", "the kubelet refuses any other version");
+    assert_eq!(v.runtime_api_version, "v1");
+    assert_eq!(v.runtime_name, "kboot");
+    let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.unwrap().into_inner();
+    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    // The kubelet's connection check on the image endpoint.
+    let fs = server.images().await.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(fs.image_filesystems.len(), 1);
+}
+
+#[tokio::test]
+async fn cri_network_ready_follows_cni_config_and_pod_cidr() {
+    let dir = Dir::new();
+    let bin = dir.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("bridge"), "").unwrap();
+    let server = Server::start(&dir, &[], &[&bin]);
+    let mut rt = server.runtime().await;
+    let network_ready = |s: cri::StatusResponse| {
+        let c = s.status.unwrap().conditions;
+        assert!(c.iter().any(|c| c.r#type == "RuntimeReady" && c.status));
+        c.into_iter().find(|c| c.r#type == "NetworkReady").expect("a NetworkReady condition")
+    };
+    let nr = network_ready(rt.status(cri::StatusRequest::default()).await.unwrap().into_inner());
+    assert!(!nr.status);
+    assert_eq!(nr.reason, "NetworkPluginNotReady");
+    assert!(nr.message.contains("net.d"), "the message names the directory: {}", nr.message);
+
+    std::fs::create_dir_all(dir.path().join("net.d")).unwrap();
+    std::fs::write(
+        dir.path().join("net.d/10-pods.conf"),
+        r#"{"cniVersion":"1.0.0","name":"pods","type":"bridge","ipam":{"type":"host-local","subnet":"{{.PodCIDR}}"}}"#,
+    )
+    .unwrap();
+    let nr = network_ready(rt.status(cri::StatusRequest::default()).await.unwrap().into_inner());
+    assert!(!nr.status && nr.message.contains("pod CIDR"), "{}", nr.message);
+    rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig { pod_cidr: "10.244.1.0/24".into() }),
+        }),
+    })
+    .await
+    .unwrap();
+    let nr = network_ready(rt.status(cri::StatusRequest::default()).await.unwrap().into_inner());
+    assert!(nr.status, "{}", nr.message);
+}
+
+#[tokio::test]
+async fn cri_host_network_sandboxes_echo_labels_and_honour_filters() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[], &[]);
+    let mut rt = server.runtime().await;
+    let etcd = rt.run_pod_sandbox(run(pod("etcd", true))).await.unwrap().into_inner().pod_sandbox_id;
+    let api = rt.run_pod_sandbox(run(pod("apiserver", true))).await.unwrap().into_inner().pod_sandbox_id;
+    assert_eq!(etcd.len(), 64);
+    assert_ne!(etcd, api);
+
+    let st = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: etcd.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.labels, pod("etcd", true).labels);
+    assert_eq!(st.annotations, pod("etcd", true).annotations);
+    assert_eq!(st.metadata, pod("etcd", true).metadata);
+    let ns = st.linux.unwrap().namespaces.unwrap().options.unwrap();
+    assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
+    assert_eq!(ns.pid, cri::NamespaceMode::Node as i32);
+
+    let ids = |r: cri::ListPodSandboxResponse| {
+        let mut v: Vec<String> = r.items.into_iter().map(|s| s.id).collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![etcd.clone(), api.clone()];
+    both.sort();
+    assert_eq!(ids(rt.list_pod_sandbox(filter("", None, &[])).await.unwrap().into_inner()), both);
+    assert_eq!(ids(rt.list_pod_sandbox(filter(&etcd, None, &[])).await.unwrap().into_inner()), vec![etcd.clone()]);
+    let by_uid = filter("", None, &[("io.kubernetes.pod.uid", "apiserver-uid")]);
+    assert_eq!(ids(rt.list_pod_sandbox(by_uid).await.unwrap().into_inner()), vec![api.clone()]);
+    let list = rt.list_pod_sandbox(filter(&api, None, &[])).await.unwrap().into_inner();
+    assert_eq!(list.items[0].annotations, pod("apiserver", true).annotations);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: etcd.clone() }).await.unwrap();
+    let not_ready = filter("", Some(cri::PodSandboxState::SandboxNotready), &[]);
+    assert_eq!(ids(rt.list_pod_sandbox(not_ready).await.unwrap().into_inner()), vec![etcd.clone()]);
+    let ready = filter("", Some(cri::PodSandboxState::SandboxReady), &[]);
+    assert_eq!(ids(rt.list_pod_sandbox(ready).await.unwrap().into_inner()), vec![api.clone()]);
+
+    for _ in 0..2 {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: etcd.clone() }).await.unwrap();
+    }
+    assert_eq!(ids(rt.list_pod_sandbox(filter("", None, &[])).await.unwrap().into_inner()), vec![api]);
+}
+
+#[tokio::test]
+async fn cri_sandboxes_survive_a_server_restart() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[], &[]);
+    let id = server.runtime().await.run_pod_sandbox(run(pod("etcd", true))).await.unwrap().into_inner().pod_sandbox_id;
+    server.stop();
+    let server = Server::start(&dir, &[], &[]);
+    let mut rt = server.runtime().await;
+    let list = rt.list_pod_sandbox(filter("", None, &[])).await.unwrap().into_inner();
+    assert_eq!(list.items.len(), 1, "nothing lost, nothing doubled");
+    assert_eq!(list.items[0].id, id);
+    assert_eq!(list.items[0].state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(list.items[0].labels, pod("etcd", true).labels);
+}
+
+#[tokio::test]
+async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[], &[]);
+    let mut rt = server.runtime().await;
+    let code = |r: Result<tonic::Response<cri::RunPodSandboxResponse>, tonic::Status>| r.unwrap_err().code();
+
+    let empty = cri::RunPodSandboxRequest::default();
+    assert_eq!(code(rt.run_pod_sandbox(empty).await), Code::InvalidArgument);
+    let no_meta = cri::PodSandboxConfig { metadata: None, ..pod("x", true) };
+    assert_eq!(code(rt.run_pod_sandbox(run(no_meta)).await), Code::InvalidArgument);
+    let handler = cri::RunPodSandboxRequest { runtime_handler: "kata".into(), ..run(pod("x", true)) };
+    let err = rt.run_pod_sandbox(handler).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kata"), "{}", err.message());
+    // A pod network with no CNI configuration: refused with the reason.
+    let err = rt.run_pod_sandbox(run(pod("x", false))).await.unwrap_err();
+    assert!(err.message().contains("net.d"), "{}", err.message());
+
+    let unknown = "0".repeat(64);
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: unknown.clone(), verbose: false }).await;
+    assert_eq!(st.unwrap_err().code(), Code::NotFound);
+    let stop = rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: unknown.clone() }).await;
+    assert_eq!(stop.unwrap_err().code(), Code::NotFound);
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest::default()).await;
+    assert_eq!(st.unwrap_err().code(), Code::InvalidArgument);
+    let cs = rt.container_status(cri::ContainerStatusRequest { container_id: unknown, verbose: false }).await;
+    assert_eq!(cs.unwrap_err().code(), Code::NotFound);
+    assert!(rt.list_pod_sandbox(filter("", None, &[])).await.unwrap().into_inner().items.is_empty());
+    assert!(std::fs::read_dir(dir.path().join("root/sandboxes")).map_or(true, |mut d| d.next().is_none()));
+}
+
+#[tokio::test]
+async fn cri_concurrent_runs_of_the_same_pod_make_exactly_one_sandbox() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[], &[]);
+    let calls = (0..8).map(|_| {
+        let socket = server.socket.clone();
+        tokio::spawn(async move {
+            let mut rt = kboot_cri::v1::runtime_service_client::RuntimeServiceClient::new(
+                crate::cri_client::channel(&socket).await,
+            );
+            rt.run_pod_sandbox(run(pod("etcd", true))).await
+        })
+    });
+    let mut ok = 0;
+    for call in calls.collect::<Vec<_>>() {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let list = server.runtime().await.list_pod_sandbox(filter("", None, &[])).await.unwrap().into_inner();
+    assert_eq!(list.items.len(), 1);
+}
