@@ -88,12 +88,57 @@ our_pids() {
   done | sort -u | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done
 }
 
+# GAP (issue 6 integration): `kboot run` does not serve the CRI socket yet. Until it does,
+# start `kboot cri serve` on the same root/state as a stand-in so the kubelet gets further;
+# the results file records that the stand-in was used. E2E_CRI_STANDIN=0 disables it.
+cri_standin() { # NAME RUNNER...
+  local name=$1 sock=$2; shift 2
+  for _ in $(seq 10); do [ -S "$sock" ] && return 0; sleep 1; done
+  [ "${E2E_CRI_STANDIN:-1}" = 1 ] || return 0
+  echo "GAP $name: the supervisor serves no CRI socket ($sock); started 'kboot cri serve' as a stand-in" | tee -a "$RESULTS" >&2
+  setsid "$@" cri serve > "$E2E_DIR/$name/cri.log" 2>&1 < /dev/null &
+  echo $! > "$E2E_DIR/$name/cri.pid"
+  for _ in $(seq 20); do [ -S "$sock" ] && return 0; sleep 0.5; done
+  return 1
+}
+
+# Host paths kboot's roles use that are not under --root/--state: note what existed before,
+# so cleanup removes only what this run created.
+HOST_MARK=$E2E_DIR/host-before
+host_preflight() {
+  if mountpoint -q /var/lib/kubelet || [ -n "$(ls -A /etc/kubernetes/manifests 2>/dev/null)" ]; then
+    log "/var/lib/kubelet is mounted or /etc/kubernetes/manifests is not empty: another cluster runs here; not touching it"
+    exit 2
+  fi
+  { [ -e /var/lib/kubelet ] && echo kubelet-dir
+    [ -e /etc/kubernetes ] && echo etc-kubernetes; } > "$HOST_MARK"
+}
+host_restore() {
+  [ -f "$HOST_MARK" ] || return 0
+  if mountpoint -q /var/lib/kubelet; then
+    echo "FINDING kboot down --purge left mounts under /var/lib/kubelet: $(grep -c ' /var/lib/kubelet' /proc/self/mountinfo); unmounted by e2e cleanup" | tee -a "$RESULTS" >&2
+    umount -R /var/lib/kubelet
+  fi
+  grep -qx kubelet-dir "$HOST_MARK" || rm -rf /var/lib/kubelet
+  rm -rf /etc/kubernetes/manifests /etc/kubernetes/kubelet-config.yaml
+  grep -qx etc-kubernetes "$HOST_MARK" || rmdir /etc/kubernetes 2>/dev/null
+  rm -f "$HOST_MARK"
+}
+
+stop_standin() { # NAME: the stand-in is part of "the supervisor" for the fault and down steps
+  local f=$E2E_DIR/$1/cri.pid
+  [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+  rm -f "$f" "$E2E_DIR/$1/state/cri.sock"
+}
+
 cleanup() {
   log "cleanup"
   if [ -d "$E2E_DIR/worker" ] && ip netns list | grep -qw "$NETNS"; then
     [ -e "$E2E_DIR/worker/mnt" ] && kw down --purge >/dev/null 2>&1
   fi
   [ -d "$M_ROOT" ] && km down --purge >/dev/null 2>&1
+  stop_standin master; stop_standin worker
+  host_restore
   if [ -f "$E2E_DIR/worker/holder.pid" ]; then
     kill "$(cat "$E2E_DIR/worker/holder.pid")" 2>/dev/null; rm -f "$E2E_DIR/worker/holder.pid"
   fi
@@ -110,6 +155,7 @@ if [ "${1:-}" = "--clean" ]; then cleanup; exit 0; fi
 # --- setup -----------------------------------------------------------------------------------
 "$HERE/e2e-images.sh" || { log "images failed"; exit 1; }
 cleanup 2>/dev/null
+host_preflight
 rm -rf "$E2E_DIR/master" "$E2E_DIR/worker" "$KUBECONFIG_FILE"
 mkdir -p "$E2E_DIR/master" "$E2E_DIR/worker"
 "$HERE/e2e-images.sh" >/dev/null 2>&1   # cleanup stopped the registry
@@ -142,12 +188,17 @@ rc=$?
 t1=$(date +%s.%N)
 cat "$E2E_DIR/master/run.out" "$E2E_DIR/master/run.err" >&2
 [ $rc = 0 ] || fail "step1 run-master: kboot run master exited $rc"
-figure "time-to-ready-uncached $(echo "$t1 - $t0" | bc) s"
-pass "step1 run-master --wait-ready"
+figure "run-master-returned-uncached $(echo "$t1 - $t0" | bc) s"
+pass "step1 run-master --wait-ready returned 0"
+grep -q 'node.s Ready condition is not checked' "$E2E_DIR/master/run.err" \
+  && echo "GAP master: --wait-ready does not wait for the node's Ready condition yet (roles)" | tee -a "$RESULTS" >&2
+cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" \
+  || fail "step1 CRI socket (stand-in did not start: $E2E_DIR/master/cri.log)"
 
 km kubeconfig > "$KUBECONFIG_FILE" || fail "step1 kubeconfig"
-wait_for 60 "node Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
+wait_for 240 "node Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "step1 node-ready"
+figure "time-to-node-ready-uncached $(echo "$(date +%s.%N) - $t0" | bc) s"
 pass "step1 node Ready"
 for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
   wait_for 120 "$c Running" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' -n kube-system get pod '$c-$MASTER_IP' -o jsonpath='{.status.phase}' | grep -qx Running" \
@@ -228,6 +279,8 @@ set -- ${join#kboot run worker }
   > "$E2E_DIR/worker/run.out" 2>&1
 rc=$?; cat "$E2E_DIR/worker/run.out" >&2
 [ $rc = 0 ] || fail "step2 kboot run worker exited $rc"
+cri_standin worker "$W_STATE/cri.sock" ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" \
+  "$KBOOT" --root "$W_ROOT" --state "$W_STATE" --config "$CONF" || fail "step2 worker CRI socket"
 wait_for 60 "worker Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$WORKER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "step2 worker node Ready"
 pass "step2 worker joined and Ready"
@@ -244,13 +297,15 @@ pass "step2 pod on the worker reached $pod_ip on the master"
 # --- step 3: faults --------------------------------------------------------------------------
 log "step 3: kill -9 the master's supervisor, shims and containers"
 ca_before=$(sha256sum < "$M_ROOT/pki/ca.crt")
-pids=$(our_pids "$M_STATE")
+pids=$(our_pids "$M_STATE"; [ -f "$E2E_DIR/master/cri.pid" ] && cat "$E2E_DIR/master/cri.pid")
 [ -n "$pids" ] || fail "step3 find the master's processes"
 # shellcheck disable=SC2086
 kill -9 $pids
 for p in $pids; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done; done
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 \
   || fail "step3 kboot run master after the crash"
+stop_standin master
+cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" || fail "step3 CRI socket"
 [ "$(sha256sum < "$M_ROOT/pki/ca.crt")" = "$ca_before" ] || fail "step3 same PKI"
 pass "step3 master restored with the same PKI"
 kc get deploy e2e-web >/dev/null 2>&1 || fail "step3 Deployment still in etcd"
@@ -261,6 +316,7 @@ pass "step3 etcd data intact, Deployment runs again"
 # --- step 4: down ----------------------------------------------------------------------------
 log "step 4: kboot down, then the cached time to Ready, then down --purge"
 [ -e "$E2E_DIR/worker/mnt" ] && kw down >&2
+stop_standin master; [ -e "$E2E_DIR/worker/mnt" ] && stop_standin worker
 km down >&2 || fail "step4 kboot down"
 left=$(our_pids); [ -z "$left" ] || fail "step4 kboot processes left: $left"
 grep -q ' /var/lib/kubelet' /proc/self/mountinfo && fail "step4 mounts left under /var/lib/kubelet: $(grep ' /var/lib/kubelet' /proc/self/mountinfo | head -n3)"
@@ -272,8 +328,11 @@ pass "step4 down keeps PKI, etcd data and images"
 t0=$(date +%s.%N)
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 \
   || fail "figures: run master with cached images"
-t1=$(date +%s.%N)
-figure "time-to-ready-cached $(echo "$t1 - $t0" | bc) s"
+cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" || fail "figures: CRI socket"
+wait_for 240 "node Ready (cached)" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
+  || fail "figures: node Ready with cached images"
+figure "time-to-node-ready-cached $(echo "$(date +%s.%N) - $t0" | bc) s"
+stop_standin master
 km down --purge >&2 || fail "step4 kboot down --purge"
 [ -z "$(our_pids)" ] || fail "step4 processes after --purge"
 [ -e "$M_ROOT/pki/ca.crt" ] && fail "step4 --purge left the PKI"
