@@ -84,7 +84,9 @@ args_for() {
       echo "--add $ETCD_BIN/etcd:/usr/local/bin/etcd:755 --add $ETCD_BIN/etcdctl:/usr/local/bin/etcdctl:755 --entrypoint /usr/local/bin/etcd" ;;
     */kubelet)
       # What the kubelet execs: mount/umount (volumes), iptables, ip, nsenter, losetup, find, du.
-      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --entrypoint /usr/local/bin/kubelet" ;;
+      # /etc/resolv.conf: the kubelet reads it for every pod's DNS config and fails the sandbox
+      # without it; kboot bind-mounts no resolv.conf into its containers yet (docs/e2e.md, gaps).
+      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --entrypoint /usr/local/bin/kubelet" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
@@ -102,6 +104,7 @@ if [ ! -x "$BB_ROOT/bin/sh" ]; then
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB_ROOT/etc/group"
 fi
 
+printf '# kboot e2e: no DNS server (loopback-only test)\noptions ndots:5\n' > "$OUT/resolv.conf"
 BUSYBOX_REF=docker.io/library/busybox:1.36
 all_refs="$images $BUSYBOX_REF"
 for ref in $all_refs; do
