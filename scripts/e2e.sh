@@ -91,14 +91,15 @@ our_pids() {
 # GAP (issue 6 integration): `kboot run` does not serve the CRI socket yet. Until it does,
 # start `kboot cri serve` on the same root/state as a stand-in so the kubelet gets further;
 # the results file records that the stand-in was used. E2E_CRI_STANDIN=0 disables it.
-cri_standin() { # NAME RUNNER...
-  local name=$1 sock=$2; shift 2
-  for _ in $(seq 10); do [ -S "$sock" ] && return 0; sleep 1; done
+cri_standin() { # NAME [PREFIX COMMAND...]: PREFIX runs kboot in the node's namespaces
+  local name=$1 root=$E2E_DIR/$1/root state=$E2E_DIR/$1/state bin=$KBOOT; shift
+  for _ in $(seq 10); do [ -S "$state/cri.sock" ] && return 0; sleep 1; done
   [ "${E2E_CRI_STANDIN:-1}" = 1 ] || return 0
-  echo "GAP $name: the supervisor serves no CRI socket ($sock); started 'kboot cri serve' as a stand-in" | tee -a "$RESULTS" >&2
-  setsid "$@" cri serve > "$E2E_DIR/$name/cri.log" 2>&1 < /dev/null &
+  echo "GAP $name: the supervisor serves no CRI socket ($state/cri.sock); started 'kboot cri serve' as a stand-in" | tee -a "$RESULTS" >&2
+  if [ -n "${E2E_CRI_KBOOT:-}" ]; then bin=$E2E_DIR/cri-kboot; echo "GAP $name: stand-in binary: $E2E_CRI_KBOOT" >> "$RESULTS"; fi
+  setsid "$@" "$bin" --root "$root" --state "$state" --config "$CONF" cri serve > "$E2E_DIR/$name/cri.log" 2>&1 < /dev/null &
   echo $! > "$E2E_DIR/$name/cri.pid"
-  for _ in $(seq 20); do [ -S "$sock" ] && return 0; sleep 0.5; done
+  for _ in $(seq 20); do [ -S "$state/cri.sock" ] && return 0; sleep 0.5; done
   return 1
 }
 
@@ -159,6 +160,9 @@ host_preflight
 rm -rf "$E2E_DIR/master" "$E2E_DIR/worker" "$KUBECONFIG_FILE"
 mkdir -p "$E2E_DIR/master" "$E2E_DIR/worker"
 "$HERE/e2e-images.sh" >/dev/null 2>&1   # cleanup stopped the registry
+# E2E_CRI_KBOOT=PATH: run the CRI stand-in from another build (e.g. the CRI branch's), copied
+# so a rebuild during the run does not change it.
+[ -n "${E2E_CRI_KBOOT:-}" ] && cp "$E2E_CRI_KBOOT" "$E2E_DIR/cri-kboot"
 : > "$RESULTS"
 echo "# kboot e2e $(date -u +%FT%TZ) $(git -C "$REPO" rev-parse --short HEAD)" >> "$RESULTS"
 
@@ -192,8 +196,7 @@ figure "run-master-returned-uncached $(echo "$t1 - $t0" | bc) s"
 pass "step1 run-master --wait-ready returned 0"
 grep -q 'node.s Ready condition is not checked' "$E2E_DIR/master/run.err" \
   && echo "GAP master: --wait-ready does not wait for the node's Ready condition yet (roles)" | tee -a "$RESULTS" >&2
-cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" \
-  || fail "step1 CRI socket (stand-in did not start: $E2E_DIR/master/cri.log)"
+cri_standin master || fail "step1 CRI socket (stand-in did not start: $E2E_DIR/master/cri.log)"
 
 km kubeconfig > "$KUBECONFIG_FILE" || fail "step1 kubeconfig"
 wait_for 240 "node Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
@@ -279,8 +282,7 @@ set -- ${join#kboot run worker }
   > "$E2E_DIR/worker/run.out" 2>&1
 rc=$?; cat "$E2E_DIR/worker/run.out" >&2
 [ $rc = 0 ] || fail "step2 kboot run worker exited $rc"
-cri_standin worker "$W_STATE/cri.sock" ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" \
-  "$KBOOT" --root "$W_ROOT" --state "$W_STATE" --config "$CONF" || fail "step2 worker CRI socket"
+cri_standin worker ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" || fail "step2 worker CRI socket"
 wait_for 60 "worker Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$WORKER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "step2 worker node Ready"
 pass "step2 worker joined and Ready"
@@ -305,7 +307,7 @@ for p in $pids; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sle
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 \
   || fail "step3 kboot run master after the crash"
 stop_standin master
-cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" || fail "step3 CRI socket"
+cri_standin master || fail "step3 CRI socket"
 [ "$(sha256sum < "$M_ROOT/pki/ca.crt")" = "$ca_before" ] || fail "step3 same PKI"
 pass "step3 master restored with the same PKI"
 kc get deploy e2e-web >/dev/null 2>&1 || fail "step3 Deployment still in etcd"
@@ -328,7 +330,7 @@ pass "step4 down keeps PKI, etcd data and images"
 t0=$(date +%s.%N)
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 \
   || fail "figures: run master with cached images"
-cri_standin master "$M_STATE/cri.sock" "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" || fail "figures: CRI socket"
+cri_standin master || fail "figures: CRI socket"
 wait_for 240 "node Ready (cached)" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "figures: node Ready with cached images"
 figure "time-to-node-ready-cached $(echo "$(date +%s.%N) - $t0" | bc) s"
