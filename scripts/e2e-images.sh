@@ -12,8 +12,8 @@
 # E2E_DIR (/var/tmp/kboot-e2e), E2E_REGISTRY_PORT (5055), KBOOT_BUILD_CACHE.
 # Output: $E2E_DIR/config/registries.toml, registry pid in $E2E_DIR/registry.pid.
 # Cache: $KBOOT_BUILD_CACHE/e2e-images/<key>/ holds the OCI layouts; <key> hashes the
-# version, this script and the sizes+mtimes of the input binaries, so images are rebuilt
-# (and pushed again) only when one of them changes.
+# versions and the sizes+mtimes of the input binaries, and each image is also keyed by its
+# build arguments, so an image is rebuilt (and pushed again) only when its inputs change.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -62,8 +62,8 @@ while i < len(text):
 print("\n".join(sorted(seen)))')
 log "plan images: $(echo $images)"
 
-key=$( { echo "$K8S_VERSION $ETCD_VERSION"; cat "$0"; echo "$images"
-         stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* /bin/busybox; } | sha256sum | cut -c1-16)
+key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* /bin/busybox; } \
+       | sha256sum | cut -c1-16)
 OUT=$CACHE/e2e-images/$key
 mkdir -p "$OUT" "$E2E_DIR"
 
@@ -84,9 +84,10 @@ args_for() {
       echo "--add $ETCD_BIN/etcd:/usr/local/bin/etcd:755 --add $ETCD_BIN/etcdctl:/usr/local/bin/etcdctl:755 --entrypoint /usr/local/bin/etcd" ;;
     */kubelet)
       # What the kubelet execs: mount/umount (volumes), iptables, ip, nsenter, losetup, find, du.
-      # /etc/resolv.conf: the kubelet reads it for every pod's DNS config and fails the sandbox
-      # without it; kboot bind-mounts no resolv.conf into its containers yet (docs/e2e.md, gaps).
-      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --entrypoint /usr/local/bin/kubelet" ;;
+      # /etc/resolv.conf and /etc/hosts: the kubelet reads them for every pod (DNS config, and
+      # hostNetwork pods get a copy of its /etc/hosts) and fails the pod without them; kboot
+      # bind-mounts neither into its containers yet (docs/e2e.md, gaps).
+      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --add $OUT/hosts:/etc/hosts:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --entrypoint /usr/local/bin/kubelet" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
@@ -105,17 +106,20 @@ if [ ! -x "$BB_ROOT/bin/sh" ]; then
 fi
 
 printf '# kboot e2e: no DNS server (loopback-only test)\noptions ndots:5\n' > "$OUT/resolv.conf"
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$OUT/hosts"
 BUSYBOX_REF=docker.io/library/busybox:1.36
 all_refs="$images $BUSYBOX_REF"
 for ref in $all_refs; do
   name=$(echo "$ref" | tr '/:' '__')
   a=$(args_for "$ref")
   if [ -z "$a" ]; then log "skipping $ref: no local build (flannel needs a Go build; USE_CNI=false by default)"; continue; fi
-  if [ ! -f "$OUT/$name.done" ]; then
+  done_mark=$OUT/$name.$(echo "$a" | sha256sum | cut -c1-12).done
+  if [ ! -f "$done_mark" ]; then
     log "building $ref"
+    rm -rf "${OUT:?}/$name" "$OUT/$name".*.done
     # shellcheck disable=SC2086 # word splitting of the argument list is intended
     "$RT" build $a --env "$PATH_ENV" -o "$OUT/$name" --tag "${ref##*:}" > "$OUT/$name.digest"
-    touch "$OUT/$name.done"
+    touch "$done_mark"
   fi
 done
 
@@ -140,7 +144,7 @@ fi
 # ghcr.io/siderolabs/kubelet:V -> $REG/siderolabs/kubelet:V (mirrors keep the repository).
 for ref in $all_refs; do
   name=$(echo "$ref" | tr '/:' '__')
-  [ -f "$OUT/$name.done" ] || continue
+  [ -f "$OUT/$name.digest" ] || continue
   repo=${ref%:*}; tag=${ref##*:}; path=${repo#*/}
   want=$(cat "$OUT/$name.digest")
   have=$(curl -fsS -o /dev/null -w '%header{docker-content-digest}' -I \
