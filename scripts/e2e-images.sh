@@ -77,7 +77,7 @@ args_for() {
       echo "--add $K8S_BIN/$b:/usr/local/bin/$b:755 --entrypoint /usr/local/bin/$b" ;;
     */kube-proxy)
       # iptables-restore/nft and conntrack are exec'd by kube-proxy; Debian's with their libs.
-      echo "--add $K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy:755 --apt iptables --apt nftables --apt conntrack --apt-exclude debconf --entrypoint /usr/local/bin/kube-proxy" ;;
+      echo "--add $K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy:755 --apt iptables --apt nftables --apt conntrack --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kube-proxy" ;;
     */kubectl)
       echo "--add $K8S_BIN/kubectl:/usr/local/bin/kubectl:755 --add $K8S_BIN/kubectl:/bin/kubectl:755 --entrypoint /usr/local/bin/kubectl" ;;
     */etcd)
@@ -87,7 +87,7 @@ args_for() {
       # /etc/resolv.conf and /etc/hosts: the kubelet reads them for every pod (DNS config, and
       # hostNetwork pods get a copy of its /etc/hosts) and fails the pod without them; kboot
       # bind-mounts neither into its containers yet (docs/e2e.md, gaps).
-      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --add $OUT/hosts:/etc/hosts:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --entrypoint /usr/local/bin/kubelet" ;;
+      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --add $OUT/hosts:/etc/hosts:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
@@ -107,6 +107,14 @@ fi
 
 printf '# kboot e2e: no DNS server (loopback-only test)\noptions ndots:5\n' > "$OUT/resolv.conf"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$OUT/hosts"
+# Debian's iptables reaches /usr/sbin/iptables* through update-alternatives in its postinst,
+# which rootfs-tools does not run: make the links, with the backend the host uses.
+XT=$(readlink -f /usr/sbin/iptables 2>/dev/null); XT=${XT##*/}; [ -n "$XT" ] || XT=xtables-nft-multi
+XT_LINKS=$OUT/iptables-links
+rm -rf "$XT_LINKS"; mkdir -p "$XT_LINKS/usr/sbin"
+for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+  ln -s "$XT" "$XT_LINKS/usr/sbin/$t"
+done
 BUSYBOX_REF=docker.io/library/busybox:1.36
 all_refs="$images $BUSYBOX_REF"
 for ref in $all_refs; do
