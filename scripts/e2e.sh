@@ -82,6 +82,8 @@ our_pids() {
   [ $# -gt 0 ] || dirs=("$M_STATE" "$W_STATE")
   for st in "${dirs[@]}"; do
     [ -f "$st/supervisor.pid" ] && cat "$st/supervisor.pid"
+    # Shims (also the CRI's) carry --state on their command line: this run's own directory.
+    for p in $(pgrep -f -- "--state $st "); do echo "$p"; pgrep -P "$p"; done
     for f in "$st"/shims/*.json; do
       [ -f "$f" ] || continue
       for p in $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r.get("shim_pid") or "", r.get("init_pid") or "")' "$f"); do
@@ -142,6 +144,12 @@ cleanup() {
   fi
   [ -d "$M_ROOT" ] && km down --purge >/dev/null 2>&1
   stop_standin master; stop_standin worker
+  local left; left=$(our_pids)
+  if [ -n "$left" ]; then
+    echo "FINDING processes left after kboot down --purge (killed by e2e cleanup): $(for p in $left; do tr '\0' ' ' < "/proc/$p/cmdline" | cut -c1-80; echo ';'; done | tr -d '\n')" | tee -a "$RESULTS" >&2
+    # shellcheck disable=SC2086
+    kill -9 $left 2>/dev/null
+  fi
   host_restore
   if [ -f "$E2E_DIR/worker/holder.pid" ]; then
     kill "$(cat "$E2E_DIR/worker/holder.pid")" 2>/dev/null; rm -f "$E2E_DIR/worker/holder.pid"
