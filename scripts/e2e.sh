@@ -292,6 +292,8 @@ nsenter --mount="$E2E_DIR/worker/mnt" sh -c "cat > /etc/cni/net.d/10-kboot-e2e.c
 EOF
 # shellcheck disable=SC2086 # the join line is split into its arguments on purpose
 set -- ${join#kboot run worker }
+# nsenter --mount resets the working directory: give the CA as an absolute path.
+args=(); for a in "$@"; do [ "$a" = ca.crt ] && a=$E2E_DIR/worker/ca.crt; args+=("$a"); done; set -- "${args[@]}"
 (cd "$E2E_DIR/worker" && kw run worker "$@" --ip-address "$WORKER_IP" --detach --wait-ready --timeout "$READY_TIMEOUT") \
   > "$E2E_DIR/worker/run.out" 2>&1
 rc=$?; cat "$E2E_DIR/worker/run.out" >&2
@@ -320,10 +322,12 @@ pids=$(our_pids "$M_STATE"; [ -f "$E2E_DIR/master/cri.pid" ] && cat "$E2E_DIR/ma
 # shellcheck disable=SC2086
 kill -9 $pids
 for p in $pids; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done; done
-km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 \
-  || fail "step3 kboot run master after the crash"
 stop_standin master
+# With the stand-in, the kubelet needs the CRI socket before --wait-ready can succeed.
+km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 &
+run_pid=$!
 cri_standin master || fail "step3 CRI socket"
+wait "$run_pid" || fail "step3 kboot run master after the crash"
 [ "$(sha256sum < "$M_ROOT/pki/ca.crt")" = "$ca_before" ] || fail "step3 same PKI"
 pass "step3 master restored with the same PKI"
 kc get deploy e2e-web >/dev/null 2>&1 || fail "step3 Deployment still in etcd"
@@ -344,9 +348,10 @@ pass "step4 down: no process, no /var/lib/kubelet mount, no KUBE-/FLANNEL/KBOOT 
 pass "step4 down keeps PKI, etcd data and images"
 
 t0=$(date +%s.%N)
-km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 \
-  || fail "figures: run master with cached images"
+km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 &
+run_pid=$!
 cri_standin master || fail "figures: CRI socket"
+wait "$run_pid" || fail "figures: run master with cached images"
 wait_for 240 "node Ready (cached)" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "figures: node Ready with cached images"
 figure "time-to-node-ready-cached $(echo "$(date +%s.%N) - $t0" | bc) s"
