@@ -290,6 +290,12 @@ nsenter --mount="$E2E_DIR/worker/mnt" sh -c "cat > /etc/cni/net.d/10-kboot-e2e.c
   {"type": "bridge", "bridge": "kbe2e0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.1.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
 EOF
+# The registry listens on the host's loopback only, which the worker's namespace does not
+# reach: carry the images over the air-gap way, kboot save on the master, kboot load here.
+km save -o "$E2E_DIR/worker/images.tar" "ghcr.io/siderolabs/kubelet:$K8S_VERSION" \
+  "registry.k8s.io/kube-proxy:$K8S_VERSION" docker.io/library/busybox:1.36 >&2 \
+  || { soft_fail "step2 kboot save on the master"; return 1; }
+kw load -i "$E2E_DIR/worker/images.tar" >&2 || { soft_fail "step2 kboot load on the worker"; return 1; }
 # shellcheck disable=SC2086 # the join line is split into its arguments on purpose
 set -- ${join#kboot run worker }
 # nsenter --mount resets the working directory: give the CA as an absolute path.
@@ -330,7 +336,9 @@ cri_standin master || fail "step3 CRI socket"
 wait "$run_pid" || fail "step3 kboot run master after the crash"
 [ "$(sha256sum < "$M_ROOT/pki/ca.crt")" = "$ca_before" ] || fail "step3 same PKI"
 pass "step3 master restored with the same PKI"
-kc get deploy e2e-web >/dev/null 2>&1 || fail "step3 Deployment still in etcd"
+# run returns once kboot's services run; the API server (a static pod) comes after.
+wait_for 180 "the API server back with the Deployment" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get deploy e2e-web" \
+  || fail "step3 Deployment still in etcd"
 wait_for 180 "Deployment runs again" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get deploy e2e-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1" \
   || fail "step3 Deployment runs again"
 pass "step3 etcd data intact, Deployment runs again"
