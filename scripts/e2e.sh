@@ -98,7 +98,7 @@ our_pids() {
 # the results file records that the stand-in was used. E2E_CRI_STANDIN=0 disables it.
 cri_standin() { # NAME [PREFIX COMMAND...]: PREFIX runs kboot in the node's namespaces
   local name=$1 root=$E2E_DIR/$1/root state=$E2E_DIR/$1/state bin=$KBOOT; shift
-  for _ in $(seq 10); do [ -S "$state/cri.sock" ] && return 0; sleep 1; done
+  for _ in $(seq "${STANDIN_WAIT:-10}"); do [ -S "$state/cri.sock" ] && return 0; sleep 1; done
   [ "${E2E_CRI_STANDIN:-1}" = 1 ] || return 0
   echo "GAP $name: the supervisor serves no CRI socket ($state/cri.sock); started 'kboot cri serve' as a stand-in" | tee -a "$RESULTS" >&2
   if [ -n "${E2E_CRI_KBOOT:-}" ]; then bin=$E2E_DIR/cri-kboot; echo "GAP $name: stand-in binary: $E2E_CRI_KBOOT" >> "$RESULTS"; fi
@@ -280,6 +280,15 @@ ip netns exec "$NETNS" unshare --mount --propagation private sh -c '
     mkdir -p "$d" "$E2E_DIR/worker/fs$d"; mount --bind "$E2E_DIR/worker/fs$d" "$d"
   done
   mount --make-rshared /var/lib/kubelet
+  # ip netns exec mounted a fresh sysfs without the cgroup hierarchies: mount them again
+  # (same hierarchies as the host, libcontainer and the kubelet need them).
+  mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
+  while read -r dev mnt type opts _; do
+    case $type in cgroup|cgroup2) mkdir -p "$mnt"; mount -t "$type" -o "$opts" "$dev" "$mnt";; esac
+  done < /proc/1/mounts
+  for l in /proc/1/root/sys/fs/cgroup/*; do
+    [ -L "$l" ] && ln -sfn "$(readlink "$l")" "/sys/fs/cgroup/${l##*/}"
+  done
   exec sleep infinity' &
 # ip netns exec, unshare and sh all exec: $! ends up being the sleep holding the namespace.
 echo $! > "$E2E_DIR/worker/holder.pid"
@@ -332,7 +341,7 @@ stop_standin master
 # With the stand-in, the kubelet needs the CRI socket before --wait-ready can succeed.
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 &
 run_pid=$!
-cri_standin master || fail "step3 CRI socket"
+STANDIN_WAIT=0 cri_standin master || fail "step3 CRI socket"
 wait "$run_pid" || fail "step3 kboot run master after the crash"
 [ "$(sha256sum < "$M_ROOT/pki/ca.crt")" = "$ca_before" ] || fail "step3 same PKI"
 pass "step3 master restored with the same PKI"
@@ -358,7 +367,7 @@ pass "step4 down keeps PKI, etcd data and images"
 t0=$(date +%s.%N)
 km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 &
 run_pid=$!
-cri_standin master || fail "figures: CRI socket"
+STANDIN_WAIT=0 cri_standin master || fail "figures: CRI socket"
 wait "$run_pid" || fail "figures: run master with cached images"
 wait_for 240 "node Ready (cached)" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "figures: node Ready with cached images"
