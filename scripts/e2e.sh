@@ -327,7 +327,9 @@ wait_for 120 "client pod Succeeded" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECON
 kc logs e2e-client | grep -q "hello-from-$pod" || { soft_fail "step2 client output"; return 1; }
 pass "step2 pod on the worker reached $pod_ip on the master"
 }
-step2 || { log "worker step failed; going on with the master"; tail -n 30 "$E2E_DIR/worker/run.out" 2>/dev/null | sed "s/^/  worker: /" >&2; }
+step2 || { log "worker step failed; going on with the master"; tail -n 30 "$E2E_DIR/worker/run.out" 2>/dev/null | sed "s/^/  worker: /" >&2
+  [ -e "$E2E_DIR/worker/mnt" ] && kw logs kubelet 2>&1 | grep -E '^[EW][0-9]{4}' | tail -n 20 | sed 's/^/  worker-kubelet: /' >&2
+  tail -n 10 "$E2E_DIR/worker/cri.log" 2>/dev/null | sed 's/^/  worker-cri: /' >&2; }
 
 # --- step 3: faults --------------------------------------------------------------------------
 log "step 3: kill -9 the master's supervisor, shims and containers"
