@@ -4,9 +4,9 @@
 mod common;
 mod containers_privileged;
 mod containers_support;
-#[path = "cri_client.rs"]
 #[path = "privileged/cri.rs"]
 mod cri;
+#[path = "cri_client.rs"]
 mod cri_client;
 mod roles_privileged;
 mod store_full_disk;

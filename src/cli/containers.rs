@@ -267,6 +267,11 @@ pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
     for name in supervisor::down(&ctx.paths, &images, Duration::from_secs(10))? {
         println_name(&name)?;
     }
+    // The kubelet's pods (CRI sandboxes and containers) go with the node.
+    let pods = ctx.block_on(crate::cri::remove_all(ctx.paths.clone()))??;
+    if !pods.is_empty() {
+        tracing::info!(count = pods.len(), "removed CRI pod sandboxes");
+    }
     // A role's host state (kubelet mounts, CNI links, kboot's iptables chains) goes too;
     // this does nothing when no role ran on this root, so `down` after `run -f` never touches the host.
     if let Some(report) = crate::roles::down_role_if_any(&ctx.paths, args.purge) {

@@ -79,7 +79,9 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     }
     let cri = Arc::new(Cri::open(config));
     cri.check_networks().await;
-    tracing::info!(socket = %socket.display(), sandboxes = cri.inner.lock().await.sandboxes.len(), "serving the CRI");
+    // Counted before logging: an `.await` inside the macro's arguments would make this future !Send.
+    let sandboxes = cri.inner.lock().await.sandboxes.len();
+    tracing::info!(socket = %socket.display(), sandboxes, "serving the CRI");
     // After `shutdown`, open connections get a short grace period: the kubelet keeps its
     // connection open forever, and waiting for it would never let the server stop.
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -100,6 +102,19 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Stops and removes every pod sandbox this root's CRI created, with its containers, pod
+/// network and rootfs views. `kboot down` calls it after the supervisor (and so the CRI server
+/// and the kubelet) has stopped, so the kubelet's pods do not outlive the node. Returns the
+/// sandbox IDs removed.
+pub async fn remove_all(paths: Paths) -> Result<Vec<String>, CriError> {
+    let cri = Cri::open(CriConfig::new(paths));
+    let ids: Vec<String> = cri.inner.lock().await.sandboxes.keys().cloned().collect();
+    for id in &ids {
+        cri.remove_sandbox(id).await?;
+    }
+    Ok(ids)
 }
 
 /// Shared server state. One lock serialises every change, so concurrent calls on the same

@@ -53,6 +53,9 @@ pub struct SupervisorOptions {
     pub stop_timeout: Duration,
     /// Foreground `run`: return once all of these have exited for good.
     pub exit_when_idle: Option<Vec<String>>,
+    /// Serve the kubelet's CRI on `Paths::cri_socket` while supervising (design: the
+    /// supervisor is the runtime the kubelet container talks to).
+    pub serve_cri: bool,
 }
 
 impl Default for SupervisorOptions {
@@ -64,6 +67,7 @@ impl Default for SupervisorOptions {
             log_max_bytes: crate::shim::log::DEFAULT_MAX_BYTES,
             stop_timeout: Duration::from_secs(10),
             exit_when_idle: None,
+            serve_cri: true,
         }
     }
 }
@@ -125,6 +129,20 @@ pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl F
         health_tx,
     };
     tracing::info!(root = %paths.root().display(), pid = std::process::id(), "supervisor started");
+    // The CRI server runs beside the reconcile loop. A failure to serve it is logged, not
+    // fatal: plan containers (`run -f`) do not need it, and the kubelet reports it clearly.
+    let (cri_stop, cri_stopped) = tokio::sync::oneshot::channel::<()>();
+    let cri_task = opts.serve_cri.then(|| {
+        let paths = paths.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = cri_stopped.await;
+            };
+            if let Err(err) = crate::cri::serve(paths, shutdown).await {
+                tracing::error!(error = %err, "the CRI server stopped");
+            }
+        })
+    });
     let mut tick = tokio::time::interval(opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -144,6 +162,11 @@ pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl F
                 break;
             }
         }
+    }
+    let _ = cri_stop.send(());
+    if let Some(task) = cri_task {
+        // The server gives open connections a short grace period, then closes them.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     let _ = fs::remove_file(paths.supervisor_pid());
     tracing::info!("supervisor stopped");
