@@ -375,3 +375,37 @@ fn containers_run_detach_reports_a_dependent_of_a_failed_service_as_blocked() {
         "{text}"
     );
 }
+
+#[test]
+fn containers_detached_supervisor_serves_the_kubelets_cri_until_down() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = sleepers_plan(&d, &rootfs, &["a"], "sleep 1000");
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let socket = d.path().join("state/cri.sock");
+    assert!(
+        wait_until(Duration::from_secs(10), || socket.exists()),
+        "the supervisor does not serve the CRI at {}",
+        socket.display()
+    );
+    // The kubelet's first call: Version must say 0.1.0 / v1.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let version = rt.block_on(async {
+        let channel = crate::cri_client::channel(&socket).await;
+        kboot_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel)
+            .version(kboot_cri::v1::VersionRequest::default())
+            .await
+            .expect("CRI Version over the supervisor's socket")
+            .into_inner()
+    });
+    assert_eq!(
+        (version.version.as_str(), version.runtime_api_version.as_str()),
+        ("0.1.0", "v1")
+    );
+    run_ok(kb(&d).arg("down"));
+    assert!(!socket.exists(), "the CRI socket outlived `kboot down`");
+}
