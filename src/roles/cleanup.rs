@@ -141,6 +141,13 @@ fn unescape_mount_path(s: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
+/// Whether `path` is still a mount point, by a fresh read of the mount table.
+fn still_mounted(host: &dyn HostOps, path: &Path) -> bool {
+    host.mountinfo()
+        .map(|info| mounts_under(&info, path).iter().any(|m| m == path))
+        .unwrap_or(true)
+}
+
 /// An `iptables-save` table without the chains whose names start with one of `prefixes`
 /// and without the rules that jump to them. Returns the new text and the removed chains,
 /// or None when there is nothing to remove.
@@ -180,6 +187,11 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             for m in mounts_under(&info, &dirs.kubelet) {
                 match host.unmount(&m) {
                     Ok(()) => r.unmounted.push(m),
+                    // The list is read once; unmounting a parent can take a propagated or
+                    // nested mount with it. A mount that is gone by now is not a problem.
+                    Err(e) if !still_mounted(host, &m) => {
+                        tracing::debug!(path = %m.display(), error = %e, "already unmounted");
+                    }
                     Err(e) => r.errors.push(format!("unmount {}: {e}", m.display())),
                 }
             }
@@ -330,6 +342,68 @@ COMMIT
             assert!(out.contains(kept), "lost {kept}:\n{out}");
         }
         assert!(strip_chains("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", &CHAIN_PREFIXES).is_none());
+    }
+
+    /// A volume mounted twice under `/kubelet/pods` (a mount and its propagated copy): one
+    /// detached unmount takes both, so the second unmount of that path fails with ENOENT,
+    /// as seen on the real host.
+    struct Vanishing {
+        kubelet: PathBuf,
+        volume_gone: RefCell<bool>,
+    }
+
+    impl HostOps for Vanishing {
+        fn mountinfo(&self) -> io::Result<String> {
+            let k = self.kubelet.display();
+            let mut info = format!("30 22 8:1 / {k} rw - ext4 /dev/sda1 rw\n");
+            if !*self.volume_gone.borrow() {
+                for id in [31, 32] {
+                    info.push_str(&format!("{id} 30 0:9 / {k}/pods/u/volumes/v rw - tmpfs tmpfs rw\n"));
+                }
+            }
+            Ok(info)
+        }
+        fn unmount(&self, path: &Path) -> io::Result<()> {
+            if path == self.kubelet {
+                return Ok(());
+            }
+            if self.volume_gone.replace(true) {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            Ok(())
+        }
+        fn delete_link(&self, _name: &str) -> io::Result<bool> {
+            Ok(false)
+        }
+        fn iptables_save(&self, _table: &str) -> io::Result<Option<String>> {
+            Ok(None)
+        }
+        fn iptables_restore(&self, _table: &str, _rules: &str) -> io::Result<()> {
+            Ok(())
+        }
+        fn remove_all(&self, path: &Path) -> io::Result<()> {
+            std::fs::remove_dir_all(path)
+        }
+    }
+
+    #[test]
+    fn down_role_a_mount_already_gone_with_its_twin_is_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths::under(tmp.path());
+        let dirs = KubeDirs {
+            kubelet: tmp.path().join("kubelet"),
+            etc: tmp.path().join("etc"),
+            cni_conf: tmp.path().join("cni"),
+            cni_bin: tmp.path().join("cnibin"),
+            flannel_run: tmp.path().join("flannel"),
+        };
+        let host = Vanishing {
+            kubelet: dirs.kubelet.clone(),
+            volume_gone: RefCell::new(false),
+        };
+        let r = down_role(&paths, &dirs, false, &host);
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.unmounted.len(), 2, "{r:?}");
     }
 
     #[test]
