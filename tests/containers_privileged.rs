@@ -608,3 +608,32 @@ fn containers_store_image_runs_with_its_config_and_a_private_writable_rootfs() {
         "overlay left mounted"
     );
 }
+
+/// After a crash a pod's rootfs view can stay mounted with no record left to find it;
+/// `down` must still leave nothing mounted under the root so `--purge` can delete it.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn containers_down_unmounts_leftover_views_without_records() {
+    require_root();
+    let d = Dir::new();
+    let ghost = d.path().join("root/containers/ghost/rootfs");
+    std::fs::create_dir_all(&ghost).unwrap();
+    run_ok(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&ghost));
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(ghost.to_str().unwrap()))
+    };
+    assert!(mounted(), "test setup: the tmpfs is not mounted");
+    run_ok(d.kboot().arg("down").arg("--purge"));
+    let still = mounted();
+    if still {
+        let _ = Command::new("umount").arg("-l").arg(&ghost).status();
+    }
+    assert!(!still, "`kboot down` left {} mounted", ghost.display());
+    assert!(
+        !d.path().join("root/containers").exists(),
+        "`--purge` left the containers dir"
+    );
+}

@@ -272,6 +272,10 @@ pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
     if !pods.is_empty() {
         tracing::info!(count = pods.len(), "removed CRI pod sandboxes");
     }
+    // Whatever is still mounted under kboot's container and netns directories (views of
+    // pods whose records a crash lost) goes too: `down` leaves nothing mounted, and
+    // `--purge` can then delete the tree.
+    unmount_leftovers(ctx)?;
     // A role's host state (kubelet mounts, CNI links, kboot's iptables chains) goes too;
     // this does nothing when no role ran on this root, so `down` after `run -f` never touches the host.
     if let Some(report) = crate::roles::down_role_if_any(&ctx.paths, args.purge) {
@@ -290,6 +294,22 @@ pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
         supervisor::purge(&ctx.paths)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Detaches every mount at or below the containers and netns directories, deepest first.
+fn unmount_leftovers(ctx: &Context) -> anyhow::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    for dir in [ctx.paths.containers(), ctx.paths.netns_dir()] {
+        for m in crate::roles::cleanup::mounts_under(&info, &dir) {
+            match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => tracing::info!(path = %m.display(), "unmounted a leftover mount"),
+                // Gone already, with its parent or its propagated twin.
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+                Err(e) => anyhow::bail!("unmount {}: {e}", m.display()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The hidden per-container shim. Single-threaded: no tokio runtime here.
