@@ -344,6 +344,17 @@ COMMIT
         assert!(strip_chains("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", &CHAIN_PREFIXES).is_none());
     }
 
+    /// Every kubelet-side host directory inside a test's temp dir.
+    fn dirs_in(dir: &Path) -> KubeDirs {
+        KubeDirs {
+            kubelet: dir.join("kubelet"),
+            etc: dir.join("etc"),
+            cni_conf: dir.join("cni"),
+            cni_bin: dir.join("cnibin"),
+            flannel_run: dir.join("flannel"),
+        }
+    }
+
     /// A volume mounted twice under `/kubelet/pods` (a mount and its propagated copy): one
     /// detached unmount takes both, so the second unmount of that path fails with ENOENT,
     /// as seen on the real host.
@@ -390,13 +401,7 @@ COMMIT
     fn down_role_a_mount_already_gone_with_its_twin_is_not_an_error() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::under(tmp.path());
-        let dirs = KubeDirs {
-            kubelet: tmp.path().join("kubelet"),
-            etc: tmp.path().join("etc"),
-            cni_conf: tmp.path().join("cni"),
-            cni_bin: tmp.path().join("cnibin"),
-            flannel_run: tmp.path().join("flannel"),
-        };
+        let dirs = dirs_in(tmp.path());
         let host = Vanishing {
             kubelet: dirs.kubelet.clone(),
             volume_gone: RefCell::new(false),
@@ -410,13 +415,7 @@ COMMIT
     fn down_role_keeps_data_without_purge_and_removes_it_with_purge() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::under(tmp.path());
-        let dirs = KubeDirs {
-            kubelet: tmp.path().join("kubelet"),
-            etc: tmp.path().join("etc"),
-            cni_conf: tmp.path().join("cni"),
-            cni_bin: tmp.path().join("cnibin"),
-            flannel_run: tmp.path().join("flannel"),
-        };
+        let dirs = dirs_in(tmp.path());
         for d in [paths.etcd_data(), paths.pki(), dirs.kubelet.clone()] {
             std::fs::create_dir_all(&d).unwrap();
         }
