@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use crate::common::{run_ok, Dir};
-use crate::containers_support::{busybox_rootfs, find, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down};
+use crate::containers_support::{
+    busybox_rootfs, find, kill_supervisor, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down,
+};
 
 const PLAIN: (&str, &str) = ("KBOOT_TEST_ONLY_PLAIN_PROCESS", "1");
 
@@ -128,14 +130,7 @@ fn containers_survive_a_killed_supervisor_and_are_adopted_without_duplicates() {
     run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
     let before = ps(&mut kb(&d));
     let pids: Vec<i64> = before.iter().map(|c| c["pid"].as_i64().unwrap()).collect();
-    let sup: i32 = std::fs::read_to_string(d.path().join("state/supervisor.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) on a pid we started; no memory is involved.
-    assert_eq!(unsafe { libc::kill(sup, libc::SIGKILL) }, 0);
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(i64::from(sup))));
+    kill_supervisor(&d);
 
     // ps works without a supervisor, and the containers kept running.
     let during = ps(&mut kb(&d));

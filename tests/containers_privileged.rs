@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::common::{require_root, run_ok, Dir};
 use crate::containers_support::{
-    busybox_rootfs, find, load_busybox_image, pid_alive, ps, sleepers_plan, wait_until, write_plan, Down,
+    busybox_rootfs, find, kill_supervisor, load_busybox_image, pid_alive, ps, sleepers_plan, wait_until, write_plan,
+    Down,
 };
 
 fn guard(d: &Dir) -> Down<'_> {
@@ -421,14 +422,7 @@ fn containers_killed_supervisor_leaves_containers_running_and_the_next_adopts_th
     let plan = sleepers_plan(&d, &rootfs, &["a", "b", "c"], "sleep 1000");
     run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
     let pids: Vec<i64> = ps(&mut d.kboot()).iter().map(|c| c["pid"].as_i64().unwrap()).collect();
-    let sup: i32 = std::fs::read_to_string(d.path().join("state/supervisor.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) on the supervisor this test started.
-    assert_eq!(unsafe { libc::kill(sup, libc::SIGKILL) }, 0);
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(i64::from(sup))));
+    kill_supervisor(&d);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         pids.iter().all(|p| pid_alive(*p)),

@@ -127,3 +127,15 @@ pub fn load_busybox_image(
         .expect("build the test image");
     run_ok(d.kboot().args(["load", "-i"]).arg(&layout));
 }
+
+/// SIGKILLs the supervisor of the test's root (a simulated crash) and waits until it is gone.
+pub fn kill_supervisor(d: &Dir) {
+    let sup: i32 = std::fs::read_to_string(d.path().join("state/supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the supervisor this test started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(sup, libc::SIGKILL) }, 0);
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(i64::from(sup))));
+}
