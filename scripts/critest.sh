@@ -72,7 +72,10 @@ push() { # NAME (as pushed to the local registry) then extra rootfs-tools flags
 }
 E=e2e-test-images R=k8s-staging-cri-tools
 push "$E/busybox:1.29-2" --cmd top --env PATH=/bin
-push "$E/httpd:2.4.39-4" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --env PATH=/bin
+# Upstream's httpd-foreground prints an AH00558 line naming httpd at start; critest's
+# "Multiple Containers ... container log" waits for "httpd" in the log. busybox httpd is silent.
+push "$E/httpd:2.4.39-4" --entrypoint=sh --entrypoint=-c \
+  --entrypoint='echo "AH00558: httpd: could not determine the server FQDN (kboot test stand-in)" >&2; exec httpd -f -p 80' --env PATH=/bin
 for t in 1 2 3; do push "$R/test-image-tags:$t" --cmd top --env PATH=/bin --label kboot.test/marker=tags; done
 for i in 1 2 3; do push "$R/test-image-$i:latest" --cmd top --env PATH=/bin --label "kboot.test/marker=$i"; done
 push "$R/test-image-latest:latest" --cmd top --env PATH=/bin --label kboot.test/marker=latest

@@ -76,9 +76,12 @@ pub struct ShimArgs {
     pub id: String,
     #[arg(long)]
     pub bundle: PathBuf,
-    /// Rotate the container log beyond this size.
+    /// Rotate the container log beyond this size; 0 never rotates (the kubelet does).
     #[arg(long, default_value_t = crate::shim::log::DEFAULT_MAX_BYTES)]
     pub log_max_bytes: u64,
+    /// Write the log there instead of the container directory (CRI `log_directory/log_path`).
+    #[arg(long)]
+    pub log_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -319,6 +322,7 @@ pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
         bundle: args.bundle,
         paths: ctx.paths.clone(),
         log_max_bytes: args.log_max_bytes,
+        log_path: args.log_path,
     };
     let exit = crate::shim::run(&cfg)?;
     Ok(ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(255)))

@@ -1,6 +1,7 @@
 //! CRI containers on kboot's shims. A container is a directory `Paths::container(<id>)`
 //! holding the kubelet's config as given (protobuf), kboot's record (JSON), the OCI bundle
-//! and the shim's CRI-format log; `log_path` in the pod's log directory links to that log.
+//! and a link to the CRI-format log, which the shim writes at `log_path` in the pod's log
+//! directory.
 //! Create writes the bundle; Start spawns `kboot shim` (own session: containers outlive
 //! the server); the shim's records say whether it runs and how it ended.
 
@@ -396,8 +397,8 @@ pub(crate) fn prepare(
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
     write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
     let log_path = log_path_of(pod, config);
-    if let Some(link) = &log_path {
-        link_log(&dir, link)?;
+    if let Some(log) = &log_path {
+        link_log(&dir, log)?;
     }
     Ok(ContainerRecord {
         cgroup,
@@ -445,30 +446,74 @@ fn log_path_of(pod: &Sandbox, config: &ContainerConfig) -> Option<PathBuf> {
     (!dir.is_empty() && !config.log_path.is_empty()).then(|| Path::new(dir).join(&config.log_path))
 }
 
-/// The kubelet reads `log_path`; the shim writes `container.log` in the container dir.
-fn link_log(dir: &Path, link: &Path) -> Result<()> {
-    let target = crate::shim::log::log_path(dir);
+/// The shim writes the CRI-format log straight to `log_directory/log_path`, a regular file
+/// (the kubelet, often in a container of its own, must be able to read and rename it); the
+/// container directory's `container.log` links to it so `kboot logs` finds it too.
+fn link_log(dir: &Path, log: &Path) -> Result<()> {
+    if let Some(parent) = log.parent() {
+        fs::create_dir_all(parent).map_err(CriError::io("create the log directory", parent))?;
+    }
+    create_log(log)?;
+    let link = crate::shim::log::log_path(dir);
+    match fs::remove_file(&link) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CriError::io("replace the log link", &link)(e)),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(log, &link).map_err(CriError::io("link the log", &link))
+}
+
+fn create_log(log: &Path) -> Result<()> {
     fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&target)
-        .map_err(CriError::io("create the log", &target))?;
-    if let Some(parent) = link.parent() {
-        fs::create_dir_all(parent).map_err(CriError::io("create the log directory", parent))?;
-    }
-    match fs::remove_file(link) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CriError::io("replace the log link", link)(e)),
-        _ => {}
-    }
-    std::os::unix::fs::symlink(&target, link).map_err(CriError::io("link the log", link))
+        .open(log)
+        .map(drop)
+        .map_err(CriError::io("create the log", log))
 }
 
-/// Re-creates the log link (after the kubelet rotated it away).
-pub(crate) fn relink_log(paths: &Paths, c: &CriContainer) -> Result<()> {
-    match &c.record.log_path {
-        Some(link) => link_log(&c.dir(paths), link),
-        None => Ok(()),
+/// How long `ReopenContainerLog` waits for the shim to switch files.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After the kubelet renamed the log away: creates a new file at the log path and has the
+/// shim write there, returning once it does (the kubelet renames the old file back when this
+/// fails, so an error loses nothing).
+pub(crate) async fn reopen_log(paths: &Paths, c: &CriContainer) -> Result<()> {
+    let Phase::Running(rec) = c.phase(paths) else {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {} is not running",
+            c.id
+        )));
+    };
+    let Some(log) = &c.record.log_path else {
+        return Ok(());
+    };
+    create_log(log)?;
+    kill(Pid::from_raw(rec.shim_pid), crate::shim::REOPEN_LOG_SIGNAL)
+        .map_err(|e| CriError::FailedPrecondition(format!("signal the shim of container {}: {e}", c.id)))?;
+    let deadline = Instant::now() + REOPEN_TIMEOUT;
+    while !holds_open(rec.shim_pid, log) {
+        if Instant::now() > deadline {
+            return Err(CriError::FailedPrecondition(format!(
+                "the shim of container {} did not reopen {} within {REOPEN_TIMEOUT:?}",
+                c.id,
+                log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    Ok(())
+}
+
+/// Whether process `pid` has the file now at `path` open.
+fn holds_open(pid: i32, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(want) = fs::metadata(path) else { return false };
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::metadata(fd.path()).ok())
+        .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
 /// Starts the shim and waits until the container runs or has failed to start.
@@ -484,7 +529,8 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .open(&shim_log)
         .map_err(CriError::io("open", &shim_log))?;
     let log2 = log.try_clone().map_err(CriError::io("open", &shim_log))?;
-    let mut child = tokio::process::Command::new(&exe)
+    let mut command = tokio::process::Command::new(&exe);
+    command
         .arg("--root")
         .arg(paths.root())
         .arg("--state")
@@ -495,7 +541,12 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .arg("--id")
         .arg(&c.id)
         .arg("--bundle")
-        .arg(crate::supervisor::records::bundle_dir(paths, &c.id))
+        .arg(crate::supervisor::records::bundle_dir(paths, &c.id));
+    // The kubelet rotates CRI logs itself (rename, then ReopenContainerLog).
+    if let Some(log) = &c.record.log_path {
+        command.arg("--log-path").arg(log).arg("--log-max-bytes").arg("0");
+    }
+    let mut child = command
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
         .stdin(std::process::Stdio::null())
@@ -564,12 +615,12 @@ pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> 
     }
 }
 
-/// Removes what Create made: the rootfs view, the log link, the directory.
+/// Removes what Create made: the rootfs view, the log, the directory.
 pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
     LocalImages { paths: paths.clone() }.release(&dir);
-    if let Some(link) = &c.record.log_path {
-        let _ = fs::remove_file(link);
+    if let Some(log) = &c.record.log_path {
+        let _ = fs::remove_file(log);
     }
     let _ = fs::remove_file(exit_record_path(paths, &c.id));
     match fs::remove_dir_all(&dir) {

@@ -142,15 +142,9 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        // The log path is a link to the shim's own file, which the shim rotates itself; a
-        // kubelet that renamed the link away gets a new one.
         let id = req.into_inner().container_id;
-        let inner = self.0.inner.lock().await;
-        let c = Cri::resolve_container(&inner, &id)?;
-        if !matches!(c.phase(&self.0.config.paths), super::container::Phase::Running(_)) {
-            return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
-        }
-        super::container::relink_log(&self.0.config.paths, c)?;
+        let c = Cri::resolve_container(&*self.0.inner.lock().await, &id)?.clone();
+        super::container::reopen_log(&self.0.config.paths, &c).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 

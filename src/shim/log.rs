@@ -1,7 +1,9 @@
 //! Container log files: one line per output line, in the CRI format the kubelet
 //! also reads: `<RFC 3339 nanos> <stdout|stderr> <F|P> <text>`. `P` marks a
 //! piece of a line longer than [`MAX_LINE`]. Files rotate by size:
-//! `container.log` → `container.log.1` (one generation kept).
+//! `container.log` → `container.log.1` (one generation kept), unless the
+//! kubelet rotates them (CRI containers): then the writer only reopens its
+//! path when told to ([`LogWriter::reopen`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -48,11 +50,13 @@ pub struct LogWriter {
     path: PathBuf,
     file: File,
     size: u64,
-    max_bytes: u64,
+    /// `None`: never rotate (someone else does, and asks for a reopen).
+    max_bytes: Option<u64>,
     pending: [Vec<u8>; 2],
 }
 
 impl LogWriter {
+    /// Appends to `path`, rotating beyond `max_bytes` (at least 1 KiB); 0 never rotates.
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
@@ -60,9 +64,18 @@ impl LogWriter {
             path: path.to_owned(),
             file,
             size,
-            max_bytes: max_bytes.max(1024),
+            max_bytes: (max_bytes > 0).then(|| max_bytes.max(1024)),
             pending: [Vec::new(), Vec::new()],
         })
+    }
+
+    /// Opens the path again (creating it), after someone renamed the file away: later
+    /// lines go to the new file. On failure the old file is kept, so no line is lost.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = file;
+        Ok(())
     }
 
     /// Feeds raw output of one stream.
@@ -101,7 +114,10 @@ impl LogWriter {
         let mut line = format!("{ts} {} {tag} ", stream.as_str()).into_bytes();
         line.extend_from_slice(text);
         line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+        if self
+            .max_bytes
+            .is_some_and(|max| self.size > 0 && self.size + line.len() as u64 > max)
+        {
             self.rotate()?;
         }
         self.file.write_all(&line)?;
@@ -299,5 +315,47 @@ mod tests {
         assert_eq!(all.last().unwrap().text, "line 99");
         let followed = follow.poll().unwrap();
         assert_eq!(followed.last().unwrap().text, "line 99");
+    }
+
+    #[test]
+    fn log_without_limit_never_rotates_and_reopen_starts_a_new_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = LogWriter::open(&p, 0).unwrap();
+        for i in 0..200 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert!(!rotated(&p).exists());
+        // The kubelet's rotation: rename, then ask for a reopen.
+        let old = d.path().join("0.log.20261128");
+        fs::rename(&p, &old).unwrap();
+        w.write(Stream::Stdout, b"before").unwrap();
+        w.reopen().unwrap();
+        w.write(Stream::Stdout, b" reopen\nafter\n").unwrap();
+        let texts = |path: &Path| -> Vec<String> {
+            read_files(&[path.to_owned()])
+                .unwrap()
+                .into_iter()
+                .map(|l| l.text)
+                .collect()
+        };
+        assert_eq!(texts(&old).len(), 200);
+        assert_eq!(texts(&p), ["before reopen", "after"]);
+    }
+
+    #[test]
+    fn log_reopen_failure_keeps_writing_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("pod");
+        fs::create_dir(&sub).unwrap();
+        let p = sub.join("0.log");
+        let mut w = LogWriter::open(&p, 0).unwrap();
+        let kept = d.path().join("kept.log");
+        fs::rename(&p, &kept).unwrap();
+        fs::remove_dir(&sub).unwrap();
+        assert!(w.reopen().is_err());
+        w.write(Stream::Stderr, b"still here\n").unwrap();
+        let lines = read_files(&[kept]).unwrap();
+        assert_eq!(lines.last().unwrap().text, "still here");
     }
 }

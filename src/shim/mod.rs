@@ -49,6 +49,12 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
+/// Tells a shim to reopen its log path (the kubelet renamed the file to rotate it and
+/// then calls `ReopenContainerLog`). SIGWINCH because nothing else sends it to a shim
+/// (it has no terminal), it is not forwarded to the container, and its default action is
+/// to be ignored: a shim that does not know it survives it.
+pub const REOPEN_LOG_SIGNAL: Signal = Signal::SIGWINCH;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error("container `{id}`: read bundle {}", path.display())]
@@ -95,10 +101,19 @@ pub struct ShimConfig {
     pub id: String,
     pub bundle: PathBuf,
     pub paths: Paths,
+    /// 0: never rotate (CRI containers: the kubelet rotates and asks for a reopen).
     pub log_max_bytes: u64,
+    /// Where the CRI-format log goes; `None`: `container.log` in the container directory.
+    pub log_path: Option<PathBuf>,
 }
 
 impl ShimConfig {
+    /// The file the shim writes the container's output to.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_path
+            .clone()
+            .unwrap_or_else(|| log::log_path(&self.paths.container(&self.id)))
+    }
     fn shim_record(&self) -> PathBuf {
         self.paths.shims().join(format!("{}.json", self.id))
     }
@@ -149,6 +164,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     // the container's init unblocks them before exec (UnblockingExecutor).
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
+    mask.add(REOPEN_LOG_SIGNAL);
     for s in FORWARDED {
         mask.add(*s);
     }
@@ -156,13 +172,11 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let sfd =
         SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(sys("create signalfd"))?;
 
-    let container_dir = cfg.paths.container(&cfg.id);
-    let mut logw =
-        LogWriter::open(&log::log_path(&container_dir), cfg.log_max_bytes).map_err(|source| ShimError::Io {
-            id: id.clone(),
-            step: "open the log file",
-            source,
-        })?;
+    let mut logw = LogWriter::open(&cfg.log_file(), cfg.log_max_bytes).map_err(|source| ShimError::Io {
+        id: id.clone(),
+        step: "open the log file",
+        source,
+    })?;
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
 
@@ -400,7 +414,11 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
                 let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                     continue;
                 };
-                if sig != Signal::SIGCHLD {
+                if sig == REOPEN_LOG_SIGNAL {
+                    if let Err(err) = logw.reopen() {
+                        tracing::warn!(%err, "reopen the log file; still writing the old one");
+                    }
+                } else if sig != Signal::SIGCHLD {
                     let _ = kill(pid, sig);
                 }
             }
