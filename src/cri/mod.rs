@@ -1,4 +1,4 @@
-//! The kubelet's CRI: `runtime.v1` RuntimeService and ImageService on a Unix socket
+//! The kubelet's CRI: `runtime.v1` (and `runtime.v1alpha2`) RuntimeService and ImageService on a Unix socket
 //! (`Paths::cri_socket()`, `/run/kboot/cri.sock`), on top of kboot's store, unpacker and shims.
 //!
 //! Pod sandboxes need no pause image: a hostNetwork sandbox is a record; any other gets a
@@ -11,6 +11,7 @@ mod image;
 mod netns;
 mod runtime;
 mod sandbox;
+mod v1alpha2;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use kboot_cri::v1::image_service_server::ImageServiceServer;
 use kboot_cri::v1::runtime_service_server::RuntimeServiceServer;
 use kboot_cri::v1::PodSandboxConfig;
+use kboot_cri::v1alpha2::image_service_server::ImageServiceServer as AlphaImageServer;
+use kboot_cri::v1alpha2::runtime_service_server::RuntimeServiceServer as AlphaRuntimeServer;
 use tokio::net::UnixListener;
 use tokio::sync::Mutex;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -88,7 +91,12 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     let notify = stopping.clone();
     let server = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime::Runtime(cri.clone())))
-        .add_service(ImageServiceServer::new(image::Images(cri)))
+        .add_service(ImageServiceServer::new(image::Images(cri.clone())))
+        // The pre-1.20 package, for kubelets up to v1.18 (hyperkube images).
+        .add_service(AlphaRuntimeServer::new(v1alpha2::RuntimeAlpha(runtime::Runtime(
+            cri.clone(),
+        ))))
+        .add_service(AlphaImageServer::new(v1alpha2::ImagesAlpha(image::Images(cri))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             shutdown.await;
             notify.notify_one();

@@ -1,0 +1,362 @@
+//! The CRI through its gRPC clients, as root, on hostNetwork pods (no CNI): container logs
+//! the kubelet can read and rotate, resource updates and pod stats.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::Duration;
+
+use kboot_cri::v1 as cri;
+use kboot_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+use crate::common::{require_root, Dir};
+use crate::containers_support::{load_busybox_image, wait_until, Down};
+use crate::cri_client::Server;
+
+pub(crate) const BUSYBOX: &str = "kboot.test/busybox:1";
+
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A hostNetwork pod config logging under `dir/pod-logs/<name>`.
+pub(crate) fn host_pod(dir: &Dir, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: dir.path().join("pod-logs").join(name).display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn container(name: &str, command: &[&str], log_path: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: log_path.into(),
+        ..Default::default()
+    }
+}
+
+/// Runs a pod with one started container; returns their IDs.
+pub(crate) async fn run_one(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod_config: cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> (String, String) {
+    let pod = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let id = c
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    c.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    (pod, id)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_log_is_a_regular_file_at_log_path_and_reopen_moves_the_shim_to_a_new_file() {
+    require_root();
+    let dir = Dir::new();
+    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
+    // Dropped after the server: `kboot down` removes the pods a failure left running.
+    let _down = Down { dir: &dir, env: vec![] };
+    let server = Server::start(&dir, &[], &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut c = server.runtime().await;
+        let cmd = [
+            "sh",
+            "-c",
+            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
+        ];
+        let (pod, id) = run_one(
+            &mut c,
+            host_pod(&dir, "logs"),
+            container("talker", &cmd, "talker/0.log"),
+        )
+        .await;
+
+        let log = dir.path().join("pod-logs/logs/talker/0.log");
+        let meta = std::fs::symlink_metadata(&log).unwrap();
+        assert!(
+            meta.file_type().is_file() && !meta.file_type().is_symlink() && !meta.file_type().is_fifo(),
+            "the kubelet needs a regular file it can read from its own container: {:?}",
+            meta.file_type()
+        );
+        assert!(wait_until(Duration::from_secs(10), || lines(&log).len() >= 3));
+        let first = lines(&log)[0].clone();
+        assert!(first.ends_with(" stdout F line 0"), "{first}");
+        let stamp = first.split(' ').next().unwrap();
+        assert!(humantime::parse_rfc3339(stamp).is_ok(), "RFC 3339 timestamp: {first}");
+
+        // `kboot logs` reads the same file.
+        let out = dir.kboot().args(["logs", &id]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("line 0\n"));
+
+        // The kubelet's rotation: rename, then ReopenContainerLog; the new file must exist
+        // when the call returns and get the next lines, the old one must stop growing.
+        let rotated = dir.path().join("pod-logs/logs/talker/0.log.20261128-000000");
+        std::fs::rename(&log, &rotated).unwrap();
+        c.reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(log.is_file(), "a new file at log_path once ReopenContainerLog returns");
+        let old_len = lines(&rotated).len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(lines(&rotated).len(), old_len, "the rotated file no longer grows");
+        let new = lines(&log);
+        assert!(new.len() >= 3, "the new file gets the output: {new:?}");
+        let number = |l: &str| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+        assert_eq!(
+            number(&new[0]),
+            number(lines(&rotated).last().unwrap()) + 1,
+            "no line lost or repeated across the switch"
+        );
+
+        // A second rotation works as well, and an unknown container is NotFound.
+        std::fs::rename(&log, dir.path().join("pod-logs/logs/talker/0.log.2")).unwrap();
+        c.reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || !lines(&log).is_empty()));
+        let err = c
+            .reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: "nope".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+        // After stop, there is nothing to reopen.
+        c.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        let err = c
+            .reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_v1alpha2_clients_run_a_host_network_pod_on_the_same_socket() {
+    use kboot_cri::v1alpha2 as alpha;
+    use kboot_cri::v1alpha2::image_service_client::ImageServiceClient;
+    use kboot_cri::v1alpha2::runtime_service_client::RuntimeServiceClient;
+    require_root();
+    let dir = Dir::new();
+    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
+    let _down = Down { dir: &dir, env: vec![] };
+    let server = Server::start(&dir, &[], &[]);
+    rt().block_on(async {
+        let mut c = RuntimeServiceClient::new(crate::cri_client::channel(&server.socket).await);
+        let mut images = ImageServiceClient::new(crate::cri_client::channel(&server.socket).await);
+        let v = c
+            .version(alpha::VersionRequest {
+                version: "0.1.0".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (
+                v.version.as_str(),
+                v.runtime_name.as_str(),
+                v.runtime_api_version.as_str()
+            ),
+            ("0.1.0", "kboot", "v1alpha2")
+        );
+
+        // The v1 config, re-encoded: the v1alpha2 messages are its subset.
+        use prost::Message;
+        let pod_config = alpha::PodSandboxConfig::decode(host_pod(&dir, "old").encode_to_vec().as_slice()).unwrap();
+        let pod = c
+            .run_pod_sandbox(alpha::RunPodSandboxRequest {
+                config: Some(pod_config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let st = c
+            .pod_sandbox_status(alpha::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, alpha::PodSandboxState::SandboxReady as i32);
+        assert_eq!(st.metadata.unwrap().name, "old");
+
+        let config = alpha::ContainerConfig::decode(
+            container("app", &["sh", "-c", "echo from-v1alpha2; exec sleep 300"], "app/0.log")
+                .encode_to_vec()
+                .as_slice(),
+        )
+        .unwrap();
+        let id = c
+            .create_container(alpha::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod_config),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        c.start_container(alpha::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        let listed = c
+            .list_containers(alpha::ListContainersRequest {
+                filter: Some(alpha::ContainerFilter {
+                    pod_sandbox_id: pod.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, id);
+        assert_eq!(listed[0].state, alpha::ContainerState::ContainerRunning as i32);
+        assert_eq!(listed[0].metadata.as_ref().unwrap().name, "app");
+        let log = dir.path().join("pod-logs/old/app/0.log");
+        assert!(wait_until(Duration::from_secs(10), || lines(&log)
+            .iter()
+            .any(|l| l.ends_with(" stdout F from-v1alpha2"))));
+
+        c.stop_container(alpha::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+        let st = c
+            .container_status(alpha::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, alpha::ContainerState::ContainerExited as i32);
+        assert_eq!(st.exit_code, 137, "sleep as PID 1 ignores SIGTERM: killed after 1 s");
+        assert_eq!(st.log_path, log.display().to_string());
+        c.remove_container(alpha::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        let err = c
+            .container_status(alpha::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+        let listed = images
+            .list_images(alpha::ListImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        assert!(
+            listed
+                .iter()
+                .any(|i| i.repo_tags.iter().any(|t| t.contains("kboot.test/busybox:1"))),
+            "{listed:?}"
+        );
+        c.stop_pod_sandbox(alpha::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        c.remove_pod_sandbox(alpha::RemovePodSandboxRequest { pod_sandbox_id: pod })
+            .await
+            .unwrap();
+        let pods = c
+            .list_pod_sandbox(alpha::ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        assert!(pods.is_empty(), "{pods:?}");
+    });
+}
