@@ -8,6 +8,7 @@ APT_PACKAGES=(
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests
+  containerd                                                      # bench/cri.sh: the peer CRI runtime (no daemon is started by the package here)
   busybox-static etcd-server etcd-client                          # test images
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
   containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni

@@ -9,6 +9,7 @@ mod container;
 mod error;
 mod image;
 mod netns;
+mod resources;
 mod runtime;
 mod sandbox;
 mod v1alpha2;

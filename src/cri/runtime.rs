@@ -123,7 +123,12 @@ impl RuntimeService for Runtime {
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
         let id = req.into_inner().container_id;
         let inner = self.0.inner.lock().await;
-        let status = Cri::resolve_container(&inner, &id)?.status(&self.0.config.paths);
+        let c = Cri::resolve_container(&inner, &id)?;
+        let mut status = c.status(&self.0.config.paths);
+        status.resources = c.config.linux.as_ref().map(|l| cri::ContainerResources {
+            linux: l.resources.clone(),
+            windows: None,
+        });
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(status),
             ..Default::default()
@@ -134,8 +139,23 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
-        unsupported("UpdateContainerResources")
+        let req = req.into_inner();
+        let Some(update) = req.linux else {
+            // Windows resources, or nothing: nothing this runtime applies.
+            Cri::resolve_container(&*self.0.inner.lock().await, &req.container_id)?;
+            return Ok(Response::new(cri::UpdateContainerResourcesResponse {}));
+        };
+        let paths = &self.0.config.paths;
+        let mut inner = self.0.inner.lock().await;
+        let mut c = Cri::resolve_container(&inner, &req.container_id)?.clone();
+        super::resources::update(paths, &c, &update)?;
+        // Remembered, so ContainerStatus reports the limits in force (and after a restart).
+        let linux = c.config.linux.get_or_insert_with(Default::default);
+        let current = linux.resources.clone().unwrap_or_default();
+        linux.resources = Some(super::resources::merged(&current, &update));
+        c.save(paths)?;
+        inner.containers.insert(c.id.clone(), c);
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -204,16 +224,35 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
-    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {
-        unsupported("PodSandboxStats")
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Reply<cri::PodSandboxStatsResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let inner = self.0.inner.lock().await;
+        let pod = Cri::resolve_sandbox(&inner, &id)?;
+        let stats = self.0.pod_stats(&inner, pod);
+        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        // An empty list is valid: the kubelet's stats provider tolerates it.
-        Ok(Response::new(cri::ListPodSandboxStatsResponse::default()))
+        let f = req.into_inner().filter.unwrap_or_default();
+        let filter = cri::PodSandboxFilter {
+            id: f.id,
+            label_selector: f.label_selector,
+            state: None,
+        };
+        let inner = self.0.inner.lock().await;
+        let stats = inner
+            .sandboxes
+            .values()
+            .filter(|s| s.matches(&filter))
+            .map(|s| self.0.pod_stats(&inner, s))
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(

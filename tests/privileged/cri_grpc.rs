@@ -360,3 +360,168 @@ fn cri_v1alpha2_clients_run_a_host_network_pod_on_the_same_socket() {
         assert!(pods.is_empty(), "{pods:?}");
     });
 }
+
+/// The container's cgroup v1 file `file` of `controller`, found through its init's
+/// `/proc/PID/cgroup` (the shim record names the init).
+fn cgroup_value(dir: &Dir, id: &str, controller: &str, file: &str) -> String {
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("state/shims/{id}.json"))).unwrap()).unwrap();
+    let pid = rec["init_pid"].as_i64().expect("a running container has an init pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctrls.split(',').any(|c| c == controller).then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cgroups}"));
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_update_container_resources_changes_the_running_cgroup_and_pod_stats_sum_containers() {
+    require_root();
+    let dir = Dir::new();
+    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
+    // A CNI bridge inside a network namespace of the test's own, for the pod's network stats.
+    let net_d = dir.path().join("net.d");
+    std::fs::create_dir_all(&net_d).unwrap();
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "kboot-stats", "plugins": [
+        {"type": "bridge", "bridge": "kbstats0", "isGateway": true, "ipMasq": false,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.231.9.0/24"}]], "dataDir": dir.path().join("ipam")}}]});
+    std::fs::write(net_d.join("10-stats.conflist"), conf.to_string()).unwrap();
+    let _down = Down { dir: &dir, env: vec![] };
+    let server = Server::start(&dir, &["unshare", "--net", "--"], &[Path::new("/usr/lib/cni")]);
+    rt().block_on(async {
+        let mut c = server.runtime().await;
+        let mut pod_config = host_pod(&dir, "stats");
+        pod_config.linux = None;
+        pod_config.labels = [("app".to_owned(), "stats".to_owned())].into();
+        let mut config = container("busy", &["sh", "-c", "sleep 300 & sleep 300 & wait"], "busy/0.log");
+        config.linux = Some(cri::LinuxContainerConfig {
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let (pod, id) = run_one(&mut c, pod_config, config).await;
+        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "134217728");
+
+        c.update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.shares"), "512");
+        let st = c
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        let res = st.resources.unwrap().linux.unwrap();
+        assert_eq!((res.memory_limit_in_bytes, res.cpu_quota), (64 << 20, 50_000));
+
+        // A limit below what the container uses (no swap to reclaim into) is refused,
+        // and the old one stays.
+        let err = c
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id.clone(),
+                linux: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 4096,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("memory.limit_in_bytes"), "{err:?}");
+        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "67108864");
+        let err = c
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: "nope".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+
+        // Stats of the pod: its one container's, its three processes, its eth0.
+        let stats = c
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        assert_eq!(stats.attributes.as_ref().unwrap().id, pod);
+        let linux = stats.linux.unwrap();
+        assert_eq!(linux.containers.len(), 1);
+        assert_eq!(linux.containers[0].attributes.as_ref().unwrap().id, id);
+        let mem = linux.memory.unwrap().working_set_bytes.unwrap().value;
+        assert!(mem > 0, "a running pod uses memory");
+        assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+        assert_eq!(
+            linux.process.unwrap().process_count.unwrap().value,
+            3,
+            "sh and two sleeps"
+        );
+        let net = linux.network.expect("a CNI pod has network stats");
+        let eth0 = net.default_interface.unwrap();
+        assert_eq!(eth0.name, "eth0");
+        assert!(eth0.tx_bytes.is_some() && eth0.rx_bytes.is_some());
+
+        for (app, count) in [("stats", 1), ("other", 0)] {
+            let listed = c
+                .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+                    filter: Some(cri::PodSandboxStatsFilter {
+                        label_selector: [("app".to_owned(), app.to_owned())].into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats;
+            assert_eq!(listed.len(), count, "pods labelled app={app}");
+        }
+        let err = c
+            .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                pod_sandbox_id: "nope".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod })
+            .await
+            .unwrap();
+    });
+}
