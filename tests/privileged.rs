@@ -8,6 +8,8 @@ mod containers_support;
 mod cri;
 #[path = "cri_client.rs"]
 mod cri_client;
+#[path = "privileged/cri_streaming.rs"]
+mod cri_streaming;
 mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;
