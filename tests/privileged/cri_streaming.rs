@@ -154,10 +154,10 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
 
     // Port forward: crictl listens in the test's namespace, kboot connects to the pod's
     // loopback inside the pod's own namespace.
-    let forward = |ports: &str| {
+    let forward_pod = |pod: &str, ports: &str| {
         KillOnDrop(
             c.command()
-                .args(["port-forward", &pod, ports])
+                .args(["port-forward", pod, ports])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -178,6 +178,7 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
             .output()
             .unwrap()
     };
+    let forward = |ports: &str| forward_pod(&pod, ports);
     let mut web = forward("18080:8080");
     if !wait_until(Duration::from_secs(10), || get(18080).status.success()) {
         let said = kill_and_read_stderr(&mut web.0);
@@ -205,4 +206,34 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
 
     c.ok(&["stopp", &pod]);
     c.ok(&["rmp", &pod]);
+
+    // A hostNetwork pod: the forward connects on the node's own loopback (here, the
+    // namespace the server runs in).
+    let host_pod_json = write_json(
+        &dir,
+        "host-pod.json",
+        serde_json::json!({
+            "metadata": {"name": "hostnet", "namespace": "default", "uid": "hostnet-uid", "attempt": 0},
+            "linux": {"security_context": {"namespace_options": {"network": 2}}}
+        }),
+    );
+    let host_pod = c.ok(&["runp", &host_pod_json]);
+    let host_ctr_json = write_json(
+        &dir,
+        "host-ctr.json",
+        serde_json::json!({
+            "metadata": {"name": "web"},
+            "image": {"image": "kboot.test/busybox:1"},
+            "command": ["sh", "-c", "mkdir -p /www && echo hello-from-host > /www/index.html && exec httpd -f -p 18090 -h /www"]
+        }),
+    );
+    let host_ctr = c.ok(&["create", &host_pod, &host_ctr_json, &host_pod_json]);
+    c.ok(&["start", &host_ctr]);
+    let _web = forward_pod(&host_pod, "18091:18090");
+    assert!(
+        wait_until(Duration::from_secs(10), || text(&get(18091).stdout)
+            == "hello-from-host\n"),
+        "{}",
+        show(&get(18091))
+    );
 }
