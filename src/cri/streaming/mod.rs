@@ -39,7 +39,7 @@ const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
 /// A streaming request waiting for its client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Pending {
     Exec(cri::ExecRequest),
     PortForward(cri::PortForwardRequest),
@@ -94,6 +94,9 @@ impl Streams {
                         async move { Ok::<_, Infallible>(server.handle(cri, req)) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
+                        // A client that connects and never sends its request is dropped.
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(STREAM_CREATION_TIMEOUT)
                         .serve_connection(TokioIo::new(tcp), service)
                         .with_upgrades();
                     if let Err(e) = conn.await {
@@ -268,6 +271,68 @@ mod tests {
         let broken: serde_json::Value = serde_json::from_slice(&status_json(&Err("container is gone".into()))).unwrap();
         assert_eq!(broken["reason"], "InternalError");
         assert_eq!(broken["message"], "container is gone");
+    }
+
+    /// Sends a bare HTTP request for `url` with `headers`; the response head.
+    async fn ask(url: &str, headers: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_once('/').unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("POST /{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n{headers}\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).await.unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap().to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn handshake_upgrades_to_spdy_and_refuses_what_it_cannot_serve() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cri = Arc::new(Cri::open(crate::cri::CriConfig::new(crate::state::Paths::under(
+            tmp.path(),
+        ))));
+        let streams = Streams::start(cri).await.unwrap();
+        let exec = || Pending::Exec(cri::ExecRequest::default());
+        let spdy = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
+
+        let url = streams.url(exec()).unwrap();
+        let bogus = format!("{}0", &url[..url.len() - 1]);
+        assert!(ask(&bogus, spdy).await.starts_with("http/1.1 404"));
+        assert!(ask(&url, "").await.starts_with("http/1.1 400"), "no upgrade asked");
+
+        let url = streams.url(exec()).unwrap();
+        let old_only = format!("{spdy}X-Stream-Protocol-Version: v2.channel.k8s.io\r\n");
+        let refused = ask(&url, &old_only).await;
+        assert!(refused.starts_with("http/1.1 403"), "{refused}");
+        assert!(
+            refused.contains("x-accepted-stream-protocol-versions: v5.channel.k8s.io"),
+            "{refused}"
+        );
+
+        let url = streams.url(exec()).unwrap();
+        let offered = format!(
+            "{spdy}X-Stream-Protocol-Version: v4.channel.k8s.io\r\nX-Stream-Protocol-Version: v3.channel.k8s.io\r\n"
+        );
+        let upgraded = ask(&url, &offered).await;
+        assert!(upgraded.starts_with("http/1.1 101"), "{upgraded}");
+        assert!(upgraded.contains("upgrade: spdy/3.1"), "{upgraded}");
+        assert!(
+            upgraded.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+            "{upgraded}"
+        );
+        assert!(
+            ask(&url, &offered).await.starts_with("http/1.1 404"),
+            "a token serves once"
+        );
+
+        // Port forwarding from clients that negotiate nothing is accepted.
+        let url = streams.url(Pending::PortForward(Default::default())).unwrap();
+        assert!(ask(&url, spdy).await.starts_with("http/1.1 101"));
+        streams.stop();
     }
 
     #[test]
