@@ -66,7 +66,7 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$stage
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\ndefault-user:x:1000:50000::/:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\nwww-data:x:33:\ngroup-defined-in-image:x:50000:default-user\n' > "$stage/etc/group"
 chmod 1777 "$stage/tmp"
-# A page for the web-server images (critest checks only for HTTP 200).
+# A page for the web-server images (critest checks only for HTTP 200 at /).
 mkdir -p "$stage/www"
 echo 'kboot critest web server' > "$stage/www/index.html"
 push() { # NAME (as pushed to the local registry) then extra rootfs-tools flags
@@ -75,7 +75,7 @@ push() { # NAME (as pushed to the local registry) then extra rootfs-tools flags
 }
 E=e2e-test-images R=k8s-staging-cri-tools
 push "$E/busybox:1.29-2" --cmd top --env PATH=/bin
-push "$E/httpd:2.4.39-4" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --env PATH=/bin
+push "$E/httpd:2.4.39-4" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --entrypoint=-h --entrypoint=/www --env PATH=/bin
 # nginx stand-ins: busybox httpd on the ports critest expects (80; 12003 for hostnet-nginx).
 push "$E/nginx:1.14-2" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --entrypoint=-h --entrypoint=/www --env PATH=/bin
 push "$R/hostnet-nginx-amd64:latest" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=12003 --entrypoint=-h --entrypoint=/www --env PATH=/bin

@@ -54,7 +54,8 @@ fn kill_and_read_stderr(child: &mut Child) -> String {
     said
 }
 
-/// `crictl exec -it CTR sh -c SCRIPT` on a pseudo-terminal, typing `input`.
+/// `crictl exec -it CTR sh -c SCRIPT` on a pseudo-terminal of 45 rows and 123 columns,
+/// typing `input`.
 fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
     let mut crictl = c.command();
     crictl.args(["exec", "-it", ctr, "sh", "-c", script]);
@@ -64,7 +65,11 @@ fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
         .map(quote)
         .collect();
     let mut child = Command::new("script")
-        .args(["-qec", &line.join(" "), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("stty rows 45 cols 123; {}", line.join(" ")),
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -72,7 +77,7 @@ fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
         .expect("run script");
     let mut stdin = child.stdin.take().unwrap();
     // Typed once the command waits for it; stdin stays open until it has answered.
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     stdin.write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     drop(stdin);
@@ -137,13 +142,15 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     assert!(out.stdout.starts_with(&input) && out.stdout.ends_with(b"done\n"));
 
     // With a terminal (crictl insists on one: `script` gives it a pseudo-terminal): the
-    // command sees a TTY, reads what is typed, and the exit code still comes back.
+    // command sees a TTY of the client's size, reads what is typed, and the exit code
+    // still comes back.
     let out = exec_tty(
         &c,
         &ctr,
-        "test -t 0 && test -t 1 && echo on-a-tty; read line; echo got:$line; exit 4",
+        "test -t 0 && test -t 1 && echo on-a-tty; sleep 1; echo size:$(stty size); read line; echo got:$line; exit 4",
         b"typed\n",
     );
+    assert!(text(&out.stdout).contains("size:45 123"), "{}", show(&out));
     assert!(text(&out.stdout).contains("on-a-tty"), "{}", show(&out));
     assert!(text(&out.stdout).contains("got:typed"), "{}", show(&out));
     assert!(text(&out.stdout).contains("exit code 4"), "{}", show(&out));
