@@ -134,6 +134,13 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(text(&out.stdout), "hello-from-pod\n");
 
+    // The command runs in the container's cgroups, as its init does.
+    let own = exec(&c, &[], &ctr, &["cat", "/proc/self/cgroup"], b"");
+    let init = exec(&c, &[], &ctr, &["cat", "/proc/1/cgroup"], b"");
+    assert!(own.status.success() && init.status.success(), "{}", show(&own));
+    assert!(!own.stdout.is_empty());
+    assert_eq!(text(&own.stdout), text(&init.stdout));
+
     // Stdin reaches the command, and its end is the command's end of file.
     let input: Vec<u8> = (0..20_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
     let out = exec(&c, &["-i"], &ctr, &["sh", "-c", "cat; echo done"], &input);
