@@ -29,6 +29,8 @@ pub enum CriError {
     DeadlineExceeded(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} is not supported by kboot")]
     Unsupported(&'static str),
     #[error("bind the CRI socket {}", path.display())]
@@ -88,6 +90,7 @@ impl CriError {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
             Self::Unsupported(_) => Code::Unimplemented,
             _ => Code::Internal,
         }

@@ -80,7 +80,7 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     }
     let cri = Arc::new(Cri::open(config));
     cri.check_networks().await;
-    let streams = streaming::Streams::start(cri.clone()).await?;
+    let streams = streaming::Streams::start(cri.clone()).await;
     // Counted before logging: an `.await` inside the macro's arguments would make this future !Send.
     let sandboxes = cri.inner.lock().await.sandboxes.len();
     tracing::info!(socket = %socket.display(), sandboxes, "serving the CRI");

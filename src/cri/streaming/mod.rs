@@ -57,22 +57,35 @@ impl Pending {
 /// The running streaming server: its address and the tokens handed out.
 #[derive(Debug)]
 pub(crate) struct Streams {
-    addr: SocketAddr,
+    /// Where it listens, or why it does not.
+    addr: Result<SocketAddr, String>,
     pending: Mutex<HashMap<String, (Pending, Instant)>>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Streams {
-    /// Binds a random loopback port and serves it until [`Streams::stop`].
-    pub(crate) async fn start(cri: Arc<Cri>) -> Result<Arc<Self>, CriError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(CriError::io("bind the streaming server on", "127.0.0.1:0"))?;
-        let addr = listener
-            .local_addr()
-            .map_err(CriError::io("read the address of", "the streaming server"))?;
+    /// Binds a random loopback port and serves it until [`Streams::stop`]. Without a
+    /// loopback to bind (a network namespace whose `lo` is down), the rest of the CRI still
+    /// serves and the streaming calls say why they cannot.
+    pub(crate) async fn start(cri: Arc<Cri>) -> Arc<Self> {
+        let bound = match tokio::net::TcpListener::bind(("127.0.0.1", 0)).await {
+            Ok(l) => l.local_addr().map(|a| (l, a)),
+            Err(e) => Err(e),
+        };
+        let (listener, addr) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("the streaming server could not listen on 127.0.0.1: {e}");
+                tracing::warn!("{why}; Exec and PortForward will fail");
+                return Arc::new(Self {
+                    addr: Err(why),
+                    pending: Mutex::new(HashMap::new()),
+                    accept: Mutex::new(None),
+                });
+            }
+        };
         let streams = Arc::new(Self {
-            addr,
+            addr: Ok(addr),
             pending: Mutex::new(HashMap::new()),
             accept: Mutex::new(None),
         });
@@ -107,7 +120,7 @@ impl Streams {
         });
         *streams.accept.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         tracing::info!(%addr, "CRI streaming server listening");
-        Ok(streams)
+        streams
     }
 
     /// Stops accepting connections (sessions under way finish on their own).
@@ -119,6 +132,7 @@ impl Streams {
 
     /// A one-time URL for `request`.
     pub(crate) fn url(&self, request: Pending) -> Result<String, CriError> {
+        let addr = self.addr.as_ref().map_err(|why| CriError::Unavailable(why.clone()))?;
         let token = hex::encode(rand::random::<[u8; 16]>());
         let kind = request.kind();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,7 +144,7 @@ impl Streams {
             )));
         }
         pending.insert(token.clone(), (request, now));
-        Ok(format!("http://{}/{kind}/{token}", self.addr))
+        Ok(format!("http://{addr}/{kind}/{token}"))
     }
 
     /// Takes the request behind `token` if it is of `kind` and still valid.
@@ -295,7 +309,7 @@ mod tests {
         let cri = Arc::new(Cri::open(crate::cri::CriConfig::new(crate::state::Paths::under(
             tmp.path(),
         ))));
-        let streams = Streams::start(cri).await.unwrap();
+        let streams = Streams::start(cri).await;
         let exec = || Pending::Exec(cri::ExecRequest::default());
         let spdy = "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n";
 
@@ -338,7 +352,7 @@ mod tests {
     #[test]
     fn tokens_are_single_use_and_typed() {
         let streams = Streams {
-            addr: "127.0.0.1:1".parse().unwrap(),
+            addr: Ok("127.0.0.1:1".parse().unwrap()),
             pending: Mutex::new(HashMap::new()),
             accept: Mutex::new(None),
         };
@@ -354,5 +368,13 @@ mod tests {
         let token = url.rsplit('/').next().unwrap().to_owned();
         assert!(streams.take("portforward", &token).is_some());
         assert!(streams.take("portforward", &token).is_none(), "and valid once");
+        let unbound = Streams {
+            addr: Err("no loopback".into()),
+            ..streams
+        };
+        assert!(matches!(
+            unbound.url(Pending::PortForward(Default::default())),
+            Err(CriError::Unavailable(why)) if why == "no loopback"
+        ));
     }
 }
