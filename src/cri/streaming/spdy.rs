@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::OnceLock;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
+use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -188,8 +190,10 @@ fn dictionary() -> &'static [u8] {
     })
 }
 
-/// One direction's header compression: a single zlib stream for the whole session, flushed
-/// (SYNC) after each header block, primed with [`dictionary`].
+/// This side's header compression: one zlib stream for the whole session, flushed (SYNC)
+/// after each header block. It does not use the SPDY dictionary: flate2's default backend
+/// cannot set one, and a zlib stream without the FDICT flag is valid for the peer (Go's zlib
+/// reader uses the dictionary only when the stream asks for it).
 pub(super) struct Encoder {
     deflate: Compress,
 }
@@ -202,10 +206,9 @@ impl std::fmt::Debug for Encoder {
 
 impl Encoder {
     pub(super) fn new() -> Self {
-        let mut deflate = Compress::new(Compression::default(), true);
-        // Cannot fail on a fresh stream with a non-empty dictionary.
-        let _ = deflate.set_dictionary(dictionary());
-        Self { deflate }
+        Self {
+            deflate: Compress::new(Compression::default(), true),
+        }
     }
 
     fn header_block(&mut self, headers: &Headers) -> Result<Vec<u8>, SpdyError> {
@@ -329,9 +332,16 @@ impl Encoder {
     }
 }
 
-/// The other direction: inflates the peer's header blocks with the same shared stream.
+/// The peer's header blocks: one zlib stream for the session, which Go's SPDY framer
+/// primes with the SPDY dictionary (FDICT). miniz_oxide's low-level inflater takes a preset
+/// dictionary the way zlib does it underneath: as output already in the window, here a
+/// buffer that starts with the dictionary and keeps the last 32 KiB inflated.
 pub(super) struct Decoder {
-    inflate: Decompress,
+    inflate: Box<DecompressorOxide>,
+    /// The zlib header (2 bytes, 6 with a dictionary ID) until it is complete.
+    zlib_header: Vec<u8>,
+    started: bool,
+    window: Vec<u8>,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -340,46 +350,79 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
+/// What deflate back-references may reach.
+const WINDOW: usize = 32 * 1024;
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    b << 16 | a
+}
+
 impl Decoder {
     pub(super) fn new() -> Self {
         Self {
-            inflate: Decompress::new(true),
+            inflate: Box::default(),
+            zlib_header: Vec::with_capacity(6),
+            started: false,
+            window: Vec::new(),
         }
     }
 
-    fn header_block(&mut self, input: &[u8]) -> Result<Headers, SpdyError> {
+    /// Consumes the zlib header at the start of the session's stream; true once it is all in.
+    fn zlib_header<'a>(&mut self, input: &mut &'a [u8]) -> Result<bool, SpdyError> {
+        let bad = |m: &str| SpdyError::HeaderBlock(m.into());
+        let wanted = |h: &[u8]| if h.len() >= 2 && h[1] & 0x20 != 0 { 6 } else { 2 };
+        while self.zlib_header.len() < wanted(&self.zlib_header) {
+            let Some((&first, rest)) = input.split_first() else {
+                return Ok(false);
+            };
+            self.zlib_header.push(first);
+            *input = rest;
+        }
+        let h = &self.zlib_header;
+        if h[0] & 0x0f != 8 || (u16::from(h[0]) << 8 | u16::from(h[1])) % 31 != 0 {
+            return Err(bad("not a zlib stream"));
+        }
+        if h.len() == 6 {
+            if u32::from_be_bytes([h[2], h[3], h[4], h[5]]) != adler32(dictionary()) {
+                return Err(bad("compressed with a dictionary other than SPDY/3's"));
+            }
+            self.window.extend_from_slice(dictionary());
+        }
+        self.started = true;
+        Ok(true)
+    }
+
+    fn header_block(&mut self, mut input: &[u8]) -> Result<Headers, SpdyError> {
         let bad = |m: String| SpdyError::HeaderBlock(m);
-        let mut raw = Vec::with_capacity(input.len() * 4 + 64);
-        let start = self.inflate.total_in();
+        if !self.started && !self.zlib_header(&mut input)? {
+            return Err(bad("the header block ends inside the zlib header".into()));
+        }
+        let start = self.window.len();
+        let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
         loop {
-            let consumed = usize::try_from(self.inflate.total_in() - start).unwrap_or(usize::MAX);
-            if raw.len() == raw.capacity() {
-                if raw.len() >= MAX_HEADER_BLOCK {
-                    return Err(bad("larger than 1 MiB".into()));
-                }
-                raw.reserve(raw.len().max(256));
+            let pos = self.window.len();
+            if pos - start > MAX_HEADER_BLOCK {
+                return Err(bad("larger than 1 MiB".into()));
             }
-            let before = raw.len();
-            match self
-                .inflate
-                .decompress_vec(&input[consumed..], &mut raw, FlushDecompress::Sync)
-            {
-                Ok(Status::Ok | Status::BufError | Status::StreamEnd) => {}
-                Err(e) if e.needs_dictionary().is_some() => {
-                    self.inflate
-                        .set_dictionary(dictionary())
-                        .map_err(|e| bad(format!("set the dictionary: {e}")))?;
-                    continue;
-                }
-                Err(e) => return Err(bad(e.to_string())),
+            self.window.resize(pos + 4096, 0);
+            let (status, consumed, written) = decompress(&mut self.inflate, input, &mut self.window, pos, flags);
+            self.window.truncate(pos + written);
+            input = &input[consumed..];
+            match status {
+                TINFLStatus::NeedsMoreInput | TINFLStatus::Done => break,
+                TINFLStatus::HasMoreOutput if consumed + written > 0 => {}
+                other => return Err(bad(format!("inflate: {other:?}"))),
             }
-            let consumed = usize::try_from(self.inflate.total_in() - start).unwrap_or(usize::MAX);
-            if consumed == input.len() && raw.len() < raw.capacity() {
-                break;
-            }
-            if consumed == input.len() && raw.len() == before {
-                break;
-            }
+        }
+        let raw = self.window[start..].to_vec();
+        // Only the last 32 KiB can still be referred to.
+        if self.window.len() > 2 * WINDOW {
+            self.window.drain(..self.window.len() - WINDOW);
         }
         parse_header_block(&raw).ok_or_else(|| bad("truncated name/value block".into()))
     }
@@ -782,9 +825,34 @@ mod tests {
     fn dictionary_is_the_spdy3_one() {
         let d = dictionary();
         assert_eq!(d.len(), 1423);
-        // Its Adler-32 is what a zlib stream primed with it names in its header (FDICT).
-        let mut c = Compress::new(Compression::default(), true);
-        assert_eq!(c.set_dictionary(d).unwrap(), 0xe3c6_a7c2);
+        // The ID a zlib stream primed with it carries in its header (FDICT).
+        assert_eq!(adler32(d), 0xe3c6_a7c2);
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn header_blocks_compressed_with_the_spdy_dictionary_inflate() {
+        // Two consecutive blocks of one zlib stream made with the SPDY/3 dictionary, as Go's
+        // framer sends them (produced with zlib's deflateSetDictionary, level 9, SYNC flush).
+        // The second refers back into the first.
+        let first = unhex(
+            "78f9e3c6a7c202253a703a2b294a4dcc851625aca9a0808614cb45e01c6061606100a4398b20d198094ade8c0600000000ffff",
+        );
+        let second = unhex("c2aa19540e2512d60b000000ffff");
+        let mut dec = Decoder::new();
+        let want = |kind: &str| headers(&[("streamtype", kind), ("port", "8080"), ("requestid", "0")]);
+        assert_eq!(dec.header_block(&first).unwrap(), want("error"));
+        assert_eq!(dec.header_block(&second).unwrap(), want("data"));
+        // A stream primed with another dictionary is refused.
+        let mut other = first.clone();
+        other[2] ^= 1;
+        assert!(Decoder::new().header_block(&other).is_err());
     }
 
     #[tokio::test]
