@@ -373,7 +373,7 @@ impl Decoder {
     }
 
     /// Consumes the zlib header at the start of the session's stream; true once it is all in.
-    fn zlib_header<'a>(&mut self, input: &mut &'a [u8]) -> Result<bool, SpdyError> {
+    fn zlib_header(&mut self, input: &mut &[u8]) -> Result<bool, SpdyError> {
         let bad = |m: &str| SpdyError::HeaderBlock(m.into());
         let wanted = |h: &[u8]| if h.len() >= 2 && h[1] & 0x20 != 0 { 6 } else { 2 };
         while self.zlib_header.len() < wanted(&self.zlib_header) {
