@@ -18,8 +18,8 @@ CNI_BIN=${CNI_BIN:-/usr/lib/cni}
 OUT=${OUT:-$(mktemp -d /tmp/kboot-critest.XXXXXX)}
 # Defaults: the run docs/cri.md reports. Skipped: what the host lacks (AppArmor, SELinux), the
 # upstream-digest image, and features not implemented yet.
-FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runtime|Security Context|Multiple Containers|Networking|Container Mount|Container OOM'}
-SKIP=${SKIP:-'public image with digest|Streaming|AppArmor|SELinux|UserNamespaces|sysctls|SeccompProfile|SupplementalGroupsPolicy'}
+FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runtime|Security Context|Multiple Containers|Networking|Container Mount|Container OOM|Streaming'}
+SKIP=${SKIP:-'public image with digest|support attach|AppArmor|SELinux|UserNamespaces|sysctls|SeccompProfile|SupplementalGroupsPolicy'}
 
 cargo build --quiet --bin kboot && cargo build --quiet -p rootfs-tools
 KBOOT=$PWD/target/debug/kboot
@@ -66,6 +66,9 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$stage
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\ndefault-user:x:1000:50000::/:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\nwww-data:x:33:\ngroup-defined-in-image:x:50000:default-user\n' > "$stage/etc/group"
 chmod 1777 "$stage/tmp"
+# A page for the web-server images (critest checks only for HTTP 200 at /).
+mkdir -p "$stage/www"
+echo 'kboot critest web server' > "$stage/www/index.html"
 push() { # NAME (as pushed to the local registry) then extra rootfs-tools flags
   local name=$1; shift
   in_ns "$ROOTFS_TOOLS" build --add "$stage:/" "$@" -o "$OUT/layouts/${name//[\/:]/_}" --push "127.0.0.1:5000/$name" --insecure >/dev/null
@@ -76,6 +79,9 @@ push "$E/busybox:1.29-2" --cmd top --env PATH=/bin
 # "Multiple Containers ... container log" waits for "httpd" in the log. busybox httpd is silent.
 push "$E/httpd:2.4.39-4" --entrypoint=sh --entrypoint=-c \
   --entrypoint='echo "AH00558: httpd: could not determine the server FQDN (kboot test stand-in)" >&2; exec httpd -f -p 80' --env PATH=/bin
+# nginx stand-ins: busybox httpd on the ports critest expects (80; 12003 for hostnet-nginx).
+push "$E/nginx:1.14-2" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --entrypoint=-h --entrypoint=/www --env PATH=/bin
+push "$R/hostnet-nginx-amd64:latest" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=12003 --entrypoint=-h --entrypoint=/www --env PATH=/bin
 for t in 1 2 3; do push "$R/test-image-tags:$t" --cmd top --env PATH=/bin --label kboot.test/marker=tags; done
 for i in 1 2 3; do push "$R/test-image-$i:latest" --cmd top --env PATH=/bin --label "kboot.test/marker=$i"; done
 push "$R/test-image-latest:latest" --cmd top --env PATH=/bin --label kboot.test/marker=latest
@@ -117,7 +123,8 @@ server_pid=$!
 for _ in $(seq 100); do [ -S "$OUT/state/cri.sock" ] && break; sleep 0.1; done
 endpoint="unix://$OUT/state/cri.sock"
 set +e
-"$CRI_TOOLS/critest" -runtime-endpoint "$endpoint" -image-endpoint "$endpoint" \
+# critest joins the namespace too: the streaming URLs kboot hands out are on its loopback.
+nsenter --net=/proc/$holder_pid/ns/net -- "$CRI_TOOLS/critest" -runtime-endpoint "$endpoint" -image-endpoint "$endpoint" \
   -ginkgo.focus="$FOCUS" -ginkgo.skip="$SKIP" -ginkgo.no-color -ginkgo.timeout=40m "$@" > "$OUT/critest.log" 2>&1
 rc=$?
 set -e

@@ -10,6 +10,8 @@ mod cri;
 mod cri_client;
 #[path = "privileged/cri_grpc.rs"]
 mod cri_grpc;
+#[path = "privileged/cri_streaming.rs"]
+mod cri_streaming;
 mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;

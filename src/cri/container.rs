@@ -638,39 +638,8 @@ pub(crate) async fn exec_sync(
     cmd: &[String],
     timeout: Duration,
 ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
-    let Phase::Running(rec) = c.phase(paths) else {
-        return Err(CriError::FailedPrecondition(format!(
-            "container {} is not running",
-            c.id
-        )));
-    };
-    let pid = rec.init_pid.unwrap_or_default().to_string();
-    if cmd.is_empty() {
-        return Err(CriError::InvalidArgument("ExecSync needs a command".into()));
-    }
-    let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
-        .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
-        .unwrap_or_default();
-    // The init's user and group, so a probe runs as the container does.
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let id_of = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("0")
-            .to_owned()
-    };
-    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
-    let mut command = tokio::process::Command::new("/usr/bin/nsenter");
+    let (mut command, pid) = enter_command(paths, c, cmd)?;
     command
-        .args([
-            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
-        ])
-        .args(["--setuid", &uid, "--setgid", &gid, "--"])
-        .args(cmd)
-        .env_clear()
-        .envs(env.iter().filter_map(|e| e.split_once('=')))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -699,9 +668,98 @@ pub(crate) async fn exec_sync(
         }
     }
     .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
-    let code = out
-        .status
+    Ok((out.stdout, out.stderr, exit_code(&out.status)))
+}
+
+/// The exit code a shell would report: the code, or 128 + the signal that ended it.
+pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    status
         .code()
-        .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0));
-    Ok((out.stdout, out.stderr, code))
+        .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(status).unwrap_or(0))
+}
+
+/// A command running `cmd` in the running container `c` (nsenter): its namespaces, root,
+/// working directory, user, group, environment and cgroups. The caller sets stdio. Returns
+/// it with the container's init PID.
+pub(crate) fn enter_command(paths: &Paths, c: &CriContainer, cmd: &[String]) -> Result<(tokio::process::Command, i32)> {
+    let Phase::Running(rec) = c.phase(paths) else {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {} is not running",
+            c.id
+        )));
+    };
+    let init = rec.init_pid.unwrap_or_default();
+    let pid = init.to_string();
+    if cmd.is_empty() {
+        return Err(CriError::InvalidArgument("exec needs a command".into()));
+    }
+    let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
+        .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
+        .unwrap_or_default();
+    // The init's user and group, so a probe runs as the container does.
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let id_of = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("0")
+            .to_owned()
+    };
+    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
+    let procs = cgroup_procs_files(init);
+    let mut command = tokio::process::Command::new("/usr/bin/nsenter");
+    command
+        .args([
+            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
+        ])
+        .args(["--setuid", &uid, "--setgid", &gid, "--"])
+        .args(cmd)
+        .env_clear()
+        .envs(env.iter().filter_map(|e| e.split_once('=')));
+    // SAFETY: the closure only calls open/write/close on paths prepared before the fork,
+    // which are async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            // Joins the container's cgroups, so the command is accounted and limited with
+            // it ("0" names the writing process). Best effort: a cgroup gone meanwhile is
+            // not a reason to refuse the command.
+            for file in &procs {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok((command, init))
+}
+
+/// The `cgroup.procs` files of every cgroup process `pid` is in (v1 hierarchies and v2).
+fn cgroup_procs_files(pid: i32) -> Vec<std::ffi::CString> {
+    let root = Path::new("/sys/fs/cgroup");
+    let v2_root = if root.join("cgroup.controllers").exists() {
+        root.to_path_buf()
+    } else {
+        root.join("unified")
+    };
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let dir = if controllers.is_empty() {
+                v2_root.clone()
+            } else {
+                root.join(controllers.trim_start_matches("name="))
+            };
+            let file = dir.join(path.trim_start_matches('/')).join("cgroup.procs");
+            file.exists()
+                .then(|| std::ffi::CString::new(file.into_os_string().into_encoded_bytes()).ok())
+                .flatten()
+        })
+        .collect()
 }

@@ -27,6 +27,10 @@ pub enum CriError {
     StartContainer { id: String, message: String },
     #[error("{0}")]
     DeadlineExceeded(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0} is not supported by kboot")]
     Unsupported(&'static str),
     #[error("bind the CRI socket {}", path.display())]
@@ -85,6 +89,8 @@ impl CriError {
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
             Self::Unsupported(_) => Code::Unimplemented,
             _ => Code::Internal,
         }

@@ -12,6 +12,7 @@ mod netns;
 mod resources;
 mod runtime;
 mod sandbox;
+mod streaming;
 mod v1alpha2;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,7 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     }
     let cri = Arc::new(Cri::open(config));
     cri.check_networks().await;
+    let streams = streaming::Streams::start(cri.clone()).await;
     // Counted before logging: an `.await` inside the macro's arguments would make this future !Send.
     let sandboxes = cri.inner.lock().await.sandboxes.len();
     tracing::info!(socket = %socket.display(), sandboxes, "serving the CRI");
@@ -91,12 +93,16 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::Runtime(cri.clone())))
+        .add_service(RuntimeServiceServer::new(runtime::Runtime {
+            cri: cri.clone(),
+            streams: streams.clone(),
+        }))
         .add_service(ImageServiceServer::new(image::Images(cri.clone())))
         // The pre-1.20 package, for kubelets up to v1.18 (hyperkube images).
-        .add_service(AlphaRuntimeServer::new(v1alpha2::RuntimeAlpha(runtime::Runtime(
-            cri.clone(),
-        ))))
+        .add_service(AlphaRuntimeServer::new(v1alpha2::RuntimeAlpha(runtime::Runtime {
+            cri: cri.clone(),
+            streams: streams.clone(),
+        })))
         .add_service(AlphaImageServer::new(v1alpha2::ImagesAlpha(image::Images(cri))))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             shutdown.await;
@@ -109,6 +115,7 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::info!("CRI connections still open after the grace period; closing them"),
     }
+    streams.stop();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -8,13 +8,17 @@ use kboot_cri::v1 as cri;
 use kboot_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
+use super::streaming::{Pending, Streams};
 use super::{Cri, CriError};
 
 /// The kubelet refuses any other value (`kuberuntime_manager.go`).
 const KUBELET_API_VERSION: &str = "0.1.0";
 
 #[derive(Debug)]
-pub(crate) struct Runtime(pub Arc<Cri>);
+pub(crate) struct Runtime {
+    pub cri: Arc<Cri>,
+    pub streams: Arc<Streams>,
+}
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -38,12 +42,12 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
-        let pod_sandbox_id = self.0.run_sandbox(config, req.runtime_handler).await?;
+        let pod_sandbox_id = self.cri.run_sandbox(config, req.runtime_handler).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Reply<cri::StopPodSandboxResponse> {
-        self.0.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        self.cri.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -51,7 +55,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
-        self.0.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        self.cri.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -60,7 +64,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let inner = self.0.inner.lock().await;
+        let inner = self.cri.inner.lock().await;
         let status = Cri::resolve_sandbox(&inner, &id)?.status();
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(status),
@@ -70,7 +74,7 @@ impl RuntimeService for Runtime {
 
     async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let inner = self.0.inner.lock().await;
+        let inner = self.cri.inner.lock().await;
         let items = inner
             .sandboxes
             .values()
@@ -85,32 +89,32 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
-        let container_id = self.0.create_container(&req.pod_sandbox_id, config).await?;
+        let container_id = self.cri.create_container(&req.pod_sandbox_id, config).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
-        self.0.start_container(&req.into_inner().container_id).await?;
+        self.cri.start_container(&req.into_inner().container_id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
         let req = req.into_inner();
         let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
-        self.0.stop_container(&req.container_id, timeout).await?;
+        self.cri.stop_container(&req.container_id, timeout).await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
         // Removing what does not exist succeeds: the kubelet retries removals.
-        self.0.remove_container(&req.into_inner().container_id).await?;
+        self.cri.remove_container(&req.into_inner().container_id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
         let filter = req.into_inner().filter.unwrap_or_default();
-        let paths = &self.0.config.paths;
-        let inner = self.0.inner.lock().await;
+        let paths = &self.cri.config.paths;
+        let inner = self.cri.inner.lock().await;
         let containers = inner
             .containers
             .values()
@@ -122,9 +126,9 @@ impl RuntimeService for Runtime {
 
     async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
         let id = req.into_inner().container_id;
-        let inner = self.0.inner.lock().await;
+        let inner = self.cri.inner.lock().await;
         let c = Cri::resolve_container(&inner, &id)?;
-        let mut status = c.status(&self.0.config.paths);
+        let mut status = c.status(&self.cri.config.paths);
         status.resources = c.config.linux.as_ref().map(|l| cri::ContainerResources {
             linux: l.resources.clone(),
             windows: None,
@@ -142,11 +146,11 @@ impl RuntimeService for Runtime {
         let req = req.into_inner();
         let Some(update) = req.linux else {
             // Windows resources, or nothing: nothing this runtime applies.
-            Cri::resolve_container(&*self.0.inner.lock().await, &req.container_id)?;
+            Cri::resolve_container(&*self.cri.inner.lock().await, &req.container_id)?;
             return Ok(Response::new(cri::UpdateContainerResourcesResponse {}));
         };
-        let paths = &self.0.config.paths;
-        let mut inner = self.0.inner.lock().await;
+        let paths = &self.cri.config.paths;
+        let mut inner = self.cri.inner.lock().await;
         let mut c = Cri::resolve_container(&inner, &req.container_id)?.clone();
         super::resources::update(paths, &c, &update)?;
         // Remembered, so ContainerStatus reports the limits in force (and after a restart).
@@ -163,17 +167,17 @@ impl RuntimeService for Runtime {
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
         let id = req.into_inner().container_id;
-        let c = Cri::resolve_container(&*self.0.inner.lock().await, &id)?.clone();
-        super::container::reopen_log(&self.0.config.paths, &c).await?;
+        let c = Cri::resolve_container(&*self.cri.inner.lock().await, &id)?.clone();
+        super::container::reopen_log(&self.cri.config.paths, &c).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
         let req = req.into_inner();
-        let c = Cri::resolve_container(&*self.0.inner.lock().await, &req.container_id)?.clone();
+        let c = Cri::resolve_container(&*self.cri.inner.lock().await, &req.container_id)?.clone();
         let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
         let (stdout, stderr, exit_code) =
-            super::container::exec_sync(&self.0.config.paths, &c, &req.cmd, timeout).await?;
+            super::container::exec_sync(&self.cri.config.paths, &c, &req.cmd, timeout).await?;
         Ok(Response::new(cri::ExecSyncResponse {
             stdout,
             stderr,
@@ -182,23 +186,43 @@ impl RuntimeService for Runtime {
     }
 
     async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
-        unsupported("streaming Exec (ExecSync works)")
+        let req = req.into_inner();
+        if req.cmd.is_empty() {
+            return Err(CriError::InvalidArgument("ExecRequest.cmd is required".into()).into());
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(CriError::InvalidArgument("one of stdin, stdout and stderr must be set".into()).into());
+        }
+        if req.tty && req.stderr {
+            return Err(CriError::InvalidArgument("tty and stderr cannot both be set".into()).into());
+        }
+        {
+            let inner = self.cri.inner.lock().await;
+            let c = Cri::resolve_container(&inner, &req.container_id)?;
+            if !matches!(c.phase(&self.cri.config.paths), super::container::Phase::Running(_)) {
+                return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
+            }
+        }
+        let url = self.streams.url(Pending::Exec(req))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Cri::resolve_container(&*self.0.inner.lock().await, &req.into_inner().container_id)?;
+        Cri::resolve_container(&*self.cri.inner.lock().await, &req.into_inner().container_id)?;
         unsupported("Attach")
     }
 
-    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
-        unsupported("PortForward")
+    async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
+        let req = req.into_inner();
+        Cri::resolve_sandbox(&*self.cri.inner.lock().await, &req.pod_sandbox_id)?;
+        let url = self.streams.url(Pending::PortForward(req))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
         let id = req.into_inner().container_id;
-        let inner = self.0.inner.lock().await;
-        let stats = Cri::resolve_container(&inner, &id)?.stats(&self.0.config.paths);
+        let inner = self.cri.inner.lock().await;
+        let stats = Cri::resolve_container(&inner, &id)?.stats(&self.cri.config.paths);
         Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
     }
 
@@ -213,8 +237,8 @@ impl RuntimeService for Runtime {
             label_selector: f.label_selector,
             state: None,
         };
-        let paths = &self.0.config.paths;
-        let inner = self.0.inner.lock().await;
+        let paths = &self.cri.config.paths;
+        let inner = self.cri.inner.lock().await;
         let stats = inner
             .containers
             .values()
@@ -229,9 +253,9 @@ impl RuntimeService for Runtime {
         req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let inner = self.0.inner.lock().await;
+        let inner = self.cri.inner.lock().await;
         let pod = Cri::resolve_sandbox(&inner, &id)?;
-        let stats = self.0.pod_stats(&inner, pod);
+        let stats = self.cri.pod_stats(&inner, pod);
         Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
     }
 
@@ -245,12 +269,12 @@ impl RuntimeService for Runtime {
             label_selector: f.label_selector,
             state: None,
         };
-        let inner = self.0.inner.lock().await;
+        let inner = self.cri.inner.lock().await;
         let stats = inner
             .sandboxes
             .values()
             .filter(|s| s.matches(&filter))
-            .map(|s| self.0.pod_stats(&inner, s))
+            .map(|s| self.cri.pod_stats(&inner, s))
             .collect();
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
@@ -266,13 +290,13 @@ impl RuntimeService for Runtime {
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
         if !cidr.is_empty() {
-            self.0.set_pod_cidr(cidr).await;
+            self.cri.set_pod_cidr(cidr).await;
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn status(&self, _: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
-        let (network_ready, why) = self.0.network_ready().await;
+        let (network_ready, why) = self.cri.network_ready().await;
         let condition = |r#type: &str, status: bool, reason: &str, message: String| cri::RuntimeCondition {
             r#type: r#type.into(),
             status,

@@ -25,28 +25,36 @@ fn crictl_bin() -> &'static str {
     CRICTL
 }
 
-struct Crictl {
-    socket: PathBuf,
+pub(crate) struct Crictl {
+    pub socket: PathBuf,
+    /// A network namespace to run crictl in (streaming URLs are on the server's loopback).
+    pub netns: Option<String>,
 }
 
 impl Crictl {
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn command(&self) -> Command {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg("--").arg(crictl_bin());
+                c
+            }
+            None => Command::new(crictl_bin()),
+        };
         let endpoint = format!("unix://{}", self.socket.display());
-        Command::new(crictl_bin())
-            .args([
-                "--runtime-endpoint",
-                &endpoint,
-                "--image-endpoint",
-                &endpoint,
-                "--timeout",
-                "30s",
-            ])
+        cmd.args(["--runtime-endpoint", &endpoint, "--image-endpoint", &endpoint]);
+        cmd
+    }
+
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(["--timeout", "30s"])
             .args(args)
             .output()
             .expect("run crictl")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -57,13 +65,13 @@ impl Crictl {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.ok(args)).expect("crictl JSON")
     }
 }
 
 /// A bridge network on `kbcri<n>` with host-local IPAM state inside the test dir.
-fn cni_config(dir: &Dir, subnet: &str) {
+pub(crate) fn cni_config(dir: &Dir, subnet: &str) {
     let net_d = dir.path().join("net.d");
     std::fs::create_dir_all(&net_d).unwrap();
     let conf = serde_json::json!({
@@ -78,13 +86,13 @@ fn cni_config(dir: &Dir, subnet: &str) {
     std::fs::write(net_d.join("10-test.conflist"), conf.to_string()).unwrap();
 }
 
-fn write_json(dir: &Dir, name: &str, value: serde_json::Value) -> String {
+pub(crate) fn write_json(dir: &Dir, name: &str, value: serde_json::Value) -> String {
     let p = dir.path().join(name);
     std::fs::write(&p, value.to_string()).unwrap();
     p.display().to_string()
 }
 
-fn pod_json(dir: &Dir, name: &str) -> String {
+pub(crate) fn pod_json(dir: &Dir, name: &str) -> String {
     write_json(
         dir,
         &format!("{name}-pod.json"),
@@ -110,6 +118,7 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     let server = Server::start(&dir, &["unshare", "--net", "--"], &[Path::new(CNI_BIN)]);
     let c = Crictl {
         socket: server.socket.clone(),
+        netns: None,
     };
     let _cleanup = RemovePods(&c);
 
@@ -223,24 +232,12 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
     cni_config(&dir, "10.231.8.0/24");
     load_busybox_image(&dir, "kboot.test/busybox:1", vec![], |b| b.cmd(["sleep", "300"]));
     // The network namespace the server runs in must outlive the first server process.
-    let holder = Command::new("unshare")
-        .args(["--net", "--", "sleep", "300"])
-        .spawn()
-        .unwrap();
-    // Join only once the holder has its own namespace: before `unshare` runs, its
-    // /proc/PID/ns/net is still the host's, and the bridge would land on the host.
-    let ns = format!("/proc/{}/ns/net", holder.id());
-    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || std::fs::read_link(&ns)
-            .is_ok_and(|l| l != own)),
-        "the holder never entered its own network namespace"
-    );
+    let (_kill_holder, ns) = private_netns();
     let join = format!("--net={ns}");
-    let _kill_holder = KillOnDrop(holder);
     let server = Server::start(&dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
     let c = Crictl {
         socket: server.socket.clone(),
+        netns: None,
     };
     let _cleanup = RemovePods(&c);
     let pod = c.ok(&["runp", &pod_json(&dir, "db")]);
@@ -258,6 +255,7 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
     let server = Server::start(&dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
     let c = Crictl {
         socket: server.socket.clone(),
+        netns: None,
     };
     let _cleanup_after_restart = RemovePods(&c);
     let st = c.json(&["inspectp", "-o", "json", &pod]);
@@ -276,9 +274,29 @@ fn cri_running_pod_and_container_survive_a_server_restart() {
     assert_eq!(c.ok(&["ps", "-a", "-q"]), "");
 }
 
+/// A network namespace of the test's own, held by a `sleep` (killed on drop), and its
+/// `/proc/PID/ns/net` path.
+pub(crate) fn private_netns() -> (KillOnDrop, String) {
+    let holder = Command::new("unshare")
+        .args(["--net", "--", "sleep", "300"])
+        .spawn()
+        .unwrap();
+    // Join only once the holder has its own namespace: before `unshare` runs, its
+    // /proc/PID/ns/net is still the host's, and the bridge would land on the host.
+    let ns = format!("/proc/{}/ns/net", holder.id());
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let holder = KillOnDrop(holder);
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_link(&ns)
+            .is_ok_and(|l| l != own)),
+        "the holder never entered its own network namespace"
+    );
+    (holder, ns)
+}
+
 /// Force-removes every pod (and so its containers, namespace and addresses) when a test
 /// ends, passing or not, so a failure leaves nothing running.
-struct RemovePods<'a>(&'a Crictl);
+pub(crate) struct RemovePods<'a>(pub &'a Crictl);
 
 impl Drop for RemovePods<'_> {
     fn drop(&mut self) {
@@ -286,7 +304,7 @@ impl Drop for RemovePods<'_> {
     }
 }
 
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

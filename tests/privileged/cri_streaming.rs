@@ -1,0 +1,253 @@
+//! CRI streaming (`Exec`, `PortForward`) as crictl uses it, as root: the server and crictl
+//! share a network namespace the test creates (the streaming URL is on the server's
+//! loopback), the pod gets its network through Debian's CNI plugins.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::common::{require_root, Dir};
+use crate::containers_support::{load_busybox_image, wait_until};
+use crate::cri::{cni_config, pod_json, private_netns, write_json, Crictl, KillOnDrop, RemovePods};
+use crate::cri_client::Server;
+
+const CNI_BIN: &str = "/usr/lib/cni";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// `crictl exec` (streaming, not `-s`) with `stdin` piped in.
+fn exec(c: &Crictl, flags: &[&str], ctr: &str, cmd: &[&str], stdin: &[u8]) -> Output {
+    let mut child: Child = c
+        .command()
+        .arg("exec")
+        .args(flags)
+        .arg(ctr)
+        .args(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run crictl exec");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn kill_and_read_stderr(child: &mut Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut said = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut said);
+    }
+    said
+}
+
+/// `crictl exec -it CTR sh -c SCRIPT` on a pseudo-terminal of 45 rows and 123 columns,
+/// typing `input`.
+fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
+    let mut crictl = c.command();
+    crictl.args(["exec", "-it", ctr, "sh", "-c", script]);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(crictl.get_program())
+        .chain(crictl.get_args())
+        .map(quote)
+        .collect();
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 45 cols 123; {}", line.join(" ")),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed once the command waits for it; stdin stays open until it has answered.
+    std::thread::sleep(Duration::from_secs(2));
+    stdin.write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    out
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_streaming_exec_and_port_forward_through_crictl() {
+    require_root();
+    let dir = Dir::new();
+    cni_config(&dir, "10.231.9.0/24");
+    load_busybox_image(&dir, "kboot.test/busybox:1", vec![], |b| {
+        b.cmd([
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ])
+    });
+    let (_holder, ns): (KillOnDrop, String) = private_netns();
+    let join = format!("--net={ns}");
+    let lo = Command::new("nsenter")
+        .arg(&join)
+        .args(["--", "ip", "link", "set", "lo", "up"])
+        .status();
+    assert!(lo.unwrap().success(), "bring up the namespace's loopback");
+    let server = Server::start(&dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
+    let c = Crictl {
+        socket: server.socket.clone(),
+        netns: Some(ns.clone()),
+    };
+    let _cleanup = RemovePods(&c);
+    let pod = c.ok(&["runp", &pod_json(&dir, "stream")]);
+    let ctr_json = write_json(
+        &dir,
+        "ctr.json",
+        serde_json::json!({"metadata": {"name": "web"}, "image": {"image": "kboot.test/busybox:1"}}),
+    );
+    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json(&dir, "stream")]);
+    c.ok(&["start", &ctr]);
+
+    // Output, both streams, and the exit code the command ended with (crictl 1.34 exits 1
+    // and names the code client-go decoded from the status; kubectl exits with the code).
+    let out = exec(&c, &[], &ctr, &["sh", "-c", "hostname; echo oops >&2; exit 3"], b"");
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("command terminated with exit code 3"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(text(&out.stdout), "stream\n", "{}", show(&out));
+    assert!(text(&out.stderr).contains("oops"), "{}", show(&out));
+    let out = exec(&c, &[], &ctr, &["cat", "/www/index.html"], b"");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "hello-from-pod\n");
+
+    // The command runs in the container's cgroups, as its init does.
+    let own = exec(&c, &[], &ctr, &["cat", "/proc/self/cgroup"], b"");
+    let init = exec(&c, &[], &ctr, &["cat", "/proc/1/cgroup"], b"");
+    assert!(own.status.success() && init.status.success(), "{}", show(&own));
+    assert!(!own.stdout.is_empty());
+    assert_eq!(text(&own.stdout), text(&init.stdout));
+
+    // Stdin reaches the command, and its end is the command's end of file.
+    let input: Vec<u8> = (0..20_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    let out = exec(&c, &["-i"], &ctr, &["sh", "-c", "cat; echo done"], &input);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(out.stdout.len(), input.len() + 5, "{}", text(&out.stderr));
+    assert!(out.stdout.starts_with(&input) && out.stdout.ends_with(b"done\n"));
+
+    // With a terminal (crictl insists on one: `script` gives it a pseudo-terminal): the
+    // command sees a TTY of the client's size, reads what is typed, and the exit code
+    // still comes back.
+    let out = exec_tty(
+        &c,
+        &ctr,
+        "test -t 0 && test -t 1 && echo on-a-tty; sleep 1; echo size:$(stty size); read line; echo got:$line; exit 4",
+        b"typed\n",
+    );
+    assert!(text(&out.stdout).contains("size:45 123"), "{}", show(&out));
+    assert!(text(&out.stdout).contains("on-a-tty"), "{}", show(&out));
+    assert!(text(&out.stdout).contains("got:typed"), "{}", show(&out));
+    assert!(text(&out.stdout).contains("exit code 4"), "{}", show(&out));
+
+    // A container that is not running refuses.
+    let out = exec(&c, &[], "0000nope", &["true"], b"");
+    assert!(!out.status.success());
+
+    // Port forward: crictl listens in the test's namespace, kboot connects to the pod's
+    // loopback inside the pod's own namespace.
+    let forward_pod = |pod: &str, ports: &str| {
+        KillOnDrop(
+            c.command()
+                .args(["port-forward", pod, ports])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let get = |port: u16| {
+        Command::new("nsenter")
+            .arg(&join)
+            .args([
+                "--",
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let forward = |ports: &str| forward_pod(&pod, ports);
+    let mut web = forward("18080:8080");
+    if !wait_until(Duration::from_secs(10), || get(18080).status.success()) {
+        let said = kill_and_read_stderr(&mut web.0);
+        panic!(
+            "port-forward never answered: {}\n{}\ncrictl: {said}",
+            show(&get(18080)),
+            server.log_text()
+        );
+    }
+    // Several connections over the one forwarding session.
+    for _ in 0..3 {
+        let out = get(18080);
+        assert_eq!(text(&out.stdout), "hello-from-pod\n", "{}", show(&out));
+    }
+    drop(web);
+    // A port nobody listens on: the client hears about it.
+    let mut refused = forward("18081:9");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!get(18081).status.success());
+    let crictl_said = kill_and_read_stderr(&mut refused.0);
+    assert!(
+        crictl_said.contains("refused"),
+        "crictl port-forward said: {crictl_said}"
+    );
+
+    c.ok(&["stopp", &pod]);
+    c.ok(&["rmp", &pod]);
+
+    // A hostNetwork pod: the forward connects on the node's own loopback (here, the
+    // namespace the server runs in).
+    let host_pod_json = write_json(
+        &dir,
+        "host-pod.json",
+        serde_json::json!({
+            "metadata": {"name": "hostnet", "namespace": "default", "uid": "hostnet-uid", "attempt": 0},
+            "linux": {"security_context": {"namespace_options": {"network": 2}}}
+        }),
+    );
+    let host_pod = c.ok(&["runp", &host_pod_json]);
+    let host_ctr_json = write_json(
+        &dir,
+        "host-ctr.json",
+        serde_json::json!({
+            "metadata": {"name": "web"},
+            "image": {"image": "kboot.test/busybox:1"},
+            "command": ["sh", "-c", "mkdir -p /www && echo hello-from-host > /www/index.html && exec httpd -f -p 18090 -h /www"]
+        }),
+    );
+    let host_ctr = c.ok(&["create", &host_pod, &host_ctr_json, &host_pod_json]);
+    c.ok(&["start", &host_ctr]);
+    let _web = forward_pod(&host_pod, "18091:18090");
+    assert!(
+        wait_until(Duration::from_secs(10), || text(&get(18091).stdout)
+            == "hello-from-host\n"),
+        "{}",
+        show(&get(18091))
+    );
+}
