@@ -594,6 +594,29 @@ fn resolve_user(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
+/// The groups the image's `/etc/group` lists the user with `uid` as a member of (by the
+/// name `/etc/passwd` gives that uid), in file order: what containerd adds as supplementary
+/// groups under the `Merge` policy.
+pub fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let Some(name) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[0].to_owned())
+    }) else {
+        return Vec::new();
+    };
+    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name))
+                .then(|| f[2].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.
 pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     let path = dir.join("config.json");

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
-use crate::bundle::{build_spec, write_config, BundleRequest, Host};
+use crate::bundle::{build_spec, image_groups, security, write_config, BundleRequest, Host, SeccompProfile, Security};
 use crate::plan::{Device, Propagation, Service, Volume};
 use crate::shim::record::{read_json, ExitRecord, ShimRecord};
 use crate::shim::{exit_record_path, shim_record_path};
@@ -43,6 +43,17 @@ pub(crate) struct ContainerRecord {
     /// The container's cgroup path (cgroupfs), for stats.
     #[serde(default)]
     pub cgroup: String,
+    /// The identity its first process runs as (reported in `ContainerStatus.user`).
+    #[serde(default)]
+    pub user: Option<RunUser>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The primary gid first, then the supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +147,13 @@ impl CriContainer {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            user: self.record.user.as_ref().map(|u| kboot_cri::v1::ContainerUser {
+                linux: Some(kboot_cri::v1::LinuxContainerUser {
+                    uid: i64::from(u.uid),
+                    gid: i64::from(u.gid),
+                    supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
+                }),
+            }),
             ..Default::default()
         };
         match phase {
@@ -275,6 +293,12 @@ pub(crate) fn service_of(paths: &Paths, id: &str, image: &str, c: &ContainerConf
     let sc = linux.security_context.clone().unwrap_or_default();
     let res = linux.resources.clone().unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        // containerd's rule: a group alone would silently run as the image's user.
+        return Err(CriError::InvalidArgument(
+            "security_context.run_as_group needs run_as_user or run_as_username".into(),
+        ));
+    }
     let user = match (&sc.run_as_user, sc.run_as_username.as_str(), &sc.run_as_group) {
         (Some(uid), _, Some(gid)) => Some(format!("{}:{}", uid.value, gid.value)),
         (Some(uid), _, None) => Some(uid.value.to_string()),
@@ -392,6 +416,9 @@ pub(crate) fn prepare(
     )
     .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
     adapt_spec(&mut spec, config, pod);
+    let user = run_user(&spec, &prepared.rootfs, config);
+    security::apply(&mut spec, &security_of(config, &user), &host, id)
+        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
     let bundle = crate::supervisor::records::bundle_dir(paths, id);
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
     write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
@@ -406,11 +433,86 @@ pub(crate) fn prepare(
         image_id: image.1,
         created_at: super::now_nanos(),
         log_path,
+        user: Some(user),
     })
 }
 
+/// The security context in spec terms (see `bundle::security` for the defaults).
+fn security_of(c: &ContainerConfig, user: &RunUser) -> Security {
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let names = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
+            .collect()
+    };
+    Security {
+        privileged: sc.privileged,
+        cap_add: names(&caps.add_capabilities),
+        cap_drop: names(&caps.drop_capabilities),
+        masked_paths: sc.masked_paths.clone(),
+        readonly_paths: sc.readonly_paths.clone(),
+        no_new_privileges: sc.no_new_privs,
+        seccomp: seccomp_of(&sc),
+        // The primary gid is implied; libcontainer sets the list as given.
+        additional_gids: user.groups.clone(),
+        readonly_rootfs: sc.readonly_rootfs,
+    }
+}
+
+/// CRI's profile: the `seccomp` field, else the deprecated path string; neither means
+/// unconfined (what the kubelet's `Unconfined` and an absent profile both send).
+fn seccomp_of(sc: &kboot_cri::v1::LinuxContainerSecurityContext) -> SeccompProfile {
+    use kboot_cri::v1::security_profile::ProfileType;
+    if let Some(p) = &sc.seccomp {
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => SeccompProfile::RuntimeDefault,
+            Ok(ProfileType::Localhost) => SeccompProfile::Localhost(p.localhost_ref.clone().into()),
+            _ => SeccompProfile::Unconfined,
+        };
+    }
+    // Deprecated, but what kubelets before v1.19 send.
+    #[allow(deprecated)]
+    let path = sc.seccomp_profile_path.as_str();
+    match path {
+        "runtime/default" | "docker/default" => SeccompProfile::RuntimeDefault,
+        p if p.starts_with("localhost/") => SeccompProfile::Localhost(p["localhost/".len()..].into()),
+        _ => SeccompProfile::Unconfined,
+    }
+}
+
+/// Who the container runs as: the spec's uid and gid (resolved from the request or the
+/// image), then as containerd: the primary gid, the image's groups naming the user (unless
+/// the policy is `Strict`) and the request's supplemental groups, without repeats.
+fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) -> RunUser {
+    use kboot_cri::v1::SupplementalGroupsPolicy;
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let (uid, gid) = spec
+        .process()
+        .as_ref()
+        .map_or((0, 0), |p| (p.user().uid(), p.user().gid()));
+    let strict = sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32;
+    let image = if strict { Vec::new() } else { image_groups(rootfs, uid) };
+    let requested = sc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok());
+    let mut groups = vec![gid];
+    for g in image.into_iter().chain(requested) {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    RunUser { uid, gid, groups }
+}
+
 /// What the Compose-shaped service cannot say: join the pod's pinned network namespace,
-/// the pod's hostname, a read-only root.
+/// the pod's hostname.
 fn adapt_spec(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig, pod: &Sandbox) {
     use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
     if let (Some(netns), Some(linux)) = (pod.state.netns.as_ref(), spec.linux_mut().as_mut()) {
@@ -427,16 +529,6 @@ fn adapt_spec(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig, pod:
     }
     if !pod.config.hostname.is_empty() && !pod.host_network() {
         spec.set_hostname(Some(pod.config.hostname.clone()));
-    }
-    let readonly = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .is_some_and(|s| s.readonly_rootfs);
-    if readonly {
-        if let Some(root) = spec.root_mut().as_mut() {
-            root.set_readonly(Some(true));
-        }
     }
 }
 
@@ -578,7 +670,8 @@ pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     }
 }
 
-/// Runs `cmd` in the container's namespaces and root (nsenter), collecting its output.
+/// Runs `cmd` in the container as its own processes run (`kboot exec`: namespaces,
+/// cgroups, user and groups, capabilities, no-new-privileges, seccomp), collecting its output.
 pub(crate) async fn exec_sync(
     paths: &Paths,
     c: &CriContainer,
@@ -595,39 +688,27 @@ pub(crate) async fn exec_sync(
     if cmd.is_empty() {
         return Err(CriError::InvalidArgument("ExecSync needs a command".into()));
     }
-    let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
-        .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
-        .unwrap_or_default();
-    // The init's user and group, so a probe runs as the container does.
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let id_of = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("0")
-            .to_owned()
-    };
-    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
-    let mut command = tokio::process::Command::new("/usr/bin/nsenter");
+    let mut command = tokio::process::Command::new("/proc/self/exe");
     command
-        .args([
-            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
-        ])
-        .args(["--setuid", &uid, "--setgid", &gid, "--"])
+        .arg("--root")
+        .arg(paths.root())
+        .arg("--state")
+        .arg(paths.state())
+        .arg("--config")
+        .arg(paths.config())
+        .args(["exec", &c.id, "--"])
         .args(cmd)
-        .env_clear()
-        .envs(env.iter().filter_map(|e| e.split_once('=')))
+        .env("KBOOT_LOG", "error,libcontainer=off,libcgroups=off")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        // nsenter forks to enter the PID namespace: killing it alone would leave the command
-        // running, so the whole group goes on a timeout.
+        // The exec forks into the PID namespace: killing the parent alone would leave the
+        // command running, so the whole group goes on a timeout.
         .process_group(0)
         .kill_on_drop(true);
     let child = command
         .spawn()
-        .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+        .map_err(CriError::io("run kboot exec for", format!("/proc/{pid}")))?;
     let group = child.id().and_then(|p| i32::try_from(p).ok());
     let run = child.wait_with_output();
     let out = if timeout.is_zero() {
@@ -645,7 +726,7 @@ pub(crate) async fn exec_sync(
             }
         }
     }
-    .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+    .map_err(CriError::io("run kboot exec for", format!("/proc/{pid}")))?;
     let code = out
         .status
         .code()
