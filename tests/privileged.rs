@@ -8,6 +8,8 @@ mod containers_support;
 mod cri;
 #[path = "cri_client.rs"]
 mod cri_client;
+#[path = "privileged/cri_security.rs"]
+mod cri_security;
 mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;

@@ -415,7 +415,7 @@ pub(crate) fn prepare(
         &host,
     )
     .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
-    adapt_spec(&mut spec, config, pod);
+    adapt_spec(&mut spec, paths, config, pod)?;
     let user = run_user(&spec, &prepared.rootfs, config);
     security::apply(&mut spec, &security_of(config, &user), &host, id)
         .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
@@ -511,24 +511,102 @@ fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) 
     RunUser { uid, gid, groups }
 }
 
-/// What the Compose-shaped service cannot say: join the pod's pinned network namespace,
-/// the pod's hostname.
-fn adapt_spec(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig, pod: &Sandbox) {
-    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
-    if let (Some(netns), Some(linux)) = (pod.state.netns.as_ref(), spec.linux_mut().as_mut()) {
+/// What the Compose-shaped service cannot say: the pod's namespaces (its pinned network
+/// and IPC namespaces, its shared PID namespace or a target container's) and hostname.
+fn adapt_spec(
+    spec: &mut oci_spec::runtime::Spec,
+    paths: &Paths,
+    config: &ContainerConfig,
+    pod: &Sandbox,
+) -> Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    let own = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let pod_ns = pod.namespace_options();
+    let node = NamespaceMode::Node as i32;
+    let ipc = if pod_ns.ipc == node || own.ipc == node {
+        Join::Host
+    } else {
+        pod.state.ipcns.clone().map_or(Join::New, Join::Path)
+    };
+    let pid = match NamespaceMode::try_from(own.pid) {
+        // Host PID is already a service-level setting (no namespace in the spec).
+        Ok(NamespaceMode::Node) => Join::Keep,
+        Ok(NamespaceMode::Target) => {
+            let init = crate::shim::running(paths, &own.target_id)
+                .and_then(|r| r.init_pid)
+                .ok_or_else(|| {
+                    CriError::FailedPrecondition(format!(
+                        "target container {:?} of the PID namespace is not running",
+                        own.target_id
+                    ))
+                })?;
+            Join::Path(format!("/proc/{init}/ns/pid").into())
+        }
+        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match &pod.state.pid_holder {
+            Some(h) if h.alive() => Join::Path(h.pid_namespace()),
+            Some(_) => {
+                return Err(CriError::FailedPrecondition(format!(
+                    "the PID namespace of pod {} is gone; recreate the pod",
+                    pod.id
+                )))
+            }
+            // The pod does not share one (kubelet's default): a namespace of its own.
+            None => Join::New,
+        },
+        _ => Join::Keep,
+    };
+    let net = pod.state.netns.clone().map_or(Join::Keep, Join::Path);
+    if let Some(linux) = spec.linux_mut().as_mut() {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
-        if let Ok(ns) = LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(netns.clone())
-            .build()
-        {
-            namespaces.push(ns);
+        for (typ, how) in [(Ns::Network, net), (Ns::Ipc, ipc), (Ns::Pid, pid)] {
+            how.apply(&mut namespaces, typ);
         }
         linux.set_namespaces(Some(namespaces));
     }
     if !pod.config.hostname.is_empty() && !pod.host_network() {
         spec.set_hostname(Some(pod.config.hostname.clone()));
+    }
+    Ok(())
+}
+
+/// How a container gets one kind of namespace.
+enum Join {
+    /// As `build_spec` decided.
+    Keep,
+    /// The host's: no namespace of that kind in the spec.
+    Host,
+    /// A new one.
+    New,
+    /// An existing one (a pinned file or `/proc/<pid>/ns/<kind>`).
+    Path(PathBuf),
+}
+
+impl Join {
+    fn apply(
+        self,
+        namespaces: &mut Vec<oci_spec::runtime::LinuxNamespace>,
+        typ: oci_spec::runtime::LinuxNamespaceType,
+    ) {
+        use oci_spec::runtime::LinuxNamespaceBuilder;
+        let path = match self {
+            Join::Keep => return,
+            Join::Host => None,
+            Join::New => Some(None),
+            Join::Path(p) => Some(Some(p)),
+        };
+        namespaces.retain(|n| n.typ() != typ);
+        if let Some(path) = path {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            namespaces.extend(b.build().ok());
+        }
     }
 }
 

@@ -256,6 +256,10 @@ impl RuntimeService for Runtime {
         ];
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
+            // Groups are computed from the image's /etc/group unless the policy is Strict.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
             ..Default::default()
         }))
     }
