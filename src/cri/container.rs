@@ -780,34 +780,163 @@ pub(crate) async fn exec_sync(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        // The exec forks into the PID namespace: killing the parent alone would leave the
-        // command running, so the whole group goes on a timeout.
+        // Its own group, so a command that ignores SIGTERM can be killed with all it started.
         .process_group(0)
         .kill_on_drop(true);
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(CriError::io("run kboot exec for", format!("/proc/{pid}")))?;
-    let group = child.id().and_then(|p| i32::try_from(p).ok());
-    let run = child.wait_with_output();
-    let out = if timeout.is_zero() {
-        run.await
+    let exec_pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let stdout = tokio::spawn(read_all(child.stdout.take()));
+    let stderr = tokio::spawn(read_all(child.stderr.take()));
+    let io_err = CriError::io("run kboot exec for", format!("/proc/{pid}"));
+    let status = if timeout.is_zero() {
+        child.wait().await.map_err(io_err)?
     } else {
-        match tokio::time::timeout(timeout, run).await {
-            Ok(out) => out,
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.map_err(io_err)?,
             Err(_) => {
-                if let Some(g) = group {
-                    let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                // `kboot exec` passes SIGTERM to the command and returns once it has reaped
+                // it, so nothing of the command is left when the caller hears of the timeout.
+                if let Some(p) = exec_pid {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+                }
+                if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                    .await
+                    .is_err()
+                {
+                    if let Some(g) = exec_pid {
+                        let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                    }
+                    let _ = child.wait().await;
                 }
                 return Err(CriError::DeadlineExceeded(format!(
                     "command {cmd:?} timed out after {timeout:?}"
                 )));
             }
         }
-    }
-    .map_err(CriError::io("run kboot exec for", format!("/proc/{pid}")))?;
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.await.unwrap_or_default(),
+        stderr: stderr.await.unwrap_or_default(),
+    };
     let code = out
         .status
         .code()
         .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0));
     Ok((out.stdout, out.stderr, code))
+}
+
+/// Everything a pipe yields until its end (nothing when there is no pipe).
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kboot_cri::v1::security_profile::ProfileType;
+    use kboot_cri::v1::{Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, SecurityProfile};
+
+    fn config(sc: LinuxContainerSecurityContext) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn run_as_group_without_a_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = Sandbox {
+            id: "p".into(),
+            config: Default::default(),
+            state: Default::default(),
+        };
+        let c = config(LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 1002 }),
+            ..Default::default()
+        });
+        let err = service_of(&Paths::under(tmp.path()), "c", "img", &c, &pod).unwrap_err();
+        assert!(matches!(err, CriError::InvalidArgument(m) if m.contains("run_as_group")));
+        let named = config(LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 1002 }),
+            run_as_username: "www-data".into(),
+            ..Default::default()
+        });
+        let svc = service_of(&Paths::under(tmp.path()), "c", "img", &named, &pod).unwrap();
+        assert_eq!(svc.user.as_deref(), Some("www-data:1002"));
+    }
+
+    #[test]
+    fn seccomp_profile_comes_from_the_field_then_the_deprecated_path() {
+        let with = |profile_type: ProfileType, r: &str| LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: profile_type as i32,
+                localhost_ref: r.into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            seccomp_of(&with(ProfileType::RuntimeDefault, "")),
+            SeccompProfile::RuntimeDefault
+        );
+        assert_eq!(
+            seccomp_of(&with(ProfileType::Localhost, "/p.json")),
+            SeccompProfile::Localhost("/p.json".into())
+        );
+        assert_eq!(
+            seccomp_of(&with(ProfileType::Unconfined, "")),
+            SeccompProfile::Unconfined
+        );
+        assert_eq!(
+            seccomp_of(&LinuxContainerSecurityContext::default()),
+            SeccompProfile::Unconfined
+        );
+        #[allow(deprecated)]
+        let old = LinuxContainerSecurityContext {
+            seccomp_profile_path: "localhost//etc/p.json".into(),
+            ..Default::default()
+        };
+        assert_eq!(seccomp_of(&old), SeccompProfile::Localhost("/etc/p.json".into()));
+    }
+
+    #[test]
+    fn groups_merge_the_image_groups_unless_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        fs::write(tmp.path().join("etc/passwd"), "u:x:1000:1000::/:/bin/sh\n").unwrap();
+        fs::write(tmp.path().join("etc/group"), "u:x:1000:\nextra:x:50000:u\n").unwrap();
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut process = spec.process().clone().unwrap();
+        let mut user = process.user().clone();
+        user.set_uid(1000);
+        user.set_gid(1000);
+        process.set_user(user);
+        spec.set_process(Some(process));
+        let sc = |strict: bool| LinuxContainerSecurityContext {
+            supplemental_groups: vec![1234, 1000],
+            supplemental_groups_policy: if strict {
+                kboot_cri::v1::SupplementalGroupsPolicy::Strict as i32
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        let merge = run_user(&spec, tmp.path(), &config(sc(false)));
+        assert_eq!(
+            (merge.uid, merge.gid, merge.groups),
+            (1000, 1000, vec![1000, 50000, 1234])
+        );
+        let strict = run_user(&spec, tmp.path(), &config(sc(true)));
+        assert_eq!(strict.groups, vec![1000, 1234]);
+    }
 }

@@ -584,8 +584,12 @@ mod tests {
             labels: [("app".to_string(), name.to_string())].into(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
+                    // Host namespaces only: nothing to pin, no holder to start (and no root
+                    // needed), so these tests exercise the records alone.
                     namespace_options: Some(NamespaceOption {
                         network: NamespaceMode::Node as i32,
+                        pid: NamespaceMode::Node as i32,
+                        ipc: NamespaceMode::Node as i32,
                         ..Default::default()
                     }),
                     ..Default::default()

@@ -22,7 +22,10 @@ use nix::sched::{setns, CloneFlags};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use oci_spec::runtime::{Process, Spec};
 
-use super::{running, wait_blocking, Result, ShimError};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::{running, Result, ShimError};
 use crate::state::Paths;
 
 /// Namespaces joined, the mount namespace last (the others are opened through its /proc).
@@ -73,10 +76,23 @@ pub(super) fn exec_in_container(paths: &Paths, id: &str, args: Vec<String>) -> R
             source,
         })?;
     }
+    // Blocked before the fork so no SIGCHLD is lost; the child unblocks them before exec.
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
     // SAFETY: `kboot exec` is single-threaded (no runtime was started), so the child may
     // run arbitrary code until it execs.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            let _ = signals.thread_unblock();
             let err = become_container_process(&spec, &args);
             let code = if err.0 == Errno::ENOENT { 127 } else { 126 };
             let msg = format!("kboot exec: {}: {}\n", args[0], err.1);
@@ -84,16 +100,31 @@ pub(super) fn exec_in_container(paths: &Paths, id: &str, args: Vec<String>) -> R
             // SAFETY: _exit ends the forked child without running the parent's atexit handlers.
             unsafe { libc::_exit(code) }
         }
-        Ok(ForkResult::Parent { child }) => Ok(match wait_blocking(child) {
-            nix::sys::wait::WaitStatus::Exited(_, c) => c,
-            nix::sys::wait::WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-            _ => 255,
-        }),
+        Ok(ForkResult::Parent { child }) => Ok(wait_forwarding(child, &signals)),
         Err(source) => Err(ShimError::Sys {
             id: id.to_owned(),
             step: "fork the exec process",
             source,
         }),
+    }
+}
+
+/// Waits for the command, passing termination signals on to it (a timed-out ExecSync is
+/// ended with SIGTERM to `kboot exec`): it returns only once the command is reaped.
+fn wait_forwarding(child: nix::unistd::Pid, signals: &SigSet) -> i32 {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return c,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => return 255,
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(sig) => {
+                let _ = nix::sys::signal::kill(child, sig);
+            }
+        }
     }
 }
 
