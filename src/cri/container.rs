@@ -561,6 +561,7 @@ fn adapt_spec(
         _ => Join::Keep,
     };
     let net = pod.state.netns.clone().map_or(Join::Keep, Join::Path);
+    recursive_read_only(spec, config)?;
     if let Some(linux) = spec.linux_mut().as_mut() {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         for (typ, how) in [(Ns::Network, net), (Ns::Ipc, ipc), (Ns::Pid, pid)] {
@@ -570,6 +571,41 @@ fn adapt_spec(
     }
     if !pod.config.hostname.is_empty() && !pod.host_network() {
         spec.set_hostname(Some(pod.config.hostname.clone()));
+    }
+    // The pod's sysctls, set in each container (they name namespaced settings the
+    // containers share, so setting them again is idempotent); the kubelet vets them.
+    let sysctls = pod.config.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default();
+    if let (false, Some(linux)) = (sysctls.is_empty(), spec.linux_mut().as_mut()) {
+        linux.set_sysctl(Some(sysctls));
+    }
+    Ok(())
+}
+
+/// `recursive_read_only` mounts get libcontainer's `rro` option (mount_setattr with
+/// AT_RECURSIVE: submounts are read-only too). As containerd, only read-only private mounts
+/// may ask for it.
+fn recursive_read_only(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig) -> Result<()> {
+    for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
+        if !m.readonly {
+            return Err(CriError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs readonly",
+                m.container_path
+            )));
+        }
+        if m.propagation != MountPropagation::PropagationPrivate as i32 {
+            return Err(CriError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs private propagation",
+                m.container_path
+            )));
+        }
+        let target = Path::new(&m.container_path);
+        for mount in spec.mounts_mut().iter_mut().flatten() {
+            if mount.destination() == target {
+                let mut options = mount.options().clone().unwrap_or_default();
+                options.push("rro".into());
+                mount.set_options(Some(options));
+            }
+        }
     }
     Ok(())
 }

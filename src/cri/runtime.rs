@@ -260,6 +260,14 @@ impl RuntimeService for Runtime {
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
             }),
+            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`.
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: false,
+                }),
+            }],
             ..Default::default()
         }))
     }
