@@ -30,8 +30,12 @@ in_ns() { nsenter --net=/proc/$NS_PID/ns/net -- "$@"; }
 stage=$CACHE/stage
 build_stages() {
   rm -rf "$stage" && mkdir -p "$stage"
-  (cd "$DEBS" && { ls busybox_*.deb >/dev/null 2>&1 || apt-get download busybox >/dev/null 2>&1; } \
-               && { ls nginx_*.deb >/dev/null 2>&1 || apt-get download nginx >/dev/null 2>&1; })
+  local pkg
+  for pkg in busybox nginx; do
+    ls "$DEBS"/${pkg}_*.deb >/dev/null 2>&1 && continue
+    # `apt-get download` needs the package lists; fetch them once if it fails without.
+    (cd "$DEBS" && { apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg" >/dev/null; }; })
+  done
   local bb=$stage/busybox
   mkdir -p "$bb/bin" "$bb/usr/bin" "$bb/etc" "$bb/tmp" "$bb/var/run" "$bb/root"
   dpkg-deb --fsys-tarfile "$DEBS"/busybox_*.deb | tar -x -C "$stage" ./bin/busybox
