@@ -342,3 +342,66 @@ fn cri_pod_shares_pid_and_ipc_namespaces_and_releases_them_on_stop() {
     assert_eq!(ipc.trim(), host.lines().nth(1).unwrap());
     pod.stop();
 }
+
+/// `kboot run`: an unprivileged service runs under the default seccomp profile and Docker's
+/// capability set, a privileged one under neither, and `kboot exec` gets the same as the
+/// service's own process.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn run_unprivileged_service_gets_default_seccomp_privileged_none() {
+    use crate::common::run_ok;
+    use crate::containers_support::{busybox_rootfs, write_plan, Down};
+    require_root();
+    let d = Dir::new();
+    let _down = Down {
+        dir: &d,
+        env: Vec::new(),
+    };
+    let rootfs = busybox_rootfs(d.path());
+    let service = |name: &str, privileged: bool| {
+        format!(
+            "  {name}:\n    image: dir:{}\n    command: [\"/bin/sh\", \"-c\", \"grep -E '^(CapEff|Seccomp):' /proc/self/status; exec sleep 1000\"]\n    privileged: {privileged}\n",
+            rootfs.display()
+        )
+    };
+    let plan = write_plan(
+        &d,
+        &format!("services:\n{}{}", service("plain", false), service("admin", true)),
+    );
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    let exec = |name: &str| {
+        let out = run_ok(d.kboot().args([
+            "exec",
+            name,
+            "--",
+            "grep",
+            "-E",
+            "^(CapEff|Seccomp):",
+            "/proc/self/status",
+        ]));
+        status_fields(&String::from_utf8_lossy(&out.stdout))
+    };
+    let logs = |name: &str| {
+        let text = || String::from_utf8_lossy(&d.kboot().args(["logs", name]).output().unwrap().stdout).into_owned();
+        assert!(
+            wait_until(Duration::from_secs(10), || text().contains("Seccomp")),
+            "{name}: {}",
+            text()
+        );
+        status_fields(&text())
+    };
+    let plain = ["CapEff: 00000000a80425fb", "Seccomp: 2"];
+    assert_eq!(logs("plain"), plain);
+    assert_eq!(exec("plain"), plain);
+    // Every capability of the host's bounding set (root here lacks CAP_SYS_RESOURCE).
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = host
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin = [format!("CapEff: {bounding}"), "Seccomp: 0".to_owned()];
+    assert_eq!(logs("admin"), admin);
+    assert_eq!(exec("admin"), admin);
+}
