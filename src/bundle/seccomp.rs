@@ -374,7 +374,6 @@ const ALLOWED: &[&str] = &[
     "signalfd4",
     "sigprocmask",
     "sigreturn",
-    "socket",
     "socketcall",
     "socketpair",
     "splice",
@@ -428,8 +427,15 @@ const ALLOWED: &[&str] = &[
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
-    "kcmp",
-    "pidfd_getfd",
+    // Newer calls Docker's profile allows.
+    "getxattrat",
+    "listxattrat",
+    "removexattrat",
+    "setxattrat",
+    "listmount",
+    "statmount",
+    "modify_ldt",
+    "uretprobe",
 ];
 
 /// Opened by a capability the container holds.
@@ -465,7 +471,8 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
     (Capability::SysChroot, &["chroot"]),
     (Capability::SysModule, &["delete_module", "init_module", "finit_module"]),
     (Capability::SysPacct, &["acct"]),
-    (Capability::SysPtrace, &["process_madvise"]),
+    (Capability::SysPtrace, &["kcmp", "pidfd_getfd", "process_madvise"]),
+    (Capability::DacReadSearch, &["open_by_handle_at"]),
     (Capability::SysRawio, &["iopl", "ioperm"]),
     (
         Capability::SysTime,
@@ -517,6 +524,16 @@ pub fn default_profile(caps: &[Capability]) -> LinuxSeccomp {
         s.set_args(Some(vec![arg]));
         syscalls.push(s);
     }
+    // Any socket but AF_VSOCK (40), as Docker's.
+    let not_vsock = LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(40u64)
+        .op(LinuxSeccompOperator::ScmpCmpNe)
+        .build()
+        .expect("a complete seccomp argument");
+    let mut socket = rule(vec!["socket".into()], LinuxSeccompAction::ScmpActAllow);
+    socket.set_args(Some(vec![not_vsock]));
+    syscalls.push(socket);
     if !caps.contains(&Capability::SysAdmin) {
         // glibc tries clone3 first and falls back to clone on ENOSYS (not on EPERM).
         let s: LinuxSyscall = LinuxSyscallBuilder::default()
