@@ -221,7 +221,20 @@ fn drop_to(spec: &Spec, process: &Process) -> std::result::Result<(), (Errno, St
 }
 
 fn exec(process: &Process, args: &[String]) -> std::result::Result<Infallible, (Errno, String)> {
-    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        // As libcontainer does for init: the user's home from the image, else `/`.
+        let uid = process.user().uid().to_string();
+        let home = fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2] == uid).then(|| f[5].to_owned())
+            })
+            .unwrap_or_else(|| "/".to_owned());
+        env.push(format!("HOME={home}"));
+    }
     let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))

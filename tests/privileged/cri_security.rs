@@ -277,6 +277,11 @@ fn cri_security_context_holds_for_the_first_process_and_for_exec() {
     let plain = pod.start("plain", &["sleep", "300"], LinuxContainerSecurityContext::default());
     let (_, out, _) = pod.exec(&plain, &["grep", "-E", "^(CapEff|Seccomp):", "/proc/self/status"]);
     assert_eq!(status_fields(&out), ["CapEff: 00000000a80425fb", "Seccomp: 0"], "{out}");
+    let (_, home, _) = pod.exec(&plain, &["sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        home, "/root\n",
+        "HOME from the image's passwd, as the container's init has it"
+    );
     pod.stop();
 }
 
