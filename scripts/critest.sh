@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs critest (cri-tools' validation suite) against `kboot cri serve`, as root, isolated:
-# the server, a Debian docker-registry on 127.0.0.1:5000 and the pods' CNI bridge all live in
+# the server, critest, a Debian docker-registry on 127.0.0.1:5000 and the pods' CNI bridge live in
 # a network namespace this script creates, so no real network is touched. The images critest
 # needs are rebuilt with rootfs-tools, pushed under their original names and reached through
 # kboot's mirror rules (registries.toml).
@@ -19,7 +19,7 @@ OUT=${OUT:-$(mktemp -d /tmp/kboot-critest.XXXXXX)}
 # Defaults: the run docs/cri.md reports. Skipped: what the host lacks (AppArmor, SELinux), the
 # upstream-digest image, and features not implemented yet.
 FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runtime|Security Context|Multiple Containers|Networking|Container Mount|Container OOM|Streaming'}
-SKIP=${SKIP:-'public image with digest|support attach|AppArmor|SELinux|UserNamespaces|sysctls|SeccompProfile|SupplementalGroupsPolicy'}
+SKIP=${SKIP:-'public image with digest|support attach|AppArmor|SELinux|UserNamespaces'}
 
 cargo build --quiet --bin kboot && cargo build --quiet -p rootfs-tools
 KBOOT=$PWD/target/debug/kboot
@@ -59,39 +59,7 @@ registry_pid=$!
 for _ in $(seq 50); do in_ns bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null && break; sleep 0.1; done
 
 # --- images -------------------------------------------------------------------------------
-stage="$OUT/busybox-rootfs"
-mkdir -p "$stage/bin" "$stage/etc" "$stage/tmp" "$stage/var/run"
-cp /bin/busybox "$stage/bin/busybox"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$stage/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\ndefault-user:x:1000:50000::/:/bin/sh\n' > "$stage/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\nwww-data:x:33:\ngroup-defined-in-image:x:50000:default-user\n' > "$stage/etc/group"
-chmod 1777 "$stage/tmp"
-# A page for the web-server images (critest checks only for HTTP 200 at /).
-mkdir -p "$stage/www"
-echo 'kboot critest web server' > "$stage/www/index.html"
-push() { # NAME (as pushed to the local registry) then extra rootfs-tools flags
-  local name=$1; shift
-  in_ns "$ROOTFS_TOOLS" build --add "$stage:/" "$@" -o "$OUT/layouts/${name//[\/:]/_}" --push "127.0.0.1:5000/$name" --insecure >/dev/null
-}
-E=e2e-test-images R=k8s-staging-cri-tools
-push "$E/busybox:1.29-2" --cmd top --env PATH=/bin
-# Upstream's httpd-foreground prints an AH00558 line naming httpd at start; critest's
-# "Multiple Containers ... container log" waits for "httpd" in the log. busybox httpd is silent.
-push "$E/httpd:2.4.39-4" --entrypoint=sh --entrypoint=-c \
-  --entrypoint='echo "AH00558: httpd: could not determine the server FQDN (kboot test stand-in)" >&2; exec httpd -f -p 80' --env PATH=/bin
-# nginx stand-ins: busybox httpd on the ports critest expects (80; 12003 for hostnet-nginx).
-push "$E/nginx:1.14-2" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=80 --entrypoint=-h --entrypoint=/www --env PATH=/bin
-push "$R/hostnet-nginx-amd64:latest" --entrypoint=httpd --entrypoint=-f --entrypoint=-p --entrypoint=12003 --entrypoint=-h --entrypoint=/www --env PATH=/bin
-for t in 1 2 3; do push "$R/test-image-tags:$t" --cmd top --env PATH=/bin --label kboot.test/marker=tags; done
-for i in 1 2 3; do push "$R/test-image-$i:latest" --cmd top --env PATH=/bin --label "kboot.test/marker=$i"; done
-push "$R/test-image-latest:latest" --cmd top --env PATH=/bin --label kboot.test/marker=latest
-push "$R/test-image-tag:test" --cmd top --env PATH=/bin --label kboot.test/marker=tag
-push "$R/test-image-tag:all" --cmd top --env PATH=/bin --label kboot.test/marker=tag
-push "$R/test-image-user-uid:latest" --cmd top --env PATH=/bin --user 1002
-push "$R/test-image-user-username:latest" --cmd top --env PATH=/bin --user www-data
-push "$R/test-image-user-uid-group:latest" --cmd top --env PATH=/bin --user 1003:1004
-push "$R/test-image-user-username-group:latest" --cmd top --env PATH=/bin --user www-data:1004
-push "$R/test-image-predefined-group:latest" --cmd top --env PATH=/bin --user 1000
+ROOTFS_TOOLS=$ROOTFS_TOOLS scripts/critest-images.sh "$holder_pid"
 
 cat > "$OUT/config/registries.toml" <<TOML
 [[registry]]
@@ -123,7 +91,8 @@ server_pid=$!
 for _ in $(seq 100); do [ -S "$OUT/state/cri.sock" ] && break; sleep 0.1; done
 endpoint="unix://$OUT/state/cri.sock"
 set +e
-# critest joins the namespace too: the streaming URLs kboot hands out are on its loopback.
+# critest itself runs in the namespace too: the streaming URLs kboot hands out are on its
+# loopback, and it fetches pod IPs and host ports and serves the port the HostNetwork spec looks for.
 nsenter --net=/proc/$holder_pid/ns/net -- "$CRI_TOOLS/critest" -runtime-endpoint "$endpoint" -image-endpoint "$endpoint" \
   -ginkgo.focus="$FOCUS" -ginkgo.skip="$SKIP" -ginkgo.no-color -ginkgo.timeout=40m "$@" > "$OUT/critest.log" 2>&1
 rc=$?

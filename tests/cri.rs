@@ -40,6 +40,7 @@ fn pod(name: &str, host_network: bool) -> cri::PodSandboxConfig {
                 namespace_options: Some(cri::NamespaceOption {
                     network: mode as i32,
                     pid: cri::NamespaceMode::Node as i32,
+                    ipc: cri::NamespaceMode::Node as i32,
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -10,6 +10,8 @@ mod cri;
 mod cri_client;
 #[path = "privileged/cri_grpc.rs"]
 mod cri_grpc;
+#[path = "privileged/cri_security.rs"]
+mod cri_security;
 #[path = "privileged/cri_streaming.rs"]
 mod cri_streaming;
 mod roles_privileged;

@@ -12,17 +12,21 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::plan::compose::parse_capability;
 use crate::plan::{Propagation, Service};
 
 mod mounts;
+pub mod seccomp;
+pub mod security;
 
 pub use mounts::{ensure_shared, prepare_volumes};
+pub use seccomp::SeccompProfile;
+pub use security::Security;
 
 /// The spec could not be built or written. Caller mistakes (a missing
 /// entrypoint, an unknown user) name the service and what to change.
@@ -52,6 +56,12 @@ pub enum BundleError {
         service: String,
         #[source]
         source: oci_spec::OciSpecError,
+    },
+    #[error("service `{service}`: {source}")]
+    Seccomp {
+        service: String,
+        #[source]
+        source: seccomp::SeccompError,
     },
     #[error("write {}", path.display())]
     Write {
@@ -189,39 +199,6 @@ fn device_node(path: PathBuf, typ: LinuxDeviceType, meta: &fs::Metadata) -> Opti
         .ok()
 }
 
-/// Docker's default capability set for unprivileged containers.
-const DEFAULT_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FSETID",
-    "FOWNER",
-    "MKNOD",
-    "NET_RAW",
-    "SETGID",
-    "SETUID",
-    "SETFCAP",
-    "SETPCAP",
-    "NET_BIND_SERVICE",
-    "SYS_CHROOT",
-    "KILL",
-    "AUDIT_WRITE",
-];
-
-/// Docker's masked and read-only paths for unprivileged containers.
-const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-];
-const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-
 /// Used when neither the image nor the service sets `PATH`.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -256,42 +233,26 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
             user: u.to_owned(),
         })?,
     };
-    let caps: Vec<Capability> = if svc.privileged || svc.cap_add.iter().any(|c| c == "ALL") {
-        host.bounding_caps.clone()
-    } else {
-        DEFAULT_CAPS
-            .iter()
-            .map(|s| s.to_string())
-            .chain(svc.cap_add.iter().cloned())
-            .filter_map(|c| parse_capability(&c))
-            .filter(|c| host.bounding_caps.contains(c))
-            .collect()
-    };
-    let capset: oci_spec::runtime::Capabilities = caps.iter().copied().collect();
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(capset.clone())
-        .effective(capset.clone())
-        .permitted(capset.clone())
-        .inheritable(capset.clone())
-        .ambient(capset)
-        .build()
-        .map_err(spec_err)?;
+    let caps = security::capability_set(svc.privileged, &svc.cap_add, &[], host);
+    let capabilities = security::capabilities(svc.privileged, &caps).map_err(spec_err)?;
     let cwd = svc
         .working_dir
         .clone()
         .or_else(|| req.image.working_dir.clone())
         .unwrap_or_else(|| "/".into());
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
         .env(env)
         .cwd(cwd)
         .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(spec_err)?)
         .capabilities(capabilities)
-        .no_new_privileges(false)
         .rlimits(Vec::new())
         .build()
         .map_err(spec_err)?;
+    // Unset, not `false`: with a seccomp profile, libcontainer then loads the filter while
+    // it still holds CAP_SYS_ADMIN (with `false` it would try after dropping it: EACCES).
+    process.set_no_new_privileges(None);
 
     let mut namespaces = vec![
         LinuxNamespaceType::Mount,
@@ -380,8 +341,15 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
             .readonly_paths(Vec::<String>::new());
     } else {
         linux = linux
-            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            .masked_paths(security::MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(
+                security::READONLY_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            // Compose has no `security_opt`: every unprivileged service gets the default profile.
+            .seccomp(seccomp::default_profile(&caps));
     }
     if shared {
         // libcontainer 0.7 ignores per-mount `rshared`; only a shared rootfs
@@ -624,6 +592,29 @@ fn resolve_user(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
         },
     };
     Some((uid, gid))
+}
+
+/// The groups the image's `/etc/group` lists the user with `uid` as a member of (by the
+/// name `/etc/passwd` gives that uid), in file order: what containerd adds as supplementary
+/// groups under the `Merge` policy.
+pub fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let Some(name) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[0].to_owned())
+    }) else {
+        return Vec::new();
+    };
+    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name))
+                .then(|| f[2].parse().ok())
+                .flatten()
+        })
+        .collect()
 }
 
 /// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.

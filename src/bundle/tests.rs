@@ -281,3 +281,110 @@ fn host_devices_lists_nodes_but_not_libcontainer_defaults() {
     assert!(devs.iter().all(|d| d.path() != Path::new("/dev/null")));
     assert!(devs.iter().all(|d| !d.path().starts_with("/dev/pts")));
 }
+
+#[test]
+fn bundle_unprivileged_gets_default_seccomp_privileged_none() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let sc = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+    assert_eq!(sc.default_action(), oci_spec::runtime::LinuxSeccompAction::ScmpActErrno);
+    // Set, libcontainer would load the filter after dropping CAP_SYS_ADMIN and fail.
+    assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), None);
+    let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+    assert!(caps.ambient().as_ref().is_none_or(|a| a.is_empty()));
+    s.privileged = true;
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+}
+
+fn caps_of(add: &[&str], drop: &[&str]) -> Vec<Capability> {
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    security::capability_set(false, &v(add), &v(drop), &host())
+}
+
+#[test]
+fn security_capabilities_follow_containerd_add_drop_rules() {
+    let default = caps_of(&[], &[]);
+    assert_eq!(default.len(), security::DEFAULT_CAPS.len());
+    assert!(default.contains(&Capability::NetRaw));
+    assert!(!caps_of(&[], &["NET_RAW"]).contains(&Capability::NetRaw));
+    assert!(caps_of(&[], &["ALL"]).is_empty());
+    assert_eq!(caps_of(&[], &["ALL"]).len(), 0);
+    assert_eq!(caps_of(&["SYS_ADMIN"], &["ALL"]), vec![Capability::SysAdmin]);
+    let all_but_chown = caps_of(&["ALL"], &["CHOWN"]);
+    assert_eq!(all_but_chown.len(), 39);
+    assert!(!all_but_chown.contains(&Capability::Chown));
+    // Not in the host's bounding set: never asked for, whatever the request says.
+    assert!(!caps_of(&["SYS_RESOURCE"], &[]).contains(&Capability::SysResource));
+}
+
+#[test]
+fn security_apply_sets_paths_nnp_groups_seccomp_and_readonly_root() {
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    let base = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let mut spec = base.clone();
+    let sec = Security {
+        cap_drop: vec!["ALL".into()],
+        masked_paths: vec!["/bin/ls".into()],
+        readonly_paths: vec!["/tmp".into()],
+        no_new_privileges: true,
+        seccomp: SeccompProfile::Unconfined,
+        additional_gids: vec![1234, 5678],
+        readonly_rootfs: true,
+        ..Default::default()
+    };
+    security::apply(&mut spec, &sec, &host(), "t").unwrap();
+    let p = spec.process().as_ref().unwrap();
+    assert_eq!(p.no_new_privileges(), Some(true));
+    assert_eq!(p.user().additional_gids().as_deref(), Some(&[1234, 5678][..]));
+    assert!(p
+        .capabilities()
+        .as_ref()
+        .unwrap()
+        .bounding()
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    let linux = spec.linux().as_ref().unwrap();
+    assert_eq!(linux.masked_paths().as_deref(), Some(&["/bin/ls".to_string()][..]));
+    assert_eq!(linux.readonly_paths().as_deref(), Some(&["/tmp".to_string()][..]));
+    assert!(linux.seccomp().is_none());
+    assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+
+    // Empty lists keep the defaults; privileged clears them and ignores any profile.
+    let mut spec = base.clone();
+    security::apply(&mut spec, &Security::default(), &host(), "t").unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux
+        .masked_paths()
+        .as_ref()
+        .unwrap()
+        .contains(&"/proc/kcore".to_string()));
+    assert!(linux.seccomp().is_some());
+    let mut spec = base;
+    let privileged = Security {
+        privileged: true,
+        seccomp: SeccompProfile::Localhost("/nonexistent".into()),
+        ..Default::default()
+    };
+    security::apply(&mut spec, &privileged, &host(), "t").unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux.masked_paths().as_ref().unwrap().is_empty() && linux.seccomp().is_none());
+}
+
+#[test]
+fn image_groups_lists_the_groups_naming_the_user() {
+    let r = rootfs();
+    fs::write(
+        r.path().join("etc/group"),
+        "root:x:0:\netcd:x:997:\nkvm:x:105:etcd\nwheel:x:10:root,etcd\n",
+    )
+    .unwrap();
+    assert_eq!(image_groups(r.path(), 998), vec![105, 10]);
+    assert_eq!(image_groups(r.path(), 0), vec![10]);
+    assert!(image_groups(r.path(), 4242).is_empty());
+}

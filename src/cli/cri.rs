@@ -18,6 +18,9 @@ pub struct CriArgs {
 pub enum CriCommand {
     /// Serve RuntimeService and ImageService on the CRI socket (`<state>/cri.sock`).
     Serve(ServeArgs),
+    /// Internal: start the init of a new PID namespace for a pod; prints its PID.
+    #[command(hide = true)]
+    PodHolder,
 }
 
 #[derive(Debug, Args)]
@@ -31,7 +34,15 @@ pub struct ServeArgs {
 }
 
 pub fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<ExitCode> {
-    let CriCommand::Serve(serve) = args.command;
+    let serve = match args.command {
+        CriCommand::Serve(serve) => serve,
+        CriCommand::PodHolder => {
+            let pid = crate::cri::holder::spawn_in_new_pid_namespace()
+                .map_err(|e| anyhow::anyhow!("start a PID namespace holder: {e}"))?;
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{pid}\n").as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let config = CriConfig {
         paths: ctx.paths.clone(),
         cni: CniDirs {

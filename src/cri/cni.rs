@@ -45,6 +45,9 @@ pub(crate) struct Attachment<'a> {
     pub pod_name: &'a str,
     pub pod_namespace: &'a str,
     pub pod_uid: &'a str,
+    /// The pod's port mappings in CNI's `runtimeConfig.portMappings` shape, given to
+    /// plugins that declare the `portMappings` capability (the portmap plugin).
+    pub port_mappings: Vec<Value>,
 }
 
 impl CniDirs {
@@ -119,7 +122,7 @@ impl CniDirs {
         }
         let mut prev: Option<Value> = None;
         for plugin in &net.plugins {
-            let conf = plugin_conf(net, plugin, prev.as_ref());
+            let conf = plugin_conf(net, plugin, prev.as_ref(), at);
             prev = Some(self.exec("ADD", &conf, at, "eth0").await?);
         }
         Ok(prev.unwrap_or(Value::Null))
@@ -134,7 +137,7 @@ impl CniDirs {
             return Ok(());
         }
         for plugin in &net.plugins {
-            self.exec("CHECK", &plugin_conf(net, plugin, Some(result)), at, "eth0")
+            self.exec("CHECK", &plugin_conf(net, plugin, Some(result), at), at, "eth0")
                 .await?;
         }
         Ok(())
@@ -144,7 +147,8 @@ impl CniDirs {
     /// attachment as success, so DEL is idempotent.
     pub(crate) async fn del(&self, net: &Network, at: &Attachment<'_>, result: Option<&Value>) -> Result<()> {
         for plugin in net.plugins.iter().rev() {
-            self.exec("DEL", &plugin_conf(net, plugin, result), at, "eth0").await?;
+            self.exec("DEL", &plugin_conf(net, plugin, result, at), at, "eth0")
+                .await?;
         }
         Ok(())
     }
@@ -212,10 +216,13 @@ impl CniDirs {
 
 /// A plugin's stdin: its own configuration plus the network's name and version and the
 /// previous result.
-fn plugin_conf(net: &Network, plugin: &Value, prev: Option<&Value>) -> Value {
+fn plugin_conf(net: &Network, plugin: &Value, prev: Option<&Value>, at: &Attachment<'_>) -> Value {
     let mut conf = plugin.clone();
     conf["name"] = json!(net.name);
     conf["cniVersion"] = json!(net.cni_version);
+    if plugin["capabilities"]["portMappings"] == json!(true) && !at.port_mappings.is_empty() {
+        conf["runtimeConfig"]["portMappings"] = json!(at.port_mappings);
+    }
     if let Some(prev) = prev.filter(|p| !p.is_null()) {
         conf["prevResult"] = prev.clone();
     }

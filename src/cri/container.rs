@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
-use crate::bundle::{build_spec, write_config, BundleRequest, Host};
+use crate::bundle::{build_spec, image_groups, security, write_config, BundleRequest, Host, SeccompProfile, Security};
 use crate::plan::{Device, Propagation, Service, Volume};
 use crate::shim::record::{read_json, ExitRecord, ShimRecord};
 use crate::shim::{exit_record_path, shim_record_path};
@@ -44,6 +44,17 @@ pub(crate) struct ContainerRecord {
     /// The container's cgroup path (cgroupfs), for stats.
     #[serde(default)]
     pub cgroup: String,
+    /// The identity its first process runs as (reported in `ContainerStatus.user`).
+    #[serde(default)]
+    pub user: Option<RunUser>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The primary gid first, then the supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +148,13 @@ impl CriContainer {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+            user: self.record.user.as_ref().map(|u| kboot_cri::v1::ContainerUser {
+                linux: Some(kboot_cri::v1::LinuxContainerUser {
+                    uid: i64::from(u.uid),
+                    gid: i64::from(u.gid),
+                    supplemental_groups: u.groups.iter().map(|g| i64::from(*g)).collect(),
+                }),
+            }),
             ..Default::default()
         };
         match phase {
@@ -276,6 +294,12 @@ pub(crate) fn service_of(paths: &Paths, id: &str, image: &str, c: &ContainerConf
     let sc = linux.security_context.clone().unwrap_or_default();
     let res = linux.resources.clone().unwrap_or_default();
     let ns = sc.namespace_options.clone().unwrap_or_default();
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        // containerd's rule: a group alone would silently run as the image's user.
+        return Err(CriError::InvalidArgument(
+            "security_context.run_as_group needs run_as_user or run_as_username".into(),
+        ));
+    }
     let user = match (&sc.run_as_user, sc.run_as_username.as_str(), &sc.run_as_group) {
         (Some(uid), _, Some(gid)) => Some(format!("{}:{}", uid.value, gid.value)),
         (Some(uid), _, None) => Some(uid.value.to_string()),
@@ -392,7 +416,10 @@ pub(crate) fn prepare(
         &host,
     )
     .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
-    adapt_spec(&mut spec, config, pod);
+    adapt_spec(&mut spec, paths, config, pod)?;
+    let user = run_user(&spec, &prepared.rootfs, config);
+    security::apply(&mut spec, &security_of(config, &user), &host, id)
+        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
     let bundle = crate::supervisor::records::bundle_dir(paths, id);
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
     write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
@@ -407,36 +434,215 @@ pub(crate) fn prepare(
         image_id: image.1,
         created_at: super::now_nanos(),
         log_path,
+        user: Some(user),
     })
 }
 
-/// What the Compose-shaped service cannot say: join the pod's pinned network namespace,
-/// the pod's hostname, a read-only root.
-fn adapt_spec(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig, pod: &Sandbox) {
-    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
-    if let (Some(netns), Some(linux)) = (pod.state.netns.as_ref(), spec.linux_mut().as_mut()) {
+/// The security context in spec terms (see `bundle::security` for the defaults).
+fn security_of(c: &ContainerConfig, user: &RunUser) -> Security {
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let names = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
+            .collect()
+    };
+    Security {
+        privileged: sc.privileged,
+        cap_add: names(&caps.add_capabilities),
+        cap_drop: names(&caps.drop_capabilities),
+        masked_paths: sc.masked_paths.clone(),
+        readonly_paths: sc.readonly_paths.clone(),
+        no_new_privileges: sc.no_new_privs,
+        seccomp: seccomp_of(&sc),
+        // The primary gid is implied; libcontainer sets the list as given.
+        additional_gids: user.groups.clone(),
+        readonly_rootfs: sc.readonly_rootfs,
+    }
+}
+
+/// CRI's profile: the `seccomp` field, else the deprecated path string; neither means
+/// unconfined (what the kubelet's `Unconfined` and an absent profile both send).
+fn seccomp_of(sc: &kboot_cri::v1::LinuxContainerSecurityContext) -> SeccompProfile {
+    use kboot_cri::v1::security_profile::ProfileType;
+    if let Some(p) = &sc.seccomp {
+        return match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => SeccompProfile::RuntimeDefault,
+            Ok(ProfileType::Localhost) => SeccompProfile::Localhost(p.localhost_ref.clone().into()),
+            _ => SeccompProfile::Unconfined,
+        };
+    }
+    // Deprecated, but what kubelets before v1.19 send.
+    #[allow(deprecated)]
+    let path = sc.seccomp_profile_path.as_str();
+    match path {
+        "runtime/default" | "docker/default" => SeccompProfile::RuntimeDefault,
+        p if p.starts_with("localhost/") => SeccompProfile::Localhost(p["localhost/".len()..].into()),
+        _ => SeccompProfile::Unconfined,
+    }
+}
+
+/// Who the container runs as: the spec's uid and gid (resolved from the request or the
+/// image), then as containerd: the primary gid, the image's groups naming the user (unless
+/// the policy is `Strict`) and the request's supplemental groups, without repeats.
+fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) -> RunUser {
+    use kboot_cri::v1::SupplementalGroupsPolicy;
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let (uid, gid) = spec
+        .process()
+        .as_ref()
+        .map_or((0, 0), |p| (p.user().uid(), p.user().gid()));
+    let strict = sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32;
+    let image = if strict { Vec::new() } else { image_groups(rootfs, uid) };
+    let requested = sc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok());
+    let mut groups = vec![gid];
+    for g in image.into_iter().chain(requested) {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    RunUser { uid, gid, groups }
+}
+
+/// What the Compose-shaped service cannot say: the pod's namespaces (its pinned network
+/// and IPC namespaces, its shared PID namespace or a target container's) and hostname.
+fn adapt_spec(
+    spec: &mut oci_spec::runtime::Spec,
+    paths: &Paths,
+    config: &ContainerConfig,
+    pod: &Sandbox,
+) -> Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    let own = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let pod_ns = pod.namespace_options();
+    let node = NamespaceMode::Node as i32;
+    let ipc = if pod_ns.ipc == node || own.ipc == node {
+        Join::Host
+    } else {
+        pod.state.ipcns.clone().map_or(Join::New, Join::Path)
+    };
+    let pid = match NamespaceMode::try_from(own.pid) {
+        // Host PID is already a service-level setting (no namespace in the spec).
+        Ok(NamespaceMode::Node) => Join::Keep,
+        Ok(NamespaceMode::Target) => {
+            let init = crate::shim::running(paths, &own.target_id)
+                .and_then(|r| r.init_pid)
+                .ok_or_else(|| {
+                    CriError::FailedPrecondition(format!(
+                        "target container {:?} of the PID namespace is not running",
+                        own.target_id
+                    ))
+                })?;
+            Join::Path(format!("/proc/{init}/ns/pid").into())
+        }
+        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match &pod.state.pid_holder {
+            Some(h) if h.alive() => Join::Path(h.pid_namespace()),
+            Some(_) => {
+                return Err(CriError::FailedPrecondition(format!(
+                    "the PID namespace of pod {} is gone; recreate the pod",
+                    pod.id
+                )))
+            }
+            // The pod does not share one (kubelet's default): a namespace of its own.
+            None => Join::New,
+        },
+        _ => Join::Keep,
+    };
+    let net = pod.state.netns.clone().map_or(Join::Keep, Join::Path);
+    recursive_read_only(spec, config)?;
+    if let Some(linux) = spec.linux_mut().as_mut() {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
-        if let Ok(ns) = LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .path(netns.clone())
-            .build()
-        {
-            namespaces.push(ns);
+        for (typ, how) in [(Ns::Network, net), (Ns::Ipc, ipc), (Ns::Pid, pid)] {
+            how.apply(&mut namespaces, typ);
         }
         linux.set_namespaces(Some(namespaces));
     }
     if !pod.config.hostname.is_empty() && !pod.host_network() {
         spec.set_hostname(Some(pod.config.hostname.clone()));
     }
-    let readonly = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .is_some_and(|s| s.readonly_rootfs);
-    if readonly {
-        if let Some(root) = spec.root_mut().as_mut() {
-            root.set_readonly(Some(true));
+    // The pod's sysctls, set in each container (they name namespaced settings the
+    // containers share, so setting them again is idempotent); the kubelet vets them.
+    let sysctls = pod.config.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default();
+    if let (false, Some(linux)) = (sysctls.is_empty(), spec.linux_mut().as_mut()) {
+        linux.set_sysctl(Some(sysctls));
+    }
+    Ok(())
+}
+
+/// `recursive_read_only` mounts get libcontainer's `rro` option (mount_setattr with
+/// AT_RECURSIVE: submounts are read-only too). As containerd, only read-only private mounts
+/// may ask for it.
+fn recursive_read_only(spec: &mut oci_spec::runtime::Spec, config: &ContainerConfig) -> Result<()> {
+    for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
+        if !m.readonly {
+            return Err(CriError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs readonly",
+                m.container_path
+            )));
+        }
+        if m.propagation != MountPropagation::PropagationPrivate as i32 {
+            return Err(CriError::InvalidArgument(format!(
+                "mount {}: recursive_read_only needs private propagation",
+                m.container_path
+            )));
+        }
+        let target = Path::new(&m.container_path);
+        for mount in spec.mounts_mut().iter_mut().flatten() {
+            if mount.destination() == target {
+                let mut options = mount.options().clone().unwrap_or_default();
+                options.push("rro".into());
+                mount.set_options(Some(options));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a container gets one kind of namespace.
+enum Join {
+    /// As `build_spec` decided.
+    Keep,
+    /// The host's: no namespace of that kind in the spec.
+    Host,
+    /// A new one.
+    New,
+    /// An existing one (a pinned file or `/proc/<pid>/ns/<kind>`).
+    Path(PathBuf),
+}
+
+impl Join {
+    fn apply(
+        self,
+        namespaces: &mut Vec<oci_spec::runtime::LinuxNamespace>,
+        typ: oci_spec::runtime::LinuxNamespaceType,
+    ) {
+        use oci_spec::runtime::LinuxNamespaceBuilder;
+        let path = match self {
+            Join::Keep => return,
+            Join::Host => None,
+            Join::New => Some(None),
+            Join::Path(p) => Some(Some(p)),
+        };
+        namespaces.retain(|n| n.typ() != typ);
+        if let Some(path) = path {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            namespaces.extend(b.build().ok());
         }
     }
 }
@@ -631,7 +837,8 @@ pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     }
 }
 
-/// Runs `cmd` in the container's namespaces and root (nsenter), collecting its output.
+/// Runs `cmd` in the container as its own processes run (`kboot exec`: namespaces,
+/// cgroups, user and groups, capabilities, no-new-privileges, seccomp), collecting its output.
 pub(crate) async fn exec_sync(
     paths: &Paths,
     c: &CriContainer,
@@ -643,31 +850,47 @@ pub(crate) async fn exec_sync(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        // nsenter forks to enter the PID namespace: killing it alone would leave the command
-        // running, so the whole group goes on a timeout.
+        // Its own group, so a command that ignores SIGTERM can be killed with all it started.
         .process_group(0)
         .kill_on_drop(true);
-    let child = command
+    let mut child = command
         .spawn()
-        .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
-    let group = child.id().and_then(|p| i32::try_from(p).ok());
-    let run = child.wait_with_output();
-    let out = if timeout.is_zero() {
-        run.await
+        .map_err(CriError::io("run kboot exec for", format!("/proc/{pid}")))?;
+    let exec_pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let stdout = tokio::spawn(read_all(child.stdout.take()));
+    let stderr = tokio::spawn(read_all(child.stderr.take()));
+    let io_err = CriError::io("run kboot exec for", format!("/proc/{pid}"));
+    let status = if timeout.is_zero() {
+        child.wait().await.map_err(io_err)?
     } else {
-        match tokio::time::timeout(timeout, run).await {
-            Ok(out) => out,
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.map_err(io_err)?,
             Err(_) => {
-                if let Some(g) = group {
-                    let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                // `kboot exec` passes SIGTERM to the command and returns once it has reaped
+                // it, so nothing of the command is left when the caller hears of the timeout.
+                if let Some(p) = exec_pid {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+                }
+                if tokio::time::timeout(Duration::from_secs(2), child.wait())
+                    .await
+                    .is_err()
+                {
+                    if let Some(g) = exec_pid {
+                        let _ = nix::sys::signal::killpg(Pid::from_raw(g), Signal::SIGKILL);
+                    }
+                    let _ = child.wait().await;
                 }
                 return Err(CriError::DeadlineExceeded(format!(
                     "command {cmd:?} timed out after {timeout:?}"
                 )));
             }
         }
-    }
-    .map_err(CriError::io("run nsenter for", format!("/proc/{pid}")))?;
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.await.unwrap_or_default(),
+        stderr: stderr.await.unwrap_or_default(),
+    };
     Ok((out.stdout, out.stderr, exit_code(&out.status)))
 }
 
@@ -678,9 +901,10 @@ pub(crate) fn exit_code(status: &std::process::ExitStatus) -> i32 {
         .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(status).unwrap_or(0))
 }
 
-/// A command running `cmd` in the running container `c` (nsenter): its namespaces, root,
-/// working directory, user, group, environment and cgroups. The caller sets stdio. Returns
-/// it with the container's init PID.
+/// A command running `cmd` in the running container `c` through `kboot exec`: the container's
+/// namespaces, root, cgroups, user and groups, capabilities, no-new-privileges and seccomp
+/// filter (see `shim::exec`). `kboot exec` passes SIGTERM, SIGINT, SIGHUP and SIGQUIT on to
+/// the command. The caller sets stdio. Returns it with the container's init PID.
 pub(crate) fn enter_command(paths: &Paths, c: &CriContainer, cmd: &[String]) -> Result<(tokio::process::Command, i32)> {
     let Phase::Running(rec) = c.phase(paths) else {
         return Err(CriError::FailedPrecondition(format!(
@@ -689,77 +913,132 @@ pub(crate) fn enter_command(paths: &Paths, c: &CriContainer, cmd: &[String]) -> 
         )));
     };
     let init = rec.init_pid.unwrap_or_default();
-    let pid = init.to_string();
     if cmd.is_empty() {
         return Err(CriError::InvalidArgument("exec needs a command".into()));
     }
-    let env: Vec<String> = fs::read_to_string(format!("/proc/{pid}/environ"))
-        .map(|e| e.split('\0').filter(|s| s.contains('=')).map(str::to_owned).collect())
-        .unwrap_or_default();
-    // The init's user and group, so a probe runs as the container does.
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let id_of = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("0")
-            .to_owned()
-    };
-    let (uid, gid) = (id_of("Uid:"), id_of("Gid:"));
-    let procs = cgroup_procs_files(init);
-    let mut command = tokio::process::Command::new("/usr/bin/nsenter");
+    let mut command = tokio::process::Command::new("/proc/self/exe");
     command
-        .args([
-            "--target", &pid, "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
-        ])
-        .args(["--setuid", &uid, "--setgid", &gid, "--"])
+        .arg("--root")
+        .arg(paths.root())
+        .arg("--state")
+        .arg(paths.state())
+        .arg("--config")
+        .arg(paths.config())
+        .args(["exec", &c.id, "--"])
         .args(cmd)
-        .env_clear()
-        .envs(env.iter().filter_map(|e| e.split_once('=')));
-    // SAFETY: the closure only calls open/write/close on paths prepared before the fork,
-    // which are async-signal-safe, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // Joins the container's cgroups, so the command is accounted and limited with
-            // it ("0" names the writing process). Best effort: a cgroup gone meanwhile is
-            // not a reason to refuse the command.
-            for file in &procs {
-                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd >= 0 {
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                }
-            }
-            Ok(())
-        });
-    }
+        .env("KBOOT_LOG", "error,libcontainer=off,libcgroups=off");
     Ok((command, init))
 }
 
-/// The `cgroup.procs` files of every cgroup process `pid` is in (v1 hierarchies and v2).
-fn cgroup_procs_files(pid: i32) -> Vec<std::ffi::CString> {
-    let root = Path::new("/sys/fs/cgroup");
-    let v2_root = if root.join("cgroup.controllers").exists() {
-        root.to_path_buf()
-    } else {
-        root.join("unified")
-    };
-    fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.splitn(3, ':');
-            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-            let dir = if controllers.is_empty() {
-                v2_root.clone()
+/// Everything a pipe yields until its end (nothing when there is no pipe).
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kboot_cri::v1::security_profile::ProfileType;
+    use kboot_cri::v1::{Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, SecurityProfile};
+
+    fn config(sc: LinuxContainerSecurityContext) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn run_as_group_without_a_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pod = Sandbox {
+            id: "p".into(),
+            config: Default::default(),
+            state: Default::default(),
+        };
+        let c = config(LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 1002 }),
+            ..Default::default()
+        });
+        let err = service_of(&Paths::under(tmp.path()), "c", "img", &c, &pod).unwrap_err();
+        assert!(matches!(err, CriError::InvalidArgument(m) if m.contains("run_as_group")));
+        let named = config(LinuxContainerSecurityContext {
+            run_as_group: Some(Int64Value { value: 1002 }),
+            run_as_username: "www-data".into(),
+            ..Default::default()
+        });
+        let svc = service_of(&Paths::under(tmp.path()), "c", "img", &named, &pod).unwrap();
+        assert_eq!(svc.user.as_deref(), Some("www-data:1002"));
+    }
+
+    #[test]
+    fn seccomp_profile_comes_from_the_field_then_the_deprecated_path() {
+        let with = |profile_type: ProfileType, r: &str| LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: profile_type as i32,
+                localhost_ref: r.into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            seccomp_of(&with(ProfileType::RuntimeDefault, "")),
+            SeccompProfile::RuntimeDefault
+        );
+        assert_eq!(
+            seccomp_of(&with(ProfileType::Localhost, "/p.json")),
+            SeccompProfile::Localhost("/p.json".into())
+        );
+        assert_eq!(
+            seccomp_of(&with(ProfileType::Unconfined, "")),
+            SeccompProfile::Unconfined
+        );
+        assert_eq!(
+            seccomp_of(&LinuxContainerSecurityContext::default()),
+            SeccompProfile::Unconfined
+        );
+        #[allow(deprecated)]
+        let old = LinuxContainerSecurityContext {
+            seccomp_profile_path: "localhost//etc/p.json".into(),
+            ..Default::default()
+        };
+        assert_eq!(seccomp_of(&old), SeccompProfile::Localhost("/etc/p.json".into()));
+    }
+
+    #[test]
+    fn groups_merge_the_image_groups_unless_strict() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        fs::write(tmp.path().join("etc/passwd"), "u:x:1000:1000::/:/bin/sh\n").unwrap();
+        fs::write(tmp.path().join("etc/group"), "u:x:1000:\nextra:x:50000:u\n").unwrap();
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut process = spec.process().clone().unwrap();
+        let mut user = process.user().clone();
+        user.set_uid(1000);
+        user.set_gid(1000);
+        process.set_user(user);
+        spec.set_process(Some(process));
+        let sc = |strict: bool| LinuxContainerSecurityContext {
+            supplemental_groups: vec![1234, 1000],
+            supplemental_groups_policy: if strict {
+                kboot_cri::v1::SupplementalGroupsPolicy::Strict as i32
             } else {
-                root.join(controllers.trim_start_matches("name="))
-            };
-            let file = dir.join(path.trim_start_matches('/')).join("cgroup.procs");
-            file.exists()
-                .then(|| std::ffi::CString::new(file.into_os_string().into_encoded_bytes()).ok())
-                .flatten()
-        })
-        .collect()
+                0
+            },
+            ..Default::default()
+        };
+        let merge = run_user(&spec, tmp.path(), &config(sc(false)));
+        assert_eq!(
+            (merge.uid, merge.gid, merge.groups),
+            (1000, 1000, vec![1000, 50000, 1234])
+        );
+        let strict = run_user(&spec, tmp.path(), &config(sc(true)));
+        assert_eq!(strict.groups, vec![1000, 1234]);
+    }
 }

@@ -58,7 +58,7 @@ pub enum CriError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("network namespace for sandbox {id}: {step}")]
+    #[error("namespaces of sandbox {id}: {step}")]
     Netns {
         id: String,
         step: &'static str,

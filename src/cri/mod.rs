@@ -7,6 +7,7 @@
 mod cni;
 mod container;
 mod error;
+pub mod holder;
 mod image;
 mod netns;
 mod resources;
@@ -161,8 +162,8 @@ impl Cri {
     fn open(config: CriConfig) -> Self {
         let mut sandboxes = BTreeMap::new();
         for mut s in Sandbox::load_all(&config.paths) {
-            if s.state.ready && s.state.netns.as_deref().is_some_and(|p| !netns::is_pinned(p)) {
-                tracing::warn!(sandbox = %s.id, "network namespace gone; marking the sandbox not ready");
+            if s.state.ready && !s.namespaces_intact() {
+                tracing::warn!(sandbox = %s.id, "a pod namespace is gone; marking the sandbox not ready");
                 s.state.ready = false;
             }
             sandboxes.insert(s.id.clone(), s);
@@ -254,6 +255,21 @@ impl Cri {
             pod_name: m.map_or("", |m| &m.name),
             pod_namespace: m.map_or("", |m| &m.namespace),
             pod_uid: m.map_or("", |m| &m.uid),
+            port_mappings: s
+                .config
+                .port_mappings
+                .iter()
+                .filter(|p| p.host_port > 0)
+                .map(|p| {
+                    let protocol = match kboot_cri::v1::Protocol::try_from(p.protocol) {
+                        Ok(kboot_cri::v1::Protocol::Udp) => "udp",
+                        Ok(kboot_cri::v1::Protocol::Sctp) => "sctp",
+                        _ => "tcp",
+                    };
+                    serde_json::json!({"hostPort": p.host_port, "containerPort": p.container_port,
+                                       "protocol": protocol, "hostIP": p.host_ip})
+                })
+                .collect(),
         }
     }
 
@@ -313,10 +329,12 @@ impl Cri {
             }
             s.state.netns = Some(path);
         }
-        if let Err(e) = s
-            .save(&self.config.paths)
-            .and_then(|()| s.write_resolv_conf(&self.config.paths))
-        {
+        let held = self.hold_namespaces(&mut s).await;
+        if let Err(e) = held.and_then(|()| {
+            s.save(&self.config.paths)
+                .and_then(|()| s.write_resolv_conf(&self.config.paths))
+        }) {
+            Self::release_namespaces(&mut s);
             let cidr = inner.pod_cidr.clone();
             let _ = self.teardown_network(&mut s, &cidr).await;
             return Err(e);
@@ -324,6 +342,34 @@ impl Cri {
         tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace, host_network = s.host_network(), ips = ?s.state.ips, "sandbox ready");
         inner.sandboxes.insert(id.clone(), s);
         Ok(id)
+    }
+
+    /// The pod's shared IPC namespace (pinned, unless hostIPC) and PID namespace (a holder
+    /// process, only when the pod asks for one: the kubelet's `shareProcessNamespace`).
+    async fn hold_namespaces(&self, s: &mut Sandbox) -> Result<()> {
+        use kboot_cri::v1::NamespaceMode;
+        let ns = s.namespace_options();
+        if ns.ipc != NamespaceMode::Node as i32 {
+            let path = self.config.paths.ipcns(&s.id);
+            netns::pin_ipc(&s.id, &path)?;
+            s.state.ipcns = Some(path);
+        }
+        if ns.pid == NamespaceMode::Pod as i32 {
+            s.state.pid_holder = Some(holder::start(&self.config.paths, &s.id).await?);
+        }
+        Ok(())
+    }
+
+    /// Ends the PID namespace holder and unpins the IPC namespace (both idempotent).
+    fn release_namespaces(s: &mut Sandbox) {
+        if let Some(h) = s.state.pid_holder.take() {
+            h.stop();
+        }
+        if let Some(path) = s.state.ipcns.take() {
+            if let Err(e) = netns::unpin(&s.id, &path) {
+                tracing::warn!(sandbox = %s.id, error = %e, "could not release the IPC namespace");
+            }
+        }
     }
 
     /// CNI DEL and unpin. DEL failures are returned: the kubelet retries StopPodSandbox.
@@ -376,6 +422,7 @@ impl Cri {
         }
         let cidr = inner.pod_cidr.clone();
         self.teardown_network(&mut s, &cidr).await?;
+        Self::release_namespaces(&mut s);
         s.state.ready = false;
         s.save(&self.config.paths)?;
         tracing::info!(sandbox = %s.id, "sandbox stopped");
@@ -387,7 +434,7 @@ impl Cri {
         let ready = {
             let inner = self.inner.lock().await;
             match Self::resolve_sandbox(&inner, id) {
-                Ok(s) => s.state.ready || s.state.netns.is_some(),
+                Ok(s) => s.state.ready || s.holds_namespaces(),
                 // Removing a sandbox that is already gone succeeds (the kubelet retries).
                 Err(CriError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
@@ -553,8 +600,12 @@ mod tests {
             labels: [("app".to_string(), name.to_string())].into(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
+                    // Host namespaces only: nothing to pin, no holder to start (and no root
+                    // needed), so these tests exercise the records alone.
                     namespace_options: Some(NamespaceOption {
                         network: NamespaceMode::Node as i32,
+                        pid: NamespaceMode::Node as i32,
+                        ipc: NamespaceMode::Node as i32,
                         ..Default::default()
                     }),
                     ..Default::default()

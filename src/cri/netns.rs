@@ -1,6 +1,6 @@
-//! Pinned network namespaces: a pod's network lives in a namespace that no process holds,
-//! kept alive by a bind mount of its nsfs file (what CRI-O's `pinns` does), so no pause
-//! process is needed.
+//! Pinned namespaces: a pod's network (and IPC) namespace lives on with no process in
+//! it, kept alive by a bind mount of its nsfs file (what CRI-O's `pinns` does), so no pause
+//! process is needed. (A PID namespace cannot be kept this way: see [`super::holder`].)
 
 use std::fs::{self, File};
 use std::io;
@@ -12,11 +12,19 @@ use nix::sched::{unshare, CloneFlags};
 use super::error::{CriError, Result};
 
 /// Creates a new network namespace and bind-mounts it at `path`.
-///
-/// `unshare` changes only the calling thread, so it runs on a throwaway thread: the
-/// server's own threads stay in the host namespace, and the namespace outlives the thread
-/// through the mount.
 pub(crate) fn pin(id: &str, path: &Path) -> Result<()> {
+    pin_new(id, path, CloneFlags::CLONE_NEWNET, "net")
+}
+
+/// Creates a new IPC namespace and bind-mounts it at `path`.
+pub(crate) fn pin_ipc(id: &str, path: &Path) -> Result<()> {
+    pin_new(id, path, CloneFlags::CLONE_NEWIPC, "ipc")
+}
+
+/// `unshare` of a network or IPC namespace changes only the calling thread, so it runs on
+/// a throwaway thread: the server's own threads stay in the host namespaces, and the
+/// namespace outlives the thread through the mount.
+fn pin_new(id: &str, path: &Path, flag: CloneFlags, kind: &'static str) -> Result<()> {
     let err = |step| {
         move |source| CriError::Netns {
             id: id.to_owned(),
@@ -30,8 +38,8 @@ pub(crate) fn pin(id: &str, path: &Path) -> Result<()> {
     File::create(path).map_err(err("create the mount point"))?;
     let target = path.to_owned();
     let pinned = std::thread::spawn(move || -> io::Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-        let own = PathBuf::from(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()));
+        unshare(flag).map_err(io::Error::from)?;
+        let own = PathBuf::from(format!("/proc/self/task/{}/ns/{kind}", nix::unistd::gettid()));
         mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
     })
     .join()

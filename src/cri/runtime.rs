@@ -313,6 +313,18 @@ impl RuntimeService for Runtime {
         ];
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
+            // Groups are computed from the image's /etc/group unless the policy is Strict.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
+            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`.
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: true,
+                    user_namespaces: false,
+                }),
+            }],
             ..Default::default()
         }))
     }

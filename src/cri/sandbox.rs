@@ -32,6 +32,12 @@ pub(crate) struct SandboxState {
     /// The last CNI ADD result, needed by CHECK and DEL.
     pub cni_result: Option<Value>,
     pub ips: Vec<String>,
+    /// The pinned IPC namespace its containers share; `None` for hostIPC pods.
+    #[serde(default)]
+    pub ipcns: Option<PathBuf>,
+    /// The holder of its shared PID namespace, when `pid` is `POD`.
+    #[serde(default)]
+    pub pid_holder: Option<super::holder::PidHolder>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +59,19 @@ impl Sandbox {
 
     pub fn host_network(&self) -> bool {
         self.namespace_options().network == NamespaceMode::Node as i32
+    }
+
+    /// Whether the namespaces kboot holds for the pod are still there (after a restart or a
+    /// reboot they may not be).
+    pub fn namespaces_intact(&self) -> bool {
+        self.state.netns.as_deref().is_none_or(super::netns::is_pinned)
+            && self.state.ipcns.as_deref().is_none_or(super::netns::is_pinned)
+            && self.state.pid_holder.as_ref().is_none_or(|h| h.alive())
+    }
+
+    /// Whether anything is left to release on stop.
+    pub fn holds_namespaces(&self) -> bool {
+        self.state.netns.is_some() || self.state.ipcns.is_some() || self.state.pid_holder.is_some()
     }
 
     pub fn state_value(&self) -> PodSandboxState {

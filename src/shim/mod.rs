@@ -28,6 +28,7 @@ use oci_spec::runtime::Spec;
 
 use crate::state::Paths;
 
+mod exec;
 pub mod log;
 pub mod record;
 
@@ -505,11 +506,10 @@ fn oom_kills(spec: &Spec) -> u64 {
         .unwrap_or(0)
 }
 
-/// `kboot exec`: runs `args` inside the running container `id` (its namespaces
-/// and cgroup) with the caller's stdio, and returns its exit code. Called from
-/// a single-threaded CLI process, like the shim.
+/// `kboot exec`: runs `args` inside the running container `id` (its namespaces,
+/// cgroups and security settings, see [`exec`]) with the caller's stdio, and returns
+/// its exit code. Called from a single-threaded CLI process, like the shim.
 pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
-    let lc = |step| lc_error(id, step);
     if std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1") {
         // Test-only: the "container" is a host process, so is the exec.
         let status = std::process::Command::new(&args[0])
@@ -522,26 +522,14 @@ pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
             })?;
         return Ok(status.code().unwrap_or(255));
     }
-    if !paths.runtime_root().join(id).exists() {
-        return Err(ShimError::NotRunning { id: id.to_owned() });
+    if args.is_empty() {
+        return Err(ShimError::Io {
+            id: id.to_owned(),
+            step: "exec: no command given",
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
     }
-    // libcontainer warns about every controller this host lacks; in `exec` those
-    // lines would land on the user's terminal, and failures come back as errors anyway.
-    let pid = tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-        ContainerBuilder::new(id.to_owned(), SyscallType::default())
-            .with_root_path(paths.runtime_root())
-            .map_err(lc("use the runtime state directory"))?
-            .as_tenant()
-            .with_container_args(args)
-            .with_detach(false)
-            .build()
-            .map_err(lc("start the process in the container"))
-    })?;
-    Ok(match wait_blocking(pid) {
-        WaitStatus::Exited(_, c) => c,
-        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
-        _ => 255,
-    })
+    exec::exec_in_container(paths, id, args)
 }
 
 /// Reads the runtime record of a running shim, if the shim is alive.

@@ -136,6 +136,11 @@ impl Paths {
     pub fn netns(&self, sandbox_id: &str) -> PathBuf {
         self.netns_dir().join(sandbox_id)
     }
+    /// `netns/<sandbox id>.ipc`: the pinned IPC namespace of one sandbox (beside its
+    /// network namespace, so `down` releases both).
+    pub fn ipcns(&self, sandbox_id: &str) -> PathBuf {
+        self.netns_dir().join(format!("{sandbox_id}.ipc"))
+    }
 
     // --- pki --------------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     let dir = Dir::new();
     cni_config(&dir, "10.231.7.0/24");
     load_busybox_image(&dir, "kboot.test/busybox:1", vec![], |b| {
-        b.cmd(["sh", "-c", "echo hello; echo oops >&2; exec sleep 300"])
+        b.cmd(["sh", "-c", "trap '' TERM; echo hello; echo oops >&2; exec sleep 300"])
     });
     let server = Server::start(&dir, &["unshare", "--net", "--"], &[Path::new(CNI_BIN)]);
     let c = Crictl {
@@ -208,7 +208,7 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     assert_eq!(st["status"]["state"], "CONTAINER_EXITED");
     assert_eq!(
         st["status"]["exitCode"], 137,
-        "sleep ignores SIGTERM as PID 1, so SIGKILL after the grace period"
+        "sleep ignores SIGTERM (inherited from the trap), so SIGKILL after the grace period"
     );
     c.ok(&["rm", &ctr]);
     assert_eq!(c.ok(&["ps", "-a", "-q"]), "");

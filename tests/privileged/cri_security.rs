@@ -1,0 +1,412 @@
+//! CRI security contexts and pod namespaces as seen from inside the containers, through the
+//! gRPC API: the container's first process (its log) and an ExecSync'd process must agree
+//! (capabilities, no-new-privileges, seccomp, groups, masked and read-only paths), and the
+//! pod's shared PID and IPC namespaces must be shared by its containers and released on stop.
+//! critest covers each setting alone; these cover what it does not: exec matching init, a
+//! combination of settings, seccomp Localhost from the container's own process, the holder.
+
+use std::time::Duration;
+
+use kboot_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kboot_cri::v1::security_profile::ProfileType;
+use kboot_cri::v1::{
+    Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, Int64Value,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, SecurityProfile, StartContainerRequest, StopPodSandboxRequest,
+};
+use tonic::transport::Channel;
+
+use crate::common::{require_root, Dir};
+use crate::containers_support::{load_busybox_image, pid_alive, wait_until};
+use crate::cri_client::Server;
+
+const IMAGE: &str = "kboot.test/busybox-sec:1";
+
+fn ns(pid: NamespaceMode, ipc: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: pid as i32,
+        ipc: ipc as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(dir: &Dir, name: &str, options: NamespaceOption) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("{name}-uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: dir.path().join("logs").join(name).display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(options),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Pod<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: RuntimeServiceClient<Channel>,
+    id: String,
+    config: PodSandboxConfig,
+}
+
+impl<'a> Pod<'a> {
+    fn run(rt: &'a tokio::runtime::Runtime, server: &Server, config: PodSandboxConfig) -> Self {
+        let mut client = rt.block_on(server.runtime());
+        let id = rt
+            .block_on(client.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            }))
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", server.log_text()))
+            .into_inner()
+            .pod_sandbox_id;
+        Self { rt, client, id, config }
+    }
+
+    /// Creates and starts a container; returns its ID.
+    fn start(&mut self, name: &str, command: &[&str], sc: LinuxContainerSecurityContext) -> String {
+        let config = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: IMAGE.into(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .rt
+            .block_on(self.client.create_container(CreateContainerRequest {
+                pod_sandbox_id: self.id.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.config.clone()),
+            }))
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+            .into_inner()
+            .container_id;
+        self.rt
+            .block_on(self.client.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }))
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+        id
+    }
+
+    /// ExecSync: (exit code, stdout, stderr).
+    fn exec(&mut self, id: &str, cmd: &[&str]) -> (i32, String, String) {
+        let r = self
+            .rt
+            .block_on(self.client.exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 20,
+            }))
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+            .into_inner();
+        (
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    }
+
+    /// The container's log once it holds `marker`, as plain output lines.
+    fn output(&self, name: &str, marker: &str) -> String {
+        let path = std::path::Path::new(&self.config.log_directory).join(format!("{name}.log"));
+        let text = || std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            wait_until(Duration::from_secs(20), || text().contains(marker)),
+            "{name} never printed {marker:?}: {}",
+            text()
+        );
+        // CRI log lines: `<time> <stream> <tag> <text>`.
+        text()
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn stop(&mut self) {
+        self.rt
+            .block_on(self.client.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: self.id.clone(),
+            }))
+            .expect("StopPodSandbox");
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .rt
+            .block_on(self.client.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: self.id.clone(),
+            }));
+    }
+}
+
+fn status_fields(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            ["CapEff:", "CapBnd:", "NoNewPrivs:", "Seccomp:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn setup() -> (Dir, Server, tokio::runtime::Runtime) {
+    let dir = Dir::new();
+    load_busybox_image(
+        &dir,
+        IMAGE,
+        vec![rootfs_tools::Entry::file("etc/secret", "s3cret\n")],
+        |b| b.cmd(["sleep", "300"]),
+    );
+    let server = Server::start(&dir, &[], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (dir, server, rt)
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_security_context_holds_for_the_first_process_and_for_exec() {
+    require_root();
+    let (dir, server, rt) = setup();
+    let mut pod = Pod::run(
+        &rt,
+        &server,
+        pod_config(&dir, "sec", ns(NamespaceMode::Container, NamespaceMode::Pod)),
+    );
+    let probe = "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; id -G; echo probed; exec sleep 300";
+    let locked = pod.start(
+        "locked",
+        &["sh", "-c", probe],
+        LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            run_as_user: Some(Int64Value { value: 0 }),
+            supplemental_groups: vec![1234, 5678],
+            no_new_privs: true,
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            masked_paths: vec!["/etc/secret".into()],
+            readonly_paths: vec!["/tmp".into()],
+            ..Default::default()
+        },
+    );
+    let first = pod.output("locked", "probed");
+    // Only NET_BIND_SERVICE (bit 10) is left; root keeps it effective.
+    let expected = [
+        "CapEff: 0000000000000400",
+        "CapBnd: 0000000000000400",
+        "NoNewPrivs: 1",
+        "Seccomp: 2",
+    ];
+    assert_eq!(status_fields(&first), expected, "init's view:\n{first}");
+    assert!(first.lines().any(|l| l == "0 1234 5678"), "groups of init:\n{first}");
+    let (code, out, err) = pod.exec(
+        &locked,
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; id -G",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status_fields(&out), expected, "exec's view:\n{out}");
+    assert!(out.lines().any(|l| l == "0 1234 5678"), "groups of exec:\n{out}");
+    let (_, secret, _) = pod.exec(&locked, &["cat", "/etc/secret"]);
+    assert_eq!(secret, "", "a masked file reads empty");
+    let (code, _, err) = pod.exec(&locked, &["touch", "/tmp/x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+
+    // Localhost profile: mkdir refused inside, for init and for exec alike.
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let custom = pod.start(
+        "custom",
+        &["sh", "-c", "mkdir /tmp/d || echo refused; echo probed; exec sleep 300"],
+        LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        },
+    );
+    assert!(pod.output("custom", "probed").contains("refused"));
+    let (code, _, err) = pod.exec(&custom, &["mkdir", "/tmp/e"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+
+    // No profile at all is unconfined; the default capability set is containerd's.
+    let plain = pod.start("plain", &["sleep", "300"], LinuxContainerSecurityContext::default());
+    let (_, out, _) = pod.exec(&plain, &["grep", "-E", "^(CapEff|Seccomp):", "/proc/self/status"]);
+    assert_eq!(status_fields(&out), ["CapEff: 00000000a80425fb", "Seccomp: 0"], "{out}");
+    let (_, home, _) = pod.exec(&plain, &["sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        home, "/root\n",
+        "HOME from the image's passwd, as the container's init has it"
+    );
+    pod.stop();
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_pod_shares_pid_and_ipc_namespaces_and_releases_them_on_stop() {
+    require_root();
+    let (dir, server, rt) = setup();
+    let shared = ns(NamespaceMode::Pod, NamespaceMode::Pod);
+    let mut pod = Pod::run(&rt, &server, pod_config(&dir, "share", shared.clone()));
+    let pod_sc = || LinuxContainerSecurityContext {
+        namespace_options: Some(shared.clone()),
+        ..Default::default()
+    };
+    let a = pod.start("a", &["sleep", "301"], pod_sc());
+    let b = pod.start("b", &["sleep", "302"], pod_sc());
+    let ns_of = |pod: &mut Pod, id: &str| pod.exec(id, &["readlink", "/proc/self/ns/pid", "/proc/self/ns/ipc"]).1;
+    let (in_a, in_b) = (ns_of(&mut pod, &a), ns_of(&mut pod, &b));
+    assert_eq!(in_a, in_b, "both containers are in the pod's PID and IPC namespaces");
+    let host = format!(
+        "{}\n{}\n",
+        std::fs::read_link("/proc/self/ns/pid").unwrap().display(),
+        std::fs::read_link("/proc/self/ns/ipc").unwrap().display()
+    );
+    assert!(
+        in_a.lines().zip(host.lines()).all(|(x, y)| x != y),
+        "{in_a} vs host {host}"
+    );
+    // PID 1 is kboot's holder, not a container's process; each sees the other's sleep.
+    let (_, init, _) = pod.exec(&b, &["cat", "/proc/1/cmdline"]);
+    assert!(init.contains("pod-holder"), "pid 1 is {init:?}");
+    let (_, ps, _) = pod.exec(&b, &["ps", "-o", "args"]);
+    assert!(ps.contains("sleep 301") && ps.contains("sleep 302"), "{ps}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("root/sandboxes").join(&pod.id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let holder = state["pid_holder"]["pid"]
+        .as_i64()
+        .expect("a PID namespace holder is recorded");
+    assert!(pid_alive(holder));
+    let pin = dir.path().join("state/netns").join(format!("{}.ipc", pod.id));
+    assert!(pin.exists(), "the IPC namespace is pinned at {}", pin.display());
+    pod.stop();
+    assert!(!pin.exists(), "the IPC namespace is released on stop");
+    assert!(
+        wait_until(Duration::from_secs(5), || !pid_alive(holder)),
+        "the holder ends with the pod"
+    );
+
+    // hostIPC: the container is in the host's IPC namespace, and nothing is pinned.
+    let host_ipc = ns(NamespaceMode::Container, NamespaceMode::Node);
+    let mut pod = Pod::run(&rt, &server, pod_config(&dir, "hostipc", host_ipc.clone()));
+    let c = pod.start(
+        "c",
+        &["sleep", "303"],
+        LinuxContainerSecurityContext {
+            namespace_options: Some(host_ipc),
+            ..Default::default()
+        },
+    );
+    let (_, ipc, _) = pod.exec(&c, &["readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(ipc.trim(), host.lines().nth(1).unwrap());
+    pod.stop();
+}
+
+/// `kboot run`: an unprivileged service runs under the default seccomp profile and Docker's
+/// capability set, a privileged one under neither, and `kboot exec` gets the same as the
+/// service's own process.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn run_unprivileged_service_gets_default_seccomp_privileged_none() {
+    use crate::common::run_ok;
+    use crate::containers_support::{busybox_rootfs, write_plan, Down};
+    require_root();
+    let d = Dir::new();
+    let _down = Down {
+        dir: &d,
+        env: Vec::new(),
+    };
+    let rootfs = busybox_rootfs(d.path());
+    let service = |name: &str, privileged: bool| {
+        format!(
+            "  {name}:\n    image: dir:{}\n    command: [\"/bin/sh\", \"-c\", \"grep -E '^(CapEff|Seccomp):' /proc/self/status; exec sleep 1000\"]\n    privileged: {privileged}\n",
+            rootfs.display()
+        )
+    };
+    let plan = write_plan(
+        &d,
+        &format!("services:\n{}{}", service("plain", false), service("admin", true)),
+    );
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    let exec = |name: &str| {
+        let out = run_ok(d.kboot().args([
+            "exec",
+            name,
+            "--",
+            "grep",
+            "-E",
+            "^(CapEff|Seccomp):",
+            "/proc/self/status",
+        ]));
+        status_fields(&String::from_utf8_lossy(&out.stdout))
+    };
+    let logs = |name: &str| {
+        let text = || String::from_utf8_lossy(&d.kboot().args(["logs", name]).output().unwrap().stdout).into_owned();
+        assert!(
+            wait_until(Duration::from_secs(10), || text().contains("Seccomp")),
+            "{name}: {}",
+            text()
+        );
+        status_fields(&text())
+    };
+    let plain = ["CapEff: 00000000a80425fb", "Seccomp: 2"];
+    assert_eq!(logs("plain"), plain);
+    assert_eq!(exec("plain"), plain);
+    // Every capability of the host's bounding set (root here lacks CAP_SYS_RESOURCE).
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = host
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin = [format!("CapEff: {bounding}"), "Seccomp: 0".to_owned()];
+    assert_eq!(logs("admin"), admin);
+    assert_eq!(exec("admin"), admin);
+}
