@@ -101,7 +101,10 @@ pub(crate) fn pod_json(dir: &Dir, name: &str) -> String {
             "hostname": name,
             "log_directory": dir.path().join("pod-logs").join(name),
             "labels": {"app": name},
-            "annotations": {"kboot.test/a": "x y"}
+            "annotations": {"kboot.test/a": "x y"},
+            // A PID namespace per container: what the kubelet sends unless the pod sets
+            // shareProcessNamespace.
+            "linux": {"security_context": {"namespace_options": {"pid": 1}}}
         }),
     )
 }

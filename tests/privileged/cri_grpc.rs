@@ -36,6 +36,8 @@ pub(crate) fn host_pod(dir: &Dir, name: &str) -> cri::PodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     network: cri::NamespaceMode::Node as i32,
+                    // What the kubelet sends unless shareProcessNamespace is set.
+                    pid: cri::NamespaceMode::Container as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
