@@ -267,7 +267,7 @@ fn kubelet(ctx: &Ctx) -> Service {
             "experimental-bootstrap-kubeconfig"
         };
         args.push(flag(name, ctx.layout.bootstrap_kubeconfig().display()));
-        args.push(flag("cert-dir", ctx.dirs.kubelet.join("pki").display()));
+        args.push(flag("cert-dir", ctx.dirs.kubelet_cert_dir().display()));
     }
     args.push(flag("hostname-override", ctx.ip()));
     args.push(flag("node-ip", ctx.ip()));

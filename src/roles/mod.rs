@@ -63,6 +63,15 @@ impl KubeDirs {
     pub fn kubelet_kubeconfig(&self) -> PathBuf {
         self.kubelet.join("kubeconfig")
     }
+    /// The client certificate and key (one PEM file) a worker's kubelet got by TLS
+    /// bootstrapping and rotates (`--cert-dir`).
+    pub fn kubelet_client_cert(&self) -> PathBuf {
+        self.kubelet_cert_dir().join("kubelet-client-current.pem")
+    }
+    /// The kubelet's `--cert-dir`.
+    pub fn kubelet_cert_dir(&self) -> PathBuf {
+        self.kubelet.join("pki")
+    }
 }
 
 /// A file `run` writes from the PKI (so its content is not known before, or is secret).
