@@ -221,9 +221,19 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             Err(e) => r.errors.push(format!("iptables-save -t {table}: {e}")),
         }
     }
+    // The bridge network is rewritten by every `run`: a stopped node leaves no CNI
+    // configuration behind for another runtime to pick up.
+    let conflist = dirs.bridge_conflist();
+    if conflist.exists() {
+        match host.remove_all(&conflist) {
+            Ok(()) => r.purged.push(conflist),
+            Err(e) => r.errors.push(format!("remove {}: {e}", conflist.display())),
+        }
+    }
     if purge {
         let mut targets = vec![
             paths.etcd_data(),
+            paths.cni_data(),
             paths.pki(),
             dirs.kubelet.clone(),
             dirs.manifests(),
@@ -291,7 +301,7 @@ mod tests {
         }
         fn remove_all(&self, path: &Path) -> io::Result<()> {
             self.calls.borrow_mut().push(format!("rm {}", path.display()));
-            std::fs::remove_dir_all(path)
+            RealHostOps.remove_all(path)
         }
     }
 
@@ -416,9 +426,16 @@ COMMIT
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::under(tmp.path());
         let dirs = dirs_in(tmp.path());
-        for d in [paths.etcd_data(), paths.pki(), dirs.kubelet.clone()] {
+        for d in [
+            paths.etcd_data(),
+            paths.pki(),
+            paths.cni_data(),
+            dirs.kubelet.clone(),
+            dirs.cni_conf.clone(),
+        ] {
             std::fs::create_dir_all(&d).unwrap();
         }
+        std::fs::write(dirs.bridge_conflist(), "{}").unwrap();
         let info = format!(
             "30 22 8:1 / {} rw - ext4 /dev/sda1 rw\n",
             dirs.kubelet.join("pods/x").display()
@@ -433,10 +450,11 @@ COMMIT
         assert_eq!(r.unmounted, [dirs.kubelet.join("pods/x")]);
         assert_eq!(r.links_removed, ["cni0", "flannel.1"]);
         assert!(r.chains_removed.contains(&"nat/KUBE-SERVICES".to_string()));
-        assert!(r.purged.is_empty() && r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.purged, [dirs.bridge_conflist()], "only the network config goes");
+        assert!(r.errors.is_empty(), "{r:?}");
         assert!(
-            paths.etcd_data().exists() && paths.pki().exists(),
-            "etcd data and PKI survive a plain down"
+            paths.etcd_data().exists() && paths.pki().exists() && paths.cni_data().exists(),
+            "etcd data, PKI and IP allocations survive a plain down"
         );
 
         let r = down_role(&paths, &dirs, true, &fake);
@@ -445,5 +463,6 @@ COMMIT
             "{r:?}"
         );
         assert!(!paths.etcd_data().exists() && !paths.pki().exists() && !dirs.kubelet.exists());
+        assert!(!paths.cni_data().exists());
     }
 }

@@ -59,6 +59,10 @@ impl KubeDirs {
     pub fn flannel_conf(&self) -> PathBuf {
         self.etc.join("flannel/net-conf.json")
     }
+    /// The pod network kboot writes when flannel does not run (`USE_CNI=false`).
+    pub fn bridge_conflist(&self) -> PathBuf {
+        self.cni_conf.join("10-kboot-bridge.conflist")
+    }
     /// The kubeconfig a worker's kubelet writes after TLS bootstrapping.
     pub fn kubelet_kubeconfig(&self) -> PathBuf {
         self.kubelet.join("kubeconfig")
