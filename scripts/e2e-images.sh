@@ -84,10 +84,8 @@ args_for() {
       echo "--add $ETCD_BIN/etcd:/usr/local/bin/etcd:755 --add $ETCD_BIN/etcdctl:/usr/local/bin/etcdctl:755 --entrypoint /usr/local/bin/etcd" ;;
     */kubelet)
       # What the kubelet execs: mount/umount (volumes), iptables, ip, nsenter, losetup, find, du.
-      # /etc/resolv.conf and /etc/hosts: the kubelet reads them for every pod (DNS config, and
-      # hostNetwork pods get a copy of its /etc/hosts) and fails the pod without them; kboot
-      # bind-mounts neither into its containers yet (docs/e2e.md, gaps).
-      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --add $OUT/hosts:/etc/hosts:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
+      # (/etc/resolv.conf and /etc/hosts are the host's, bound by the role's kubelet service.)
+      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
@@ -105,8 +103,6 @@ if [ ! -x "$BB_ROOT/bin/sh" ]; then
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB_ROOT/etc/group"
 fi
 
-printf '# kboot e2e: no DNS server (loopback-only test)\noptions ndots:5\n' > "$OUT/resolv.conf"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$OUT/hosts"
 # Debian's iptables reaches /usr/sbin/iptables* through update-alternatives in its postinst,
 # which rootfs-tools does not run: make the links, with the backend the host uses.
 XT=$(readlink -f /usr/sbin/iptables 2>/dev/null); XT=${XT##*/}; [ -n "$XT" ] || XT=xtables-nft-multi

@@ -175,6 +175,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
         Role::Worker => Some(worker_join_inputs(ctx, flags, &plan)?),
         Role::Master => None,
     };
+    roles::check_host_owner(&ctx.paths, &KubeDirs::default())?;
     let preflight_host = crate::preflight::Host::for_paths(&ctx.paths);
     if preflight_host.euid == 0 {
         if let Err(e) = crate::preflight::enable_ip_forward(&preflight_host) {
