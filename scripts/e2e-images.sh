@@ -26,6 +26,8 @@ PORT=${E2E_REGISTRY_PORT:-5055}
 REG=127.0.0.1:$PORT
 K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
+COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
 log() { echo "e2e-images: $*" >&2; }
 
 stop_registry() {
@@ -37,7 +39,7 @@ stop_registry() {
 }
 if [ "${1:-}" = "--stop" ]; then stop_registry; exit 0; fi
 
-[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] || "$HERE/build-k8s.sh" "$K8S_VERSION"
+[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] && [ -x "$COREDNS_BIN/coredns" ] || "$HERE/build-k8s.sh" "$K8S_VERSION"
 command -v docker-registry >/dev/null || { log "docker-registry missing: scripts/install-deps.sh"; exit 1; }
 
 RT=$REPO/target/debug/rootfs-tools
@@ -62,7 +64,7 @@ while i < len(text):
 print("\n".join(sorted(seen)))')
 log "plan images: $(echo $images)"
 
-key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* /bin/busybox; } \
+key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* "$COREDNS_BIN"/* /bin/busybox; } \
        | sha256sum | cut -c1-16)
 OUT=$CACHE/e2e-images/$key
 mkdir -p "$OUT" "$E2E_DIR"
@@ -86,6 +88,9 @@ args_for() {
       # What the kubelet execs: mount/umount (volumes), iptables, ip, nsenter, losetup, find, du.
       # (/etc/resolv.conf and /etc/hosts are the host's, bound by the role's kubelet service.)
       echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
+    */coredns/coredns)
+      # As upstream's image: the static binary as the entrypoint, nothing else.
+      echo "--add $COREDNS_BIN/coredns:/coredns:755 --entrypoint /coredns" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;

@@ -253,6 +253,17 @@ svc_ip=$(kc get svc e2e-web -o jsonpath='{.spec.clusterIP}')
 wait_for 60 "ClusterIP $svc_ip answers" sh -c "curl -fsS --max-time 3 http://$svc_ip/ | grep -q hello-from-$pod" \
   || fail "step1 ClusterIP Service $svc_ip from the host"
 pass "step1 ClusterIP Service answers from the host through kube-proxy"
+# Cluster DNS: CoreDNS (applied by kube-bootstrap) on the kubelets' cluster DNS address; a pod
+# with the default dnsPolicy (ClusterFirst) resolves the API server's Service. A fully
+# qualified name, so nothing is forwarded to the host's resolvers.
+if wait_for 120 "CoreDNS available" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' -n kube-system get deploy coredns -o jsonpath='{.status.availableReplicas}' | grep -qx 1" \
+   && kc run e2e-dns --image=docker.io/library/busybox:1.36 --restart=Never -- \
+        sh -c 'nslookup kubernetes.default.svc.cluster.local. | grep -qE "^Address:[[:space:]]+10\.0\.0\.1\$"' >&2 \
+   && wait_for 60 "DNS client Succeeded" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get pod e2e-dns -o jsonpath='{.status.phase}' | grep -qx Succeeded"; then
+  pass "step1 cluster DNS: a pod resolves kubernetes.default.svc.cluster.local to 10.0.0.1 through CoreDNS on 10.0.0.10"
+else
+  soft_fail "step1 cluster DNS (coredns: $(kc -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>&1 | head -n1); client: $(kc get pod e2e-dns -o jsonpath='{.status.phase}' 2>&1))"
+fi
 
 sup=$(cat "$M_STATE/supervisor.pid" 2>/dev/null)
 sleep 10

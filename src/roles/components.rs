@@ -696,6 +696,9 @@ pub(crate) fn master(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
     node(ctx, plan)?;
     if super::supports_secure_join(ctx.cfg) {
         plan.files.push(bootstrap::rbac_file(ctx.paths)?);
+        if let Some(file) = super::dns::addon_file(ctx.cfg, ctx.paths) {
+            plan.files.push(file?);
+        }
         plan.services.push(bootstrap::apply_service(
             ctx.cfg,
             ctx.paths,

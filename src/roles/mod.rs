@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cleanup;
 pub mod components;
 pub mod config;
+pub mod dns;
 pub mod images;
 pub mod join;
 pub mod netdetect;
