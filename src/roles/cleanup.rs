@@ -245,7 +245,15 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             dirs.cni_conf.join("10-flannel.conflist"),
             dirs.flannel_run.clone(),
         ];
-        targets.retain(|t| t.exists());
+        // The pods' logs (the kubelet counts a static pod's restarts from the files it finds,
+        // so a new cluster would start with the old counts). The directories stay: they are
+        // the kubelet's mount points.
+        for logs in [&dirs.pod_logs, &dirs.container_logs] {
+            if let Ok(entries) = std::fs::read_dir(logs) {
+                targets.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+        targets.retain(|t| t.exists() || t.is_symlink());
         for t in targets {
             match host.remove_all(&t) {
                 Ok(()) => r.purged.push(t),
@@ -365,6 +373,8 @@ COMMIT
             cni_conf: dir.join("cni"),
             cni_bin: dir.join("cnibin"),
             flannel_run: dir.join("flannel"),
+            pod_logs: dir.join("pods"),
+            container_logs: dir.join("containers"),
         }
     }
 
@@ -444,6 +454,13 @@ COMMIT
             std::fs::create_dir_all(&d).unwrap();
         }
         std::fs::write(dirs.bridge_conflist(), "{}").unwrap();
+        let pod_log = dirs
+            .pod_logs
+            .join("kube-system_kube-apiserver-x_uid/kube-apiserver/0.log");
+        std::fs::create_dir_all(pod_log.parent().unwrap()).unwrap();
+        std::fs::write(&pod_log, "").unwrap();
+        std::fs::create_dir_all(&dirs.container_logs).unwrap();
+        std::os::unix::fs::symlink(&pod_log, dirs.container_logs.join("kube-apiserver-x.log")).unwrap();
         let info = format!(
             "30 22 8:1 / {} rw - ext4 /dev/sda1 rw\n",
             dirs.kubelet.join("pods/x").display()
@@ -472,5 +489,13 @@ COMMIT
         );
         assert!(!paths.etcd_data().exists() && !paths.pki().exists() && !dirs.kubelet.exists());
         assert!(!paths.cni_data().exists());
+        for logs in [&dirs.pod_logs, &dirs.container_logs] {
+            assert_eq!(
+                std::fs::read_dir(logs).unwrap().count(),
+                0,
+                "{} emptied",
+                logs.display()
+            );
+        }
     }
 }

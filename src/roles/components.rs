@@ -165,8 +165,8 @@ fn kubelet_volumes(ctx: &Ctx) -> Vec<Volume> {
             },
             ..bind(&d.kubelet, false)
         },
-        bind("/var/log/containers", false),
-        bind("/var/log/pods", false),
+        bind(&d.container_logs, false),
+        bind(&d.pod_logs, false),
         bind(&d.etc, true),
         bind(&d.cni_conf, true),
         bind(&d.cni_bin, true),

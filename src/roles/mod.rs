@@ -36,6 +36,10 @@ pub struct KubeDirs {
     pub cni_conf: PathBuf,
     pub cni_bin: PathBuf,
     pub flannel_run: PathBuf,
+    /// The kubelet's pod log directories (`/var/log/pods`) and their `/var/log/containers`
+    /// links: fixed in the kubelet.
+    pub pod_logs: PathBuf,
+    pub container_logs: PathBuf,
 }
 
 impl Default for KubeDirs {
@@ -46,6 +50,8 @@ impl Default for KubeDirs {
             cni_conf: "/etc/cni/net.d".into(),
             cni_bin: "/opt/cni/bin".into(),
             flannel_run: "/run/flannel".into(),
+            pod_logs: "/var/log/pods".into(),
+            container_logs: "/var/log/containers".into(),
         }
     }
 }
