@@ -17,7 +17,13 @@
 # worker's). Nothing is sent to any other address.
 set -uo pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
+# bash reads a script as it runs it: run from a copy, so editing this file mid-run is safe.
+if [ -z "${E2E_HERE:-}" ]; then
+  copy=$(mktemp /tmp/kboot-e2e-script.XXXXXX)
+  cp "$0" "$copy"
+  E2E_HERE=$(cd "$(dirname "$0")" && pwd) exec bash -c 'trap "rm -f \"$0\"" EXIT; bash "$0" "$@"' "$copy" "$@"
+fi
+HERE=$E2E_HERE
 REPO=$(dirname "$HERE")
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
@@ -400,6 +406,9 @@ figure "time-to-node-ready-cached $(echo "$(date +%s.%N) - $t0" | bc) s"
 wait_for 240 "node Ready (cached)" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$MASTER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || fail "figures: node Ready with cached images"
 stop_standin master
+# Kept for the timeline of the cached start (what the seconds to Ready are spent on).
+km logs kubelet > "$E2E_DIR/master/kubelet-cached.log" 2>&1
+cp "$M_STATE/supervisor.log" "$M_ROOT/supervisor.log" "$E2E_DIR/master/" 2>/dev/null
 km down --purge >&2 || fail "step4 kboot down --purge"
 [ -z "$(our_pids)" ] || fail "step4 processes after --purge"
 [ -e "$M_ROOT/pki/ca.crt" ] && fail "step4 --purge left the PKI"
