@@ -205,6 +205,11 @@ fn kubelet_config(ctx: &Ctx) -> Value {
         },
         "authorization": {"mode": "Webhook"},
         "readOnlyPort": 0,
+        // How often the kubelet recomputes its node status (it posts only changes, plus a
+        // report every 5 min). After a restart the Node in etcd still says Ready, which ends
+        // the kubelet's fast start-up updates; the first real Ready then waits for this tick
+        // (default 10s).
+        "nodeStatusUpdateFrequency": "2s",
         "rotateCertificates": true,
         // Images kboot built locally cannot be pulled again: never garbage-collect them.
         "imageGCHighThresholdPercent": 100,
