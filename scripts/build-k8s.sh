@@ -2,11 +2,11 @@
 # Builds the Kubernetes node components, etcd, crictl and critest from the Go module proxy
 # (no source-hosting downloads), into a cache that is reused until the version changes.
 #
-#   scripts/build-k8s.sh [--only cri-tools|etcd|k8s] [K8S_VERSION]   # default version: the one kboot pins
+#   scripts/build-k8s.sh [--only cri-tools|etcd|coredns|k8s] [K8S_VERSION]   # default version: the one kboot pins
 #
 # Output: $KBOOT_BUILD_CACHE/k8s-<v>/bin/{kubelet,kube-apiserver,kube-controller-manager,kube-scheduler,
 #         kube-proxy,kubectl}, $KBOOT_BUILD_CACHE/etcd-<v>/bin/{etcd,etcdctl},
-#         $KBOOT_BUILD_CACHE/cri-tools-<v>/bin/{crictl,critest}
+#         $KBOOT_BUILD_CACHE/cri-tools-<v>/bin/{crictl,critest}, $KBOOT_BUILD_CACHE/coredns-<v>/bin/coredns
 set -euo pipefail
 
 ONLY=all
@@ -14,6 +14,8 @@ if [ "${1:-}" = "--only" ]; then ONLY=$2; shift 2; fi
 K8S_VERSION=${1:-${K8S_VERSION:-v1.34.4}}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.4}
 CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.34.0}
+# kubeadm's CoreDNS for v1.34 (src/roles/dns.rs pins the image tag).
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
 JOBS=${KBOOT_BUILD_JOBS:-2}
 export GOFLAGS="-buildvcs=false" CGO_ENABLED=0
@@ -49,6 +51,14 @@ build_etcd() {
   fi
   go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$dir/bin/etcd" .
   go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$dir/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
+}
+
+# CoreDNS's go.mod has no replace directives: `go install module@version` builds it as released.
+build_coredns() {
+  local dir="$CACHE/coredns-$COREDNS_VERSION"
+  [ -x "$dir/bin/coredns" ] && return 0
+  mkdir -p "$dir/bin"
+  GOBIN="$dir/bin" go install -p "$JOBS" -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules at v0.0.0 with replace
@@ -88,10 +98,11 @@ build_k8s() {
 
 # cri-tools first (small; the CRI tests need it), then etcd, then the long Kubernetes build.
 case "$ONLY" in
-  all) build_cri_tools; build_etcd; build_k8s ;;
+  all) build_cri_tools; build_etcd; build_coredns; build_k8s ;;
   cri-tools) build_cri_tools ;;
   etcd) build_etcd ;;
+  coredns) build_coredns ;;
   k8s) build_k8s ;;
-  *) echo "build-k8s: --only takes cri-tools, etcd or k8s" >&2; exit 2 ;;
+  *) echo "build-k8s: --only takes cri-tools, etcd, coredns or k8s" >&2; exit 2 ;;
 esac
 echo "build-k8s: done ($ONLY) in $CACHE"

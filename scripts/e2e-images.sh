@@ -26,6 +26,8 @@ PORT=${E2E_REGISTRY_PORT:-5055}
 REG=127.0.0.1:$PORT
 K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
+COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
 log() { echo "e2e-images: $*" >&2; }
 
 stop_registry() {
@@ -37,7 +39,7 @@ stop_registry() {
 }
 if [ "${1:-}" = "--stop" ]; then stop_registry; exit 0; fi
 
-[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] || "$HERE/build-k8s.sh" "$K8S_VERSION"
+[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] && [ -x "$COREDNS_BIN/coredns" ] || "$HERE/build-k8s.sh" "$K8S_VERSION"
 command -v docker-registry >/dev/null || { log "docker-registry missing: scripts/install-deps.sh"; exit 1; }
 
 RT=$REPO/target/debug/rootfs-tools
@@ -62,7 +64,7 @@ while i < len(text):
 print("\n".join(sorted(seen)))')
 log "plan images: $(echo $images)"
 
-key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* /bin/busybox; } \
+key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* "$COREDNS_BIN"/* /bin/busybox; } \
        | sha256sum | cut -c1-16)
 OUT=$CACHE/e2e-images/$key
 mkdir -p "$OUT" "$E2E_DIR"
@@ -84,10 +86,11 @@ args_for() {
       echo "--add $ETCD_BIN/etcd:/usr/local/bin/etcd:755 --add $ETCD_BIN/etcdctl:/usr/local/bin/etcdctl:755 --entrypoint /usr/local/bin/etcd" ;;
     */kubelet)
       # What the kubelet execs: mount/umount (volumes), iptables, ip, nsenter, losetup, find, du.
-      # /etc/resolv.conf and /etc/hosts: the kubelet reads them for every pod (DNS config, and
-      # hostNetwork pods get a copy of its /etc/hosts) and fails the pod without them; kboot
-      # bind-mounts neither into its containers yet (docs/e2e.md, gaps).
-      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --add $OUT/resolv.conf:/etc/resolv.conf:644 --add $OUT/hosts:/etc/hosts:644 --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
+      # (/etc/resolv.conf and /etc/hosts are the host's, bound by the role's kubelet service.)
+      echo "--add $K8S_BIN/kubelet:/usr/local/bin/kubelet:755 --add $BB_ROOT:/ --apt mount --apt iptables --apt iproute2 --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /usr/local/bin/kubelet" ;;
+    */coredns/coredns)
+      # As upstream's image: the static binary as the entrypoint, nothing else.
+      echo "--add $COREDNS_BIN/coredns:/coredns:755 --entrypoint /coredns" ;;
     */flannel|*/flannel-cni-plugin)
       echo "" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
@@ -105,8 +108,6 @@ if [ ! -x "$BB_ROOT/bin/sh" ]; then
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB_ROOT/etc/group"
 fi
 
-printf '# kboot e2e: no DNS server (loopback-only test)\noptions ndots:5\n' > "$OUT/resolv.conf"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$OUT/hosts"
 # Debian's iptables reaches /usr/sbin/iptables* through update-alternatives in its postinst,
 # which rootfs-tools does not run: make the links, with the backend the host uses.
 XT=$(readlink -f /usr/sbin/iptables 2>/dev/null); XT=${XT##*/}; [ -n "$XT" ] || XT=xtables-nft-multi

@@ -161,6 +161,7 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
             "registry.k8s.io/kube-controller-manager:v1.34.4",
             "registry.k8s.io/kube-scheduler:v1.34.4",
             "registry.k8s.io/kube-proxy:v1.34.4",
+            "registry.k8s.io/coredns/coredns:v1.12.1",
         ],
     );
     let run = || {
@@ -224,6 +225,21 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(pid_of("etcd"), etcd_pid, "nothing started twice");
+
+    // One role per host: another root is refused before it touches anything.
+    let other = Dir::new();
+    no_network(&other);
+    let out = other
+        .kboot()
+        .args(["run", "master", "--detach", "--ip-address", &ip, "--arch", "amd64"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&paths.root().display().to_string()) && err.contains("down --purge"),
+        "{err}"
+    );
+    assert!(!other.path().join("root/pki").exists(), "the refused root made no PKI");
 
     // down: containers gone, the kubelet's shared mount gone, etcd data and PKI kept;
     // then --purge semantics remove them and the files the plan wrote.

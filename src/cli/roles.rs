@@ -162,6 +162,8 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     if flags.wait_ready && !args.detach {
         return Err(UsageError("--wait-ready needs --detach".into()).into());
     }
+    // A Ready status older than this run is the previous kubelet's: --wait-ready ignores it.
+    let started = std::time::SystemTime::now();
     let plan = resolve_plan(ctx, role, flags)?;
     for w in &plan.warnings {
         eprintln!("kboot: warning: {w}");
@@ -173,6 +175,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
         Role::Worker => Some(worker_join_inputs(ctx, flags, &plan)?),
         Role::Master => None,
     };
+    roles::check_host_owner(&ctx.paths, &KubeDirs::default())?;
     let preflight_host = crate::preflight::Host::for_paths(&ctx.paths);
     if preflight_host.euid == 0 {
         if let Err(e) = crate::preflight::enable_ip_forward(&preflight_host) {
@@ -224,15 +227,20 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     }
     if flags.wait_ready {
         let layout = PkiLayout::new(ctx.paths.pki());
+        let creds = match role {
+            Role::Master => roles::ready::Credentials::admin(&layout),
+            Role::Worker => roles::ready::Credentials::kubelet(&layout, &KubeDirs::default()),
+        };
         let api = format!("https://{}:6443", plan.config.master_ip);
         let node = plan.config.ip_address.to_string();
         let timeout = flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
         let waited = ctx.block_on(roles::ready::wait_node_ready(
-            &layout,
+            &creds,
             &api,
             &node,
+            started,
             timeout,
-            Duration::from_secs(2),
+            Duration::from_millis(500),
         ))?;
         if let Err(e) = waited {
             writeln!(out, "kboot: {e}")?;

@@ -29,7 +29,8 @@ fn binding(name: &str, role: &str, group: &str) -> Value {
     })
 }
 
-fn objects_yaml(objects: &[Value]) -> Result<String, serde_yaml::Error> {
+/// Objects as one multi-document YAML file.
+pub(crate) fn objects_yaml(objects: &[Value]) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for o in objects {
         out.push_str("---\n");

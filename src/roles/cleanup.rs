@@ -188,8 +188,10 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
                 match host.unmount(&m) {
                     Ok(()) => r.unmounted.push(m),
                     // The list is read once; unmounting a parent can take a propagated or
-                    // nested mount with it. A mount that is gone by now is not a problem.
-                    Err(e) if !still_mounted(host, &m) => {
+                    // nested mount with it. A mount that is gone by now is not a problem, nor
+                    // is one whose path no longer exists (its twin's detach took the directory
+                    // with it; the table lists the entry until the kernel drops it).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound || !still_mounted(host, &m) => {
                         tracing::debug!(path = %m.display(), error = %e, "already unmounted");
                     }
                     Err(e) => r.errors.push(format!("unmount {}: {e}", m.display())),
@@ -221,18 +223,37 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             Err(e) => r.errors.push(format!("iptables-save -t {table}: {e}")),
         }
     }
+    // The bridge network is rewritten by every `run`: a stopped node leaves no CNI
+    // configuration behind for another runtime to pick up.
+    let conflist = dirs.bridge_conflist();
+    if conflist.exists() {
+        match host.remove_all(&conflist) {
+            Ok(()) => r.purged.push(conflist),
+            Err(e) => r.errors.push(format!("remove {}: {e}", conflist.display())),
+        }
+    }
     if purge {
         let mut targets = vec![
             paths.etcd_data(),
+            paths.cni_data(),
             paths.pki(),
             dirs.kubelet.clone(),
             dirs.manifests(),
             dirs.kubelet_config(),
+            dirs.owner_file(),
             dirs.flannel_conf(),
             dirs.cni_conf.join("10-flannel.conflist"),
             dirs.flannel_run.clone(),
         ];
-        targets.retain(|t| t.exists());
+        // The pods' logs (the kubelet counts a static pod's restarts from the files it finds,
+        // so a new cluster would start with the old counts). The directories stay: they are
+        // the kubelet's mount points.
+        for logs in [&dirs.pod_logs, &dirs.container_logs] {
+            if let Ok(entries) = std::fs::read_dir(logs) {
+                targets.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        }
+        targets.retain(|t| t.exists() || t.is_symlink());
         for t in targets {
             match host.remove_all(&t) {
                 Ok(()) => r.purged.push(t),
@@ -291,7 +312,7 @@ mod tests {
         }
         fn remove_all(&self, path: &Path) -> io::Result<()> {
             self.calls.borrow_mut().push(format!("rm {}", path.display()));
-            std::fs::remove_dir_all(path)
+            RealHostOps.remove_all(path)
         }
     }
 
@@ -352,6 +373,8 @@ COMMIT
             cni_conf: dir.join("cni"),
             cni_bin: dir.join("cnibin"),
             flannel_run: dir.join("flannel"),
+            pod_logs: dir.join("pods"),
+            container_logs: dir.join("containers"),
         }
     }
 
@@ -361,13 +384,15 @@ COMMIT
     struct Vanishing {
         kubelet: PathBuf,
         volume_gone: RefCell<bool>,
+        /// The mount table still lists the detached twin (seen in the e2e run).
+        table_keeps_entry: bool,
     }
 
     impl HostOps for Vanishing {
         fn mountinfo(&self) -> io::Result<String> {
             let k = self.kubelet.display();
             let mut info = format!("30 22 8:1 / {k} rw - ext4 /dev/sda1 rw\n");
-            if !*self.volume_gone.borrow() {
+            if self.table_keeps_entry || !*self.volume_gone.borrow() {
                 for id in [31, 32] {
                     info.push_str(&format!("{id} 30 0:9 / {k}/pods/u/volumes/v rw - tmpfs tmpfs rw\n"));
                 }
@@ -402,13 +427,16 @@ COMMIT
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::under(tmp.path());
         let dirs = dirs_in(tmp.path());
-        let host = Vanishing {
-            kubelet: dirs.kubelet.clone(),
-            volume_gone: RefCell::new(false),
-        };
-        let r = down_role(&paths, &dirs, false, &host);
-        assert!(r.errors.is_empty(), "{r:?}");
-        assert_eq!(r.unmounted.len(), 2, "{r:?}");
+        for table_keeps_entry in [false, true] {
+            let host = Vanishing {
+                kubelet: dirs.kubelet.clone(),
+                volume_gone: RefCell::new(false),
+                table_keeps_entry,
+            };
+            let r = down_role(&paths, &dirs, false, &host);
+            assert!(r.errors.is_empty(), "{r:?}");
+            assert_eq!(r.unmounted.len(), 2, "{r:?}");
+        }
     }
 
     #[test]
@@ -416,9 +444,23 @@ COMMIT
         let tmp = tempfile::tempdir().unwrap();
         let paths = Paths::under(tmp.path());
         let dirs = dirs_in(tmp.path());
-        for d in [paths.etcd_data(), paths.pki(), dirs.kubelet.clone()] {
+        for d in [
+            paths.etcd_data(),
+            paths.pki(),
+            paths.cni_data(),
+            dirs.kubelet.clone(),
+            dirs.cni_conf.clone(),
+        ] {
             std::fs::create_dir_all(&d).unwrap();
         }
+        std::fs::write(dirs.bridge_conflist(), "{}").unwrap();
+        let pod_log = dirs
+            .pod_logs
+            .join("kube-system_kube-apiserver-x_uid/kube-apiserver/0.log");
+        std::fs::create_dir_all(pod_log.parent().unwrap()).unwrap();
+        std::fs::write(&pod_log, "").unwrap();
+        std::fs::create_dir_all(&dirs.container_logs).unwrap();
+        std::os::unix::fs::symlink(&pod_log, dirs.container_logs.join("kube-apiserver-x.log")).unwrap();
         let info = format!(
             "30 22 8:1 / {} rw - ext4 /dev/sda1 rw\n",
             dirs.kubelet.join("pods/x").display()
@@ -433,10 +475,11 @@ COMMIT
         assert_eq!(r.unmounted, [dirs.kubelet.join("pods/x")]);
         assert_eq!(r.links_removed, ["cni0", "flannel.1"]);
         assert!(r.chains_removed.contains(&"nat/KUBE-SERVICES".to_string()));
-        assert!(r.purged.is_empty() && r.errors.is_empty(), "{r:?}");
+        assert_eq!(r.purged, [dirs.bridge_conflist()], "only the network config goes");
+        assert!(r.errors.is_empty(), "{r:?}");
         assert!(
-            paths.etcd_data().exists() && paths.pki().exists(),
-            "etcd data and PKI survive a plain down"
+            paths.etcd_data().exists() && paths.pki().exists() && paths.cni_data().exists(),
+            "etcd data, PKI and IP allocations survive a plain down"
         );
 
         let r = down_role(&paths, &dirs, true, &fake);
@@ -445,5 +488,14 @@ COMMIT
             "{r:?}"
         );
         assert!(!paths.etcd_data().exists() && !paths.pki().exists() && !dirs.kubelet.exists());
+        assert!(!paths.cni_data().exists());
+        for logs in [&dirs.pod_logs, &dirs.container_logs] {
+            assert_eq!(
+                std::fs::read_dir(logs).unwrap().count(),
+                0,
+                "{} emptied",
+                logs.display()
+            );
+        }
     }
 }

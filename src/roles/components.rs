@@ -165,13 +165,18 @@ fn kubelet_volumes(ctx: &Ctx) -> Vec<Volume> {
             },
             ..bind(&d.kubelet, false)
         },
-        bind("/var/log/containers", false),
-        bind("/var/log/pods", false),
+        bind(&d.container_logs, false),
+        bind(&d.pod_logs, false),
         bind(&d.etc, true),
         bind(&d.cni_conf, true),
         bind(&d.cni_bin, true),
         bind("/lib/modules", true),
         bind(ctx.layout.dir(), true),
+        // The kubelet gives pods the host's resolver (`resolvConf`, dnsPolicy Default and the
+        // upstream of ClusterFirst) and hostNetwork pods the host's /etc/hosts; Docker gave
+        // kube-deploy's kubelet container both.
+        bind("/etc/resolv.conf", true),
+        bind("/etc/hosts", true),
     ]);
     // The CRI socket lives under /run by default; a moved state dir must be bound explicitly.
     if !ctx.paths.state().starts_with("/run") {
@@ -200,6 +205,11 @@ fn kubelet_config(ctx: &Ctx) -> Value {
         },
         "authorization": {"mode": "Webhook"},
         "readOnlyPort": 0,
+        // How often the kubelet recomputes its node status (it posts only changes, plus a
+        // report every 5 min). After a restart the Node in etcd still says Ready, which ends
+        // the kubelet's fast start-up updates; the first real Ready then waits for this tick
+        // (default 10s).
+        "nodeStatusUpdateFrequency": "2s",
         "rotateCertificates": true,
         // Images kboot built locally cannot be pulled again: never garbage-collect them.
         "imageGCHighThresholdPercent": 100,
@@ -267,7 +277,7 @@ fn kubelet(ctx: &Ctx) -> Service {
             "experimental-bootstrap-kubeconfig"
         };
         args.push(flag(name, ctx.layout.bootstrap_kubeconfig().display()));
-        args.push(flag("cert-dir", ctx.dirs.kubelet.join("pki").display()));
+        args.push(flag("cert-dir", ctx.dirs.kubelet_cert_dir().display()));
     }
     args.push(flag("hostname-override", ctx.ip()));
     args.push(flag("node-ip", ctx.ip()));
@@ -356,6 +366,39 @@ fn flannel(ctx: &Ctx) -> Vec<Service> {
         ..Service::default()
     };
     vec![plugin, flanneld]
+}
+
+/// The pod network without flannel (`USE_CNI=false`), kube-deploy's `docker0`: a bridge on
+/// this node with the node's pod subnet (`{{.PodCIDR}}`, which kboot's CRI fills in from
+/// the kubelet's `UpdateRuntimeConfig` once the controller-manager has allocated it), NAT to
+/// the outside as `FLANNEL_IPMASQ` says, host ports. Routes between nodes' subnets are not
+/// set up: that is what `USE_CNI` (flannel) is for.
+fn bridge_conflist(ctx: &Ctx) -> PlanFile {
+    let conflist = json!({
+        "cniVersion": "0.4.0",
+        "name": "kboot",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": ctx.cfg.flannel_ipmasq,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ctx.paths.cni_data(),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    });
+    PlanFile {
+        path: ctx.dirs.bridge_conflist(),
+        mode: 0o644,
+        content: serde_json::to_string_pretty(&conflist).unwrap_or_default() + "\n",
+    }
 }
 
 fn flannel_files(ctx: &Ctx) -> Result<Vec<PlanFile>, RoleError> {
@@ -566,14 +609,23 @@ fn controller_manager_args(ctx: &Ctx) -> Vec<String> {
         // bootstrapsigner signs cluster-info for joining workers; tokencleaner drops expired tokens.
         a.push("--controllers=*,bootstrapsigner,tokencleaner".into());
     }
-    if cfg.use_cni {
-        a.extend([
-            "--allocate-node-cidrs=true".into(),
-            flag("cluster-cidr", cfg.flannel_network),
-        ]);
+    // Each node gets a subnet of the pod network: flannel's (USE_CNI) and the bridge
+    // network's `{{.PodCIDR}}` both read it from the Node object.
+    a.extend([
+        "--allocate-node-cidrs=true".into(),
+        flag("cluster-cidr", cfg.flannel_network),
+    ]);
+    if let Some(mask) = node_cidr_mask_size(cfg.flannel_network.prefix) {
+        a.push(flag("node-cidr-mask-size", mask));
     }
     a.push("--v=2".into());
     a
+}
+
+/// The per-node subnet size when the controller-manager's default (/24) would leave room
+/// for fewer than four nodes in the pod network: a quarter of the network (at most /30).
+fn node_cidr_mask_size(network_prefix: u8) -> Option<u8> {
+    (network_prefix > 22).then(|| (network_prefix + 2).min(30))
 }
 
 fn scheduler_args(ctx: &Ctx) -> Vec<String> {
@@ -595,9 +647,7 @@ fn proxy_args(ctx: &Ctx) -> Vec<String> {
     let mut a = component_command(ctx.cfg, "kube-proxy");
     a.push(flag("kubeconfig", kubeconfig));
     a.push(flag("hostname-override", ctx.ip()));
-    if ctx.cfg.use_cni {
-        a.push(flag("cluster-cidr", ctx.cfg.flannel_network));
-    }
+    a.push(flag("cluster-cidr", ctx.cfg.flannel_network));
     a.push("--v=2".into());
     a
 }
@@ -626,6 +676,8 @@ fn node(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
     if ctx.cfg.use_cni {
         plan.files.extend(flannel_files(ctx)?);
         plan.services.extend(flannel(ctx));
+    } else {
+        plan.files.push(bridge_conflist(ctx));
     }
     Ok(())
 }
@@ -649,6 +701,9 @@ pub(crate) fn master(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
     node(ctx, plan)?;
     if super::supports_secure_join(ctx.cfg) {
         plan.files.push(bootstrap::rbac_file(ctx.paths)?);
+        if let Some(file) = super::dns::addon_file(ctx.cfg, ctx.paths) {
+            plan.files.push(file?);
+        }
         plan.services.push(bootstrap::apply_service(
             ctx.cfg,
             ctx.paths,
@@ -661,4 +716,78 @@ pub(crate) fn master(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
 
 pub(crate) fn worker(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
     node(ctx, plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roles::config::{resolve, tests::host, Key, Layer};
+
+    fn plan(pairs: &[(Key, &str)]) -> (crate::roles::RolePlan, KubeDirs) {
+        let flags: Layer = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let cfg = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let dirs = KubeDirs::default();
+        (
+            crate::roles::build(&cfg, &Paths::under("/tmp/kb"), &dirs).unwrap(),
+            dirs,
+        )
+    }
+
+    fn manifest_args(plan: &crate::roles::RolePlan, name: &str) -> String {
+        let file = plan
+            .plan
+            .files
+            .iter()
+            .find(|f| f.path.ends_with(format!("{name}.yaml")));
+        file.map(|f| f.content.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn without_flannel_the_node_gets_a_bridge_network_on_its_allocated_pod_cidr() {
+        let (plan, dirs) = plan(&[]);
+        let file = plan.plan.files.iter().find(|f| f.path == dirs.bridge_conflist());
+        let conf: Value = serde_json::from_str(&file.expect("bridge conflist").content).unwrap();
+        let bridge = &conf["plugins"][0];
+        assert_eq!(bridge["type"], "bridge");
+        assert_eq!(bridge["ipMasq"], true, "FLANNEL_IPMASQ defaults to true");
+        // kboot's CRI substitutes the node's CIDR from the kubelet's UpdateRuntimeConfig.
+        assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "{{.PodCIDR}}");
+        assert_eq!(bridge["ipam"]["dataDir"], "/tmp/kb/root/cni", "under --root");
+        assert_eq!(conf["plugins"][1]["type"], "portmap");
+        let cm = manifest_args(&plan, "kube-controller-manager");
+        assert!(
+            cm.contains("--allocate-node-cidrs=true") && cm.contains("--cluster-cidr=10.1.0.0/16"),
+            "{cm}"
+        );
+        assert!(!cm.contains("node-cidr-mask-size"), "the default /24 fits a /16");
+        assert!(manifest_args(&plan, "kube-proxy").contains("--cluster-cidr=10.1.0.0/16"));
+        assert!(!plan.plan.services.iter().any(|s| s.name == "flannel"));
+    }
+
+    #[test]
+    fn with_flannel_there_is_no_bridge_network() {
+        let (plan, dirs) = plan(&[(Key::UseCni, "true"), (Key::FlannelIpmasq, "false")]);
+        assert!(!plan.plan.files.iter().any(|f| f.path == dirs.bridge_conflist()));
+        assert!(plan.plan.files.iter().any(|f| f.path.ends_with("10-flannel.conflist")));
+    }
+
+    #[test]
+    fn a_small_pod_network_gets_node_subnets_that_fit() {
+        assert_eq!(node_cidr_mask_size(16), None);
+        assert_eq!(node_cidr_mask_size(22), None);
+        assert_eq!(node_cidr_mask_size(24), Some(26));
+        assert_eq!(node_cidr_mask_size(28), Some(30));
+        let (plan, _) = plan(&[(Key::FlannelNetwork, "10.9.0.0/24")]);
+        assert!(manifest_args(&plan, "kube-controller-manager").contains("--node-cidr-mask-size=26"));
+    }
+
+    #[test]
+    fn the_kubelet_sees_the_hosts_resolver_and_hosts_file_read_only() {
+        let (plan, _) = plan(&[]);
+        let kubelet = plan.plan.services.iter().find(|s| s.name == "kubelet").unwrap();
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            let v = kubelet.volumes.iter().find(|v| v.target == Path::new(f));
+            assert!(v.is_some_and(|v| v.read_only && v.source == Path::new(f)), "{f}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cleanup;
 pub mod components;
 pub mod config;
+pub mod dns;
 pub mod images;
 pub mod join;
 pub mod netdetect;
@@ -35,6 +36,10 @@ pub struct KubeDirs {
     pub cni_conf: PathBuf,
     pub cni_bin: PathBuf,
     pub flannel_run: PathBuf,
+    /// The kubelet's pod log directories (`/var/log/pods`) and their `/var/log/containers`
+    /// links: fixed in the kubelet.
+    pub pod_logs: PathBuf,
+    pub container_logs: PathBuf,
 }
 
 impl Default for KubeDirs {
@@ -45,6 +50,8 @@ impl Default for KubeDirs {
             cni_conf: "/etc/cni/net.d".into(),
             cni_bin: "/opt/cni/bin".into(),
             flannel_run: "/run/flannel".into(),
+            pod_logs: "/var/log/pods".into(),
+            container_logs: "/var/log/containers".into(),
         }
     }
 }
@@ -59,9 +66,26 @@ impl KubeDirs {
     pub fn flannel_conf(&self) -> PathBuf {
         self.etc.join("flannel/net-conf.json")
     }
+    /// Names the kboot root whose role wrote these directories (see [`check_host_owner`]).
+    pub fn owner_file(&self) -> PathBuf {
+        self.etc.join("kboot-root")
+    }
+    /// The pod network kboot writes when flannel does not run (`USE_CNI=false`).
+    pub fn bridge_conflist(&self) -> PathBuf {
+        self.cni_conf.join("10-kboot-bridge.conflist")
+    }
     /// The kubeconfig a worker's kubelet writes after TLS bootstrapping.
     pub fn kubelet_kubeconfig(&self) -> PathBuf {
         self.kubelet.join("kubeconfig")
+    }
+    /// The client certificate and key (one PEM file) a worker's kubelet got by TLS
+    /// bootstrapping and rotates (`--cert-dir`).
+    pub fn kubelet_client_cert(&self) -> PathBuf {
+        self.kubelet_cert_dir().join("kubelet-client-current.pem")
+    }
+    /// The kubelet's `--cert-dir`.
+    pub fn kubelet_cert_dir(&self) -> PathBuf {
+        self.kubelet.join("pki")
     }
 }
 
@@ -106,12 +130,52 @@ pub enum RoleError {
          kubelet): use K8S_VERSION v1.10 or newer"
     )]
     WorkerTooOld { family: Family },
+    #[error(
+        "{} belongs to the kboot role under {} ({}): a host runs one role, because Kubernetes' \
+         directories (/etc/kubernetes, /var/lib/kubelet, /var/log/pods, /etc/cni/net.d) do not move \
+         with --root. Stop that one first (`kboot --root {} down --purge`), or run this one \
+         in its own mount namespace",
+        etc.display(), root.display(), owner.display(), root.display()
+    )]
+    HostTaken {
+        etc: PathBuf,
+        root: PathBuf,
+        owner: PathBuf,
+    },
+    #[error("read {}", path.display())]
+    ReadOwner {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("encode {what}")]
     Encode {
         what: String,
         #[source]
         source: serde_yaml::Error,
     },
+}
+
+/// One role per host: Kubernetes' directories are fixed, and the static pod manifests in
+/// them name one root's PKI. `run` refuses a root other than the one named by the owner
+/// file the previous role wrote (kept by `down`, removed by `down --purge` with the
+/// manifests). Directories written before the owner file existed are not claimed.
+pub fn check_host_owner(paths: &Paths, dirs: &KubeDirs) -> Result<(), RoleError> {
+    let owner = dirs.owner_file();
+    let text = match std::fs::read_to_string(&owner) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(RoleError::ReadOwner { path: owner, source }),
+    };
+    let root = PathBuf::from(text.trim_end_matches('\n'));
+    if root == paths.root() {
+        return Ok(());
+    }
+    Err(RoleError::HostTaken {
+        etc: dirs.etc.clone(),
+        root,
+        owner,
+    })
 }
 
 /// Whether this configuration can use bootstrap tokens and TLS bootstrapping.
@@ -155,6 +219,11 @@ pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePla
         images: images::images(cfg),
     };
     let mut plan = Plan::default();
+    plan.files.push(crate::plan::PlanFile {
+        path: dirs.owner_file(),
+        mode: 0o644,
+        content: format!("{}\n", paths.root().display()),
+    });
     let pki_plan = match cfg.role {
         Role::Master => {
             components::master(&ctx, &mut plan)?;
@@ -235,4 +304,41 @@ pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
         what: "plan".into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_root_is_refused_the_hosts_kubernetes_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = KubeDirs {
+            etc: tmp.path().join("etc"),
+            ..KubeDirs::default()
+        };
+        let first = Paths::under(tmp.path().join("first"));
+        let second = Paths::under(tmp.path().join("second"));
+        check_host_owner(&second, &dirs).expect("nobody owns a fresh host");
+        // What `run` writes: the owner file is one of the plan's files.
+        let cfg = config::resolve(
+            Role::Master,
+            &config::Layer::new(),
+            &config::Layer::new(),
+            &config::Layer::new(),
+            &config::tests::host(),
+        )
+        .unwrap();
+        let plan = build(&cfg, &first, &dirs).unwrap();
+        let owner = plan.plan.files.iter().find(|f| f.path == dirs.owner_file()).unwrap();
+        std::fs::create_dir_all(&dirs.etc).unwrap();
+        std::fs::write(&owner.path, &owner.content).unwrap();
+
+        check_host_owner(&first, &dirs).expect("the same root converges");
+        let err = check_host_owner(&second, &dirs).unwrap_err().to_string();
+        assert!(
+            err.contains(&first.root().display().to_string()) && err.contains("down --purge"),
+            "{err}"
+        );
+    }
 }

@@ -142,6 +142,13 @@ impl Paths {
         self.netns_dir().join(format!("{sandbox_id}.ipc"))
     }
 
+    /// `cni/`: the IP allocations of the pod network kboot's roles configure (host-local's
+    /// `dataDir`), under the root so two roots never hand out each other's addresses and
+    /// `down --purge` takes them.
+    pub fn cni_data(&self) -> PathBuf {
+        self.root.join("cni")
+    }
+
     // --- pki --------------------------------------------------------------------------
 
     /// `pki/`: CA, certificates, keys (0600), kubeconfigs.
@@ -222,6 +229,7 @@ mod tests {
             p.cri_socket(),
             p.sandbox("ab"),
             p.netns("ab"),
+            p.cni_data(),
             p.registries_config(),
             p.supervisor_lock(),
             p.supervisor_log(),
