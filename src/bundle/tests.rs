@@ -279,7 +279,9 @@ fn bundle_config_json_round_trips() {
 fn an_unchanged_bundle_is_not_rewritten() {
     use std::os::unix::fs::MetadataExt;
     let r = rootfs();
-    let spec = spec_for(&svc(), &ImageDefaults::default(), r.path()).unwrap();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &spec).unwrap();
     let inode = fs::metadata(&path).unwrap().ino();

@@ -125,9 +125,10 @@ const MAX_ASYNC_WORKERS: usize = 4;
 
 /// At most this many glibc malloc arenas. glibc gives each thread that allocates
 /// under contention its own arena, up to 8 per core, and freed memory stays in the
-/// arena it came from: with tokio's workers and blocking threads that is RSS that
-/// grows with the thread count. Two arenas keep the supervisor's RSS flat at no
-/// measurable cost for its mostly idle threads (bench/README.md `## Containers`).
+/// arena it came from: with tokio's workers and blocking threads (image pulls, CRI
+/// calls) that is RSS growing with the thread count on big hosts. On the 2-core
+/// bench host the supervisor under CRI traffic measured the same either way
+/// (bench/README.md `## Containers`): the cap costs nothing where it is not needed.
 const MALLOC_ARENAS: i32 = 2;
 
 fn limit_malloc_arenas() {
