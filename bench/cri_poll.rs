@@ -3,7 +3,10 @@
 //! stats and images, image filesystem), from CONNECTIONS clients for SECONDS,
 //! so the supervisor's memory can be measured under CRI traffic.
 //!
-//!     cargo run --example cri_poll -- SOCKET SECONDS CONNECTIONS
+//!     cargo run --example cri_poll -- SOCKET SECONDS CONNECTIONS [IMAGE…]
+//!
+//! IMAGEs are pulled first through the CRI's PullImage, one after the other as the
+//! kubelet does by default.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
@@ -49,9 +52,23 @@ async fn poll(socket: PathBuf, until: Instant) -> anyhow::Result<u64> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [socket, seconds, connections] = &args[..] else {
-        anyhow::bail!("usage: cri_poll SOCKET SECONDS CONNECTIONS");
+    let [socket, seconds, connections, images @ ..] = &args[..] else {
+        anyhow::bail!("usage: cri_poll SOCKET SECONDS CONNECTIONS [IMAGE…]");
     };
+    if !images.is_empty() {
+        let mut im = ImageServiceClient::new(channel(PathBuf::from(socket)).await?);
+        for image in images {
+            im.pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        }
+        println!("pulled {} images", images.len());
+    }
     let until = Instant::now() + Duration::from_secs(seconds.parse()?);
     let tasks: Vec<_> = (0..connections.parse::<usize>()?)
         .map(|_| tokio::spawn(poll(PathBuf::from(socket), until)))
