@@ -1,6 +1,6 @@
 //! Benchmark helper for bench/containers.sh (never a timed test): polls a CRI
 //! socket the way a kubelet does (Version, Status, list pods, containers,
-//! stats and images, image filesystem), from CONNECTIONS clients for SECONDS,
+//! stats and images, image status, image filesystem), from CONNECTIONS clients for SECONDS,
 //! so the supervisor's memory can be measured under CRI traffic.
 //!
 //!     cargo run --example cri_poll -- SOCKET SECONDS CONNECTIONS [IMAGE…]
@@ -42,8 +42,17 @@ async fn poll(socket: PathBuf, until: Instant) -> anyhow::Result<u64> {
         rt.list_containers(ListContainersRequest::default()).await?;
         rt.list_container_stats(ListContainerStatsRequest::default()).await?;
         im.list_images(ListImagesRequest::default()).await?;
+        // Before each container start the kubelet asks for its image (absent here).
+        im.image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: "registry.k8s.io/pause:3.10".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
         im.image_fs_info(ImageFsInfoRequest::default()).await?;
-        n += 7;
+        n += 8;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(n)
