@@ -13,7 +13,10 @@
 //! by a file, and with no anonymous (copy-on-write) page. The relocated
 //! `.data.rel.ro` of the binary is read-only too but made of anonymous pages
 //! after relocation: dropping it would bring back the unrelocated file bytes,
-//! so the `Anonymous: 0 kB` test is what keeps this safe.
+//! so the `Anonymous: 0 kB` test is what keeps this safe. An upgrade of kboot or
+//! libc while shims run does not change what faults back in: package managers
+//! replace files by rename (the old inode stays while mapped), and a running
+//! executable cannot be written in place (ETXTBSY).
 
 /// One mapping of `/proc/self/smaps` that may be dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
