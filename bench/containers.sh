@@ -100,8 +100,21 @@ echo "runc run (one /bin/true): peak RSS $(awk -F': ' '/Maximum resident/ {print
 "$KBOOT" run -d -f "$W/ten.yml" >/dev/null
 sleep 1
 sup=$(cat "$KBOOT_STATE/supervisor.pid")
-shim=$(python3 -c "import json,sys; print(json.load(open('$KBOOT_STATE/shims/s1.json'))['shim_pid'])")
-mem() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %s kB  ", $1, $2}' "/proc/$1/status"; }
-# RssFile is the kboot binary's pages in the page cache, shared by every shim and the supervisor.
+shim_pid() { python3 -c "import json,sys; print(json.load(open('$KBOOT_STATE/shims/$1.json'))['shim_pid'])"; }
+shim=$(shim_pid s1)
+# RssFile is the kboot binary's pages in the page cache, shared by every shim and the
+# supervisor; Pss divides each shared page among the processes mapping it (the real cost).
+mem() {
+  awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %s kB  ", $1, $2}' "/proc/$1/status"
+  awk '/^(Pss|Private_Dirty):/ {printf "%s %s kB  ", $1, $2}' "/proc/$1/smaps_rollup"
+}
 echo "supervisor with 10 containers: $(mem "$sup")"
 echo "one shim (running container):  $(mem "$shim")"
+pss=0
+for i in $(seq 1 10); do pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$(shim_pid "s$i")/smaps_rollup"))); done
+echo "Pss of the 10 shims: $pss kB in all, $((pss / 10)) kB each"
+
+# The supervisor also serves the kubelet's CRI: kubelet-like polling from 4 clients.
+cargo build --quiet --example cri_poll
+echo "CRI traffic for ${CRI_SECONDS:-20} s: $(target/debug/examples/cri_poll "$KBOOT_STATE/cri.sock" "${CRI_SECONDS:-20}" 4)"
+echo "supervisor after CRI traffic: $(mem "$sup")"

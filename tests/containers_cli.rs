@@ -122,6 +122,60 @@ fn containers_restart_policies_with_a_crash_loop_beside_a_healthy_service() {
 }
 
 #[test]
+fn containers_always_restarts_a_stopped_container_with_the_next_supervisor_unless_stopped_does_not() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:
+  always:
+    image: dir:{r}
+    command: /bin/sleep 1000
+    restart: always
+  unless:
+    image: dir:{r}
+    command: /bin/sleep 1000
+    restart: unless-stopped
+",
+            r = rootfs.display()
+        ),
+    );
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    run_ok(kb(&d).args(["stop", "-t", "2", "always", "unless"]));
+    // Stopped by the user: both stay stopped while this supervisor runs.
+    std::thread::sleep(Duration::from_millis(500));
+    let list = ps(&mut kb(&d));
+    assert!(list.iter().all(|c| c["status"] == "stopped"), "{list:?}");
+
+    // A new supervisor (started here by a plan that names neither) is Docker's daemon restart.
+    kill_supervisor(&d);
+    let other = d.path().join("other.yml");
+    std::fs::write(
+        &other,
+        format!(
+            "services:
+  other:
+    image: dir:{}
+    command: /bin/sleep 1000
+",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&other));
+    assert!(
+        wait_until(Duration::from_secs(10), || find(&ps(&mut kb(&d)), "always")["status"]
+            == "running"),
+        "{:?}",
+        ps(&mut kb(&d))
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(find(&ps(&mut kb(&d)), "unless")["status"], "stopped");
+}
+
+#[test]
 fn containers_survive_a_killed_supervisor_and_are_adopted_without_duplicates() {
     let d = Dir::new();
     let _down = guard(&d);

@@ -626,8 +626,14 @@ pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     };
     fs::create_dir_all(dir).map_err(werr)?;
     let json = serde_json::to_vec_pretty(spec).map_err(|e| werr(std::io::Error::other(e)))?;
-    // `run` rewrites every bundle; an unchanged one needs no second flush to disk.
-    if fs::read(&path).is_ok_and(|old| old == json) {
+    // `run` rewrites every bundle; an unchanged one needs no second flush to disk (10 ms
+    // and more on a busy disk, on every `run`). Compared as specs, not bytes: capability
+    // sets are hash sets, serialised in a different order by every process.
+    let unchanged = fs::read(&path)
+        .ok()
+        .and_then(|old| serde_json::from_slice::<Spec>(&old).ok())
+        .is_some_and(|old| old == *spec);
+    if unchanged {
         return Ok(path);
     }
     let tmp = dir.join(".config.json.tmp");

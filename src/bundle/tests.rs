@@ -276,6 +276,28 @@ fn bundle_config_json_round_trips() {
 }
 
 #[test]
+fn an_unchanged_bundle_is_not_rewritten() {
+    use std::os::unix::fs::MetadataExt;
+    let r = rootfs();
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &spec).unwrap();
+    let inode = fs::metadata(&path).unwrap().ino();
+    // The same spec built again: its capability sets iterate in another order.
+    let again: Spec = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    write_config(dir.path(), &again).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "unchanged: kept as it was");
+    let mut changed = spec.clone();
+    changed.set_hostname(Some("other".into()));
+    write_config(dir.path(), &changed).unwrap();
+    assert_ne!(fs::metadata(&path).unwrap().ino(), inode, "changed: replaced");
+    let back: Spec = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back, changed);
+}
+
+#[test]
 fn host_devices_lists_nodes_but_not_libcontainer_defaults() {
     let devs = host_devices(Path::new("/dev"));
     assert!(devs.iter().all(|d| d.path() != Path::new("/dev/null")));

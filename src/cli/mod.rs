@@ -103,11 +103,40 @@ impl Context {
     /// Runs a future on a multi-threaded tokio runtime built for this command only:
     /// `kboot shim` never builds one (libcontainer must not clone from a threaded process).
     pub fn block_on<F: std::future::Future>(&self, fut: F) -> anyhow::Result<F::Output> {
+        limit_malloc_arenas();
         let rt = tokio::runtime::Builder::new_multi_thread()
+            // The supervisor and the CRI server mostly wait on shims, sockets and timers;
+            // blocking work (unpacking, bundles) goes to `spawn_blocking` threads. One worker
+            // per core (tokio's default) would be 64 idle threads and their stacks on a big host.
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_ASYNC_WORKERS),
+            )
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("start the async runtime: {e}"))?;
         Ok(rt.block_on(fut))
+    }
+}
+
+/// At most this many worker threads in the async runtime (`run`, `supervise`, `cri`, `pull`).
+const MAX_ASYNC_WORKERS: usize = 4;
+
+/// At most this many glibc malloc arenas. glibc gives each thread that allocates
+/// under contention its own arena, up to 8 per core, and freed memory stays in the
+/// arena it came from: with tokio's workers and blocking threads (image pulls, CRI
+/// calls) that is RSS growing with the thread count on big hosts. On the 2-core
+/// bench host the supervisor under CRI traffic measured the same either way
+/// (bench/README.md `## Containers`): the cap costs nothing where it is not needed.
+const MALLOC_ARENAS: i32 = 2;
+
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; it is called before the runtime
+    // starts its threads, and M_ARENA_MAX takes a plain integer.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
     }
 }
 

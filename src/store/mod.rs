@@ -11,12 +11,12 @@ mod blob;
 mod error;
 mod fsutil;
 mod index;
+mod reference;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use oci_spec::distribution::Reference;
 use oci_spec::image::{Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -85,7 +85,7 @@ pub enum Manifest {
 
 /// Normalizes a reference as users write it: `etcd` → `docker.io/library/etcd:latest`.
 pub fn normalize_reference(reference: &str) -> Result<Reference> {
-    Reference::from_str(reference.trim()).map_err(|source| StoreError::InvalidReference {
+    reference::parse(reference.trim()).map_err(|source| StoreError::InvalidReference {
         reference: reference.to_string(),
         source,
     })

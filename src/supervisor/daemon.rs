@@ -20,7 +20,7 @@ use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
-use crate::plan::Healthcheck;
+use crate::plan::{Healthcheck, RestartPolicy};
 use crate::shim::record::{now_ms, read_json, ExitRecord};
 use crate::shim::{self, exit_record_path};
 use crate::state::Paths;
@@ -117,6 +117,7 @@ fn lock(paths: &Paths) -> Result<Flock<File>> {
 /// it manages) or, with `exit_when_idle`, until those containers are done.
 pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let _lock = lock(paths)?;
+    restart_always_on_start(paths);
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<ProbeResult>();
     let mut sup = Supervisor {
@@ -171,6 +172,32 @@ pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl F
     let _ = fs::remove_file(paths.supervisor_pid());
     tracing::info!("supervisor stopped");
     Ok(())
+}
+
+/// Docker's `always` on a daemon start: a container the user stopped runs again
+/// when a supervisor starts, while `unless-stopped` keeps it stopped (the only
+/// difference between the two policies).
+fn restart_always_on_start(paths: &Paths) {
+    for name in records::container_names(paths) {
+        let Some(mut desired) = read_desired(paths, &name) else {
+            continue;
+        };
+        if desired.state != DesiredState::Stopped
+            || !desired.stopped_by_user
+            || desired.service.restart != RestartPolicy::Always
+        {
+            continue;
+        }
+        desired.state = DesiredState::Running;
+        desired.stopped_by_user = false;
+        desired.requested_at_ms = now_ms();
+        match write_desired(paths, &desired) {
+            Ok(()) => {
+                tracing::info!(container = %name, "restart: always starts a user-stopped container with the supervisor")
+            }
+            Err(err) => tracing::error!(container = %name, %err, "mark a restart: always container wanted"),
+        }
+    }
 }
 
 struct Supervisor {
