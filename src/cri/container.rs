@@ -752,6 +752,14 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     if let Some(log) = &c.record.log_path {
         command.arg("--log-path").arg(log).arg("--log-max-bytes").arg("0");
     }
+    // Every CRI container can be attached to; stdin only when its config asks for one.
+    command.arg("--attach");
+    if c.config.stdin {
+        command.arg("--stdin");
+        if c.config.stdin_once {
+            command.arg("--stdin-once");
+        }
+    }
     let mut child = command
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")

@@ -208,8 +208,19 @@ impl RuntimeService for Runtime {
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Cri::resolve_container(&*self.cri.inner.lock().await, &req.into_inner().container_id)?;
-        unsupported("Attach")
+        let req = req.into_inner();
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(CriError::InvalidArgument("one of stdin, stdout and stderr must be set".into()).into());
+        }
+        {
+            let inner = self.cri.inner.lock().await;
+            let c = Cri::resolve_container(&inner, &req.container_id)?;
+            if !matches!(c.phase(&self.cri.config.paths), super::container::Phase::Running(_)) {
+                return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
+            }
+        }
+        let url = self.streams.url(Pending::Attach(req))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
