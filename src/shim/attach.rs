@@ -81,7 +81,8 @@ impl Attach {
             Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let listener = UnixListener::bind(path)?;
+        let (_dir, short) = short_path(path)?;
+        let listener = UnixListener::bind(&short)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         if let Some(fd) = &stdin {
@@ -242,6 +243,21 @@ impl Attach {
             tracing::debug!(path = %self.path.display(), "attach client left");
         }
     }
+}
+
+/// A path to `path` that fits a socket address (108 bytes) whatever the length of its
+/// directory (a test's temporary root easily exceeds it): through `/proc/self/fd` and an open
+/// descriptor of the directory, which the caller keeps open while it uses the path.
+pub fn short_path(path: &Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "a socket path needs a directory and a name",
+        ));
+    };
+    let dir = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string()).join(name);
+    Ok((dir, short))
 }
 
 impl Drop for Attach {

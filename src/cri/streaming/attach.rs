@@ -60,7 +60,12 @@ async fn connect(cri: &Cri, id: &str) -> Result<UnixStream, String> {
             .clone()
     };
     let path = cri.config.paths.attach_socket(&id);
-    UnixStream::connect(&path).await.map_err(|e| {
+    let short = crate::shim::attach::short_path(&path);
+    let connected = match &short {
+        Ok((_dir, short)) => UnixStream::connect(short).await,
+        Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+    };
+    connected.map_err(|e| {
         format!(
             "container {id} cannot be attached to ({}: {e}); is it running?",
             path.display()
