@@ -21,12 +21,22 @@ fn bundle(d: &Dir, args: &[&str]) -> std::path::PathBuf {
     dir
 }
 
+/// A long container ID (a CRI ID has 64 characters), so that the socket's path exceeds the
+/// 108 bytes of a socket address as it does under a test's deep state directory.
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-attach-test";
+
+fn socket(d: &Dir) -> std::path::PathBuf {
+    let sock = d.path().join("state/attach").join(format!("{ID}.sock"));
+    assert!(sock.as_os_str().len() >= 108, "{}", sock.display());
+    sock
+}
+
 fn shim(d: &Dir, args: &[&str], extra: &[&str]) -> Child {
     let mut cmd: Command = d.kboot();
     cmd.env("KBOOT_TEST_ONLY_PLAIN_PROCESS", "1")
         .arg("shim")
         .arg("--id")
-        .arg("c1")
+        .arg(ID)
         .arg("--bundle")
         .arg(bundle(d, args))
         .arg("--log-path")
@@ -40,7 +50,8 @@ fn shim(d: &Dir, args: &[&str], extra: &[&str]) -> Child {
 fn connect(sock: &Path) -> UnixStream {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match UnixStream::connect(sock) {
+        let connected = kboot::shim::attach::short_path(sock).and_then(|(_dir, short)| UnixStream::connect(short));
+        match connected {
             Ok(s) => {
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 return s;
@@ -70,7 +81,7 @@ fn frame(s: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
 #[test]
 fn shim_attach_feeds_stdin_streams_live_output_and_stdin_once_ends_the_container() {
     let d = Dir::new();
-    let sock = d.path().join("state/attach/c1.sock");
+    let sock = socket(&d);
     // Each line comes back on stdout and on stderr, to tell the two frame tags apart.
     let mut child = shim(
         &d,
@@ -109,7 +120,7 @@ fn shim_attach_feeds_stdin_streams_live_output_and_stdin_once_ends_the_container
 #[test]
 fn shim_attach_without_stdin_once_keeps_the_container_running_between_clients() {
     let d = Dir::new();
-    let sock = d.path().join("state/attach/c1.sock");
+    let sock = socket(&d);
     let mut child = shim(&d, &["/bin/cat"], &["--stdin"]);
     for word in ["one", "two"] {
         let mut c = connect(&sock);
