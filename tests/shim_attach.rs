@@ -83,15 +83,8 @@ fn shim_attach_feeds_stdin_streams_live_output_and_stdin_once_ends_the_container
     let d = Dir::new();
     let sock = socket(&d);
     // Each line comes back on stdout and on stderr, to tell the two frame tags apart.
-    let mut child = shim(
-        &d,
-        &[
-            "/bin/sh",
-            "-c",
-            "while read l; do echo \"out:$l\"; echo \"$l\" >&2; done",
-        ],
-        &["--stdin", "--stdin-once"],
-    );
+    let script = "while read l; do echo \"out:$l\"; echo \"$l\" >&2; done";
+    let mut child = shim(&d, &["/bin/sh", "-c", script], &["--stdin", "--stdin-once"]);
     let mut a = connect(&sock);
     let mut watcher = connect(&sock);
     // Both clients are registered once the shim has accepted them; the watcher only reads.
@@ -150,4 +143,34 @@ fn wait(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn shim_attach_with_a_tty_gives_the_container_a_terminal_and_stdin_once_types_end_of_file() {
+    let d = Dir::new();
+    let sock = socket(&d);
+    let script = "test -t 0 && test -t 1 && echo on-a-tty; while read l; do echo got:$l; done; echo eof";
+    let mut child = shim(&d, &["/bin/sh", "-c", script], &["--stdin", "--stdin-once", "--tty"]);
+    let mut c = connect(&sock);
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_all(b"x\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let status = wait(&mut child, Duration::from_secs(10)).expect("end of file ends the loop");
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(d.path().join("c1.log")).unwrap();
+    // Everything comes through the terminal as stdout, with its CRLF line ends.
+    assert!(log.contains(" stdout F on-a-tty\r\n"), "{log}");
+    assert!(log.contains(" stdout F got:x\r\n"), "{log}");
+    assert!(log.contains("eof"), "{log}");
+    assert!(!log.contains(" stderr "), "{log}");
+    let mut out = Vec::new();
+    while let Some((tag, data)) = frame(&mut c) {
+        assert_eq!(tag, 1);
+        out.extend_from_slice(&data);
+    }
+    assert!(
+        String::from_utf8_lossy(&out).contains("got:x"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }

@@ -91,6 +91,9 @@ pub struct ShimArgs {
     /// With --stdin: the first attach client closing its stdin closes the container's.
     #[arg(long, requires = "stdin")]
     pub stdin_once: bool,
+    /// With --attach: the container's stdio is a pseudo-terminal.
+    #[arg(long, requires = "attach")]
+    pub tty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +338,7 @@ pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
         attach: args.attach.then_some(crate::shim::attach::StdinMode {
             open: args.stdin,
             once: args.stdin_once,
+            tty: args.tty,
         }),
     };
     let exit = crate::shim::run(&cfg)?;

@@ -760,6 +760,9 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
             command.arg("--stdin-once");
         }
     }
+    if c.config.tty {
+        command.arg("--tty");
+    }
     let mut child = command
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")

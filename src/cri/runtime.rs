@@ -212,6 +212,9 @@ impl RuntimeService for Runtime {
         if !(req.stdin || req.stdout || req.stderr) {
             return Err(CriError::InvalidArgument("one of stdin, stdout and stderr must be set".into()).into());
         }
+        if req.tty && req.stderr {
+            return Err(CriError::InvalidArgument("tty and stderr cannot both be set".into()).into());
+        }
         {
             let inner = self.cri.inner.lock().await;
             let c = Cri::resolve_container(&inner, &req.container_id)?;

@@ -9,6 +9,8 @@
 //! - what clients send to the container's stdin (a pipe the shim holds the write end of),
 //!   when the container was created with `stdin`. With `stdin_once`, the first client to
 //!   close its sending side closes the container's stdin, so the container sees end of file.
+//!   With `tty` the container's stdio is a pseudo-terminal the shim allocates: input goes to
+//!   its master, output comes from it (as stdout), and closing stdin types end-of-file (^D).
 //!
 //! Nothing here blocks the shim: sockets and the stdin pipe are non-blocking; a client
 //! whose socket buffer is full misses output and is disconnected (a frame is never split),
@@ -39,7 +41,12 @@ pub struct StdinMode {
     pub open: bool,
     /// The first attach client closing its stdin closes the container's.
     pub once: bool,
+    /// The container's stdin, stdout and stderr are a pseudo-terminal (its controlling one).
+    pub tty: bool,
 }
+
+/// What a terminal's line discipline reads as end of file (^D).
+const EOT: u8 = 0x04;
 
 struct Client {
     sock: UnixStream,
@@ -57,6 +64,8 @@ pub(super) struct Attach {
     /// Client input the stdin pipe did not take yet.
     pending: Vec<u8>,
     once: bool,
+    /// Stdin is a terminal: closing it means typing [`EOT`] (the terminal stays the output).
+    tty: bool,
     /// `stdin_once` fired: close stdin once `pending` is written.
     closing: bool,
 }
@@ -99,6 +108,7 @@ impl Attach {
             stdin,
             pending: Vec::new(),
             once: mode.once,
+            tty: mode.tty,
             closing: false,
         })
     }
@@ -166,7 +176,10 @@ impl Attach {
         match client.sock.read(&mut buf) {
             Ok(0) => {
                 client.reading = false;
-                if self.once && self.stdin.is_some() {
+                if self.once && self.stdin.is_some() && !self.closing {
+                    if self.tty {
+                        self.pending.push(EOT);
+                    }
                     self.closing = true;
                     self.flush_stdin();
                 }

@@ -186,17 +186,29 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     })?;
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
-
-    let (stdin_r, mut attach) = match cfg.attach {
-        Some(mode) => open_attach(cfg, mode)?,
-        None => (None, None),
+    let mut stdio = Stdio {
+        stdin: None,
+        out_r,
+        out_w,
+        err_w,
     };
+    let mut attach = match cfg.attach {
+        Some(mode) => open_attach(cfg, mode, &mut stdio)?,
+        None => None,
+    };
+    let Stdio {
+        stdin,
+        out_r,
+        out_w,
+        err_w,
+    } = stdio;
+    let tty = cfg.attach.is_some_and(|m| m.tty);
 
     let plain = std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1");
     let started = if plain {
-        start_plain(cfg, stdin_r, out_w, err_w)
+        start_plain(cfg, tty, stdin, out_w, err_w)
     } else {
-        start_container(cfg, stdin_r, out_w, err_w)
+        start_container(cfg, tty, stdin, out_w, err_w)
     };
     let (pid, container, spec) = match started {
         Ok(s) => s,
@@ -257,25 +269,58 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     Ok(exit)
 }
 
-/// The container's stdin pipe (read end for the container) and the attach socket. A socket
-/// that cannot be bound costs attaching, not the container: it still starts.
-fn open_attach(cfg: &ShimConfig, mode: StdinMode) -> Result<(Option<OwnedFd>, Option<Attach>)> {
-    let (stdin_r, stdin_w) = if mode.open {
-        let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| ShimError::Sys {
+/// The container's stdio: what it gets (`stdin`, `None` for `/dev/null`; `out_w`, `err_w`)
+/// and where the shim reads its output (`out_r`; stderr's pipe is read separately).
+struct Stdio {
+    stdin: Option<OwnedFd>,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+}
+
+/// Sets up the container's stdin (a pipe, or with a TTY a pseudo-terminal for all three,
+/// whose master replaces the stdout pipe) and binds the attach socket. A socket that cannot
+/// be bound costs attaching, not the container: it still starts.
+fn open_attach(cfg: &ShimConfig, mode: StdinMode, stdio: &mut Stdio) -> Result<Option<Attach>> {
+    let sys = |step: &'static str| {
+        let id = cfg.id.clone();
+        move |source| ShimError::Sys { id, step, source }
+    };
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|source| ShimError::Io {
             id: cfg.id.clone(),
-            step: "create the stdin pipe",
+            step: "duplicate the terminal",
             source,
-        })?;
-        (Some(r), Some(w))
+        })
+    };
+    let input = if mode.tty {
+        let pty = nix::pty::openpty(None, None).map_err(sys("allocate a terminal"))?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(sys("allocate a terminal"))?;
+        }
+        stdio.stdin = Some(dup(&pty.slave)?);
+        stdio.out_w = dup(&pty.slave)?;
+        // The stderr pipe's write end goes unused: its reader sees end of file at once.
+        stdio.err_w = pty.slave;
+        stdio.out_r = dup(&pty.master)?;
+        Some(pty.master).filter(|_| mode.open)
+    } else if mode.open {
+        let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdin pipe"))?;
+        stdio.stdin = Some(r);
+        Some(w)
     } else {
-        (None, None)
+        None
     };
     let path = cfg.paths.attach_socket(&cfg.id);
-    match Attach::bind(&path, stdin_w, mode) {
-        Ok(a) => Ok((stdin_r, Some(a))),
+    match Attach::bind(&path, input, mode) {
+        Ok(a) => Ok(Some(a)),
         Err(err) => {
             tracing::warn!(container = %cfg.id, path = %path.display(), %err, "bind the attach socket; attaching will fail");
-            Ok((stdin_r, None))
+            Ok(None)
         }
     }
 }
@@ -312,7 +357,13 @@ fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::Li
     }
 }
 
-fn start_container(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+fn start_container(
+    cfg: &ShimConfig,
+    tty: bool,
+    stdin: Option<OwnedFd>,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+) -> Result<Started> {
     let id = cfg.id.clone();
     let lc = |step| lc_error(&id, step);
     let spec = load_spec(cfg)?;
@@ -347,7 +398,7 @@ fn start_container(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err
         .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
-        .with_executor(UnblockingExecutor)
+        .with_executor(UnblockingExecutor { tty })
         .as_init(&cfg.bundle)
         .with_systemd(false)
         .with_detach(false)
@@ -365,7 +416,7 @@ fn start_container(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err
     Ok((pid, Some(container), Some(spec)))
 }
 
-fn start_plain(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+fn start_plain(cfg: &ShimConfig, tty: bool, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let id = cfg.id.clone();
     let spec = load_spec(cfg)?;
@@ -388,10 +439,15 @@ fn start_plain(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: 
         .stdin(stdin.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w));
-    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe.
+    // SAFETY: the closure only calls sigprocmask, setsid and ioctl, which are
+    // async-signal-safe and allocate nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             SigSet::all().thread_unblock().map_err(std::io::Error::from)?;
+            if tty {
+                libc::setsid();
+                take_terminal();
+            }
             Ok(())
         });
     }
@@ -408,14 +464,30 @@ fn start_plain(cfg: &ShimConfig, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: 
 
 /// Wraps libcontainer's default executor: the shim blocks signals for its
 /// signalfd, and a blocked mask survives exec, so init unblocks them first.
+/// With a TTY, init (a session leader: libcontainer calls setsid) also makes the terminal
+/// on its stdin its controlling one, so ^C and job control reach it.
 #[derive(Clone)]
-struct UnblockingExecutor;
+struct UnblockingExecutor {
+    tty: bool,
+}
+
+/// Makes the terminal on fd 0 the caller's controlling terminal; a failure leaves the
+/// terminal usable as plain stdio, so it is ignored.
+fn take_terminal() {
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory.
+    unsafe {
+        libc::ioctl(0, libc::TIOCSCTTY, 0);
+    }
+}
 
 impl Executor for UnblockingExecutor {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
         SigSet::all()
             .thread_unblock()
             .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))?;
+        if self.tty {
+            take_terminal();
+        }
         DefaultExecutor {}.exec(spec)
     }
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {

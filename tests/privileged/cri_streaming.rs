@@ -57,8 +57,13 @@ fn kill_and_read_stderr(child: &mut Child) -> String {
 /// `crictl exec -it CTR sh -c SCRIPT` on a pseudo-terminal of 45 rows and 123 columns,
 /// typing `input`.
 fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
+    on_a_terminal(c, &["exec", "-it", ctr, "sh", "-c", script], input)
+}
+
+/// `crictl ARGS` on a pseudo-terminal of 45 rows and 123 columns, typing `input` after 2 s.
+fn on_a_terminal(c: &Crictl, args: &[&str], input: &[u8]) -> Output {
     let mut crictl = c.command();
-    crictl.args(["exec", "-it", ctr, "sh", "-c", script]);
+    crictl.args(args);
     let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
     let line: Vec<String> = std::iter::once(crictl.get_program())
         .chain(crictl.get_args())
@@ -295,8 +300,17 @@ fn cri_streaming_attach_through_crictl() {
             "log_path": "echo/0.log",
         }),
     );
-    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json(&dir, "attach")]);
-    c.ok(&["start", &ctr]);
+    let pod_config = pod_json(&dir, "attach");
+    let run = |config: &str| {
+        let ctr = c.ok(&["create", &pod, config, &pod_config]);
+        c.ok(&["start", &ctr]);
+        ctr
+    };
+    let exited = |ctr: &str| {
+        let state = || c.ok(&["inspect", "-o", "go-template", "--template", "{{.status.state}}", ctr]);
+        wait_until(Duration::from_secs(10), || state() == "CONTAINER_EXITED")
+    };
+    let ctr = run(&ctr_json);
     assert!(
         wait_until(Duration::from_secs(10), || c.ok(&["logs", &ctr]).contains("before")),
         "the container never started"
@@ -319,15 +333,30 @@ fn cri_streaming_attach_through_crictl() {
     assert_eq!(text(&out.stdout), "got:hello\ngot:world\nbye\n", "{}", show(&out));
     assert!(text(&out.stderr).contains("err:hello\nerr:world\n"), "{}", show(&out));
 
-    let state = || c.ok(&["inspect", "-o", "go-template", "--template", "{{.status.state}}", &ctr]);
-    assert!(
-        wait_until(Duration::from_secs(10), || state() == "CONTAINER_EXITED"),
-        "{}",
-        state()
-    );
+    assert!(exited(&ctr), "the container ends with its stdin");
     let logs = c.ok(&["logs", &ctr]);
     assert!(logs.contains("got:world") && logs.contains("bye"), "{logs}");
     // An exited container cannot be attached to.
     let out = c.command().args(["attach", &ctr]).output().unwrap();
     assert!(!out.status.success(), "{}", show(&out));
+
+    // With `tty`: the container's stdio is a terminal (its controlling one), sized as the
+    // client's; what is typed is echoed and answered (through /dev/tty, which only a
+    // controlling terminal opens), all on stdout.
+    let tty_json = write_json(
+        &dir,
+        "tty.json",
+        serde_json::json!({
+            "metadata": {"name": "shell"},
+            "image": {"image": "kboot.test/busybox:1"},
+            "command": ["sh", "-c", "while read l; do [ $l = quit ] && exit 0; test -t 0 && echo tty:$l:$(stty size) >/dev/tty; done"],
+            "stdin": true,
+            "tty": true,
+            "log_path": "shell/0.log",
+        }),
+    );
+    let tty_ctr = run(&tty_json);
+    let out = on_a_terminal(c, &["attach", "-it", &tty_ctr], b"typed\nquit\n");
+    assert!(text(&out.stdout).contains("tty:typed:45 123"), "{}", show(&out));
+    assert!(exited(&tty_ctr), "quit ends the container");
 }

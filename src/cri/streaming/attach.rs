@@ -4,13 +4,14 @@
 //! container exits (the shim closes the socket; the error stream then reports success, as
 //! the kubelet's runtimes do) or when the client goes away (the container keeps running).
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use kboot_cri::v1 as cri;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
-use super::exec::{closed, wait_for_streams, Streams, Wanted};
+use super::exec::{closed, resize_terminal, wait_for_streams, Streams, Wanted};
 use super::spdy::{copy_to, Session, StreamWriter};
 use super::status_json;
 use crate::cri::Cri;
@@ -28,7 +29,12 @@ pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::AttachR
         return;
     };
     let outcome = match connect(&cri, &req.container_id).await {
-        Ok(sock) => {
+        Ok((sock, init)) => {
+            let _resize = streams
+                .resize
+                .take()
+                .and_then(|r| Some((r, terminal_of(init?)?)))
+                .map(|(r, fd)| AbortOnDrop(tokio::spawn(resize_terminal(r, fd))));
             tokio::select! {
                 r = pump(sock, &mut streams, req.tty) => r.map(|()| 0),
                 () = closed(&mut session) => Err("the client closed the connection".into()),
@@ -50,14 +56,38 @@ pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::AttachR
     session.finish().await;
 }
 
-/// The attach socket of the container `id`, connected.
-async fn connect(cri: &Cri, id: &str) -> Result<UnixStream, String> {
-    let id = {
+/// The container's terminal, opened anew through its init's stdin (the shim allocated it;
+/// `None` when that stdin is no terminal): the client's resize messages are applied to it.
+fn terminal_of(init: i32) -> Option<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/{init}/fd/0"))
+        .ok()?;
+    nix::unistd::isatty(f.as_raw_fd()).ok()?.then(|| f.into())
+}
+
+/// Aborts the task when the session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The attach socket of the container `id`, connected, and the container's init pid.
+async fn connect(cri: &Cri, id: &str) -> Result<(UnixStream, Option<i32>), String> {
+    let (id, init) = {
         let inner = cri.inner.lock().await;
-        Cri::resolve_container(&inner, id)
-            .map_err(|e| e.to_string())?
-            .id
-            .clone()
+        let c = Cri::resolve_container(&inner, id).map_err(|e| e.to_string())?;
+        let init = match c.phase(&cri.config.paths) {
+            crate::cri::container::Phase::Running(rec) => rec.init_pid,
+            _ => None,
+        };
+        (c.id.clone(), init)
     };
     let path = cri.config.paths.attach_socket(&id);
     let short = crate::shim::attach::short_path(&path);
@@ -65,12 +95,13 @@ async fn connect(cri: &Cri, id: &str) -> Result<UnixStream, String> {
         Ok((_dir, short)) => UnixStream::connect(short).await,
         Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
     };
-    connected.map_err(|e| {
+    let sock = connected.map_err(|e| {
         format!(
             "container {id} cannot be attached to ({}: {e}); is it running?",
             path.display()
         )
-    })
+    })?;
+    Ok((sock, init))
 }
 
 /// Copies stdin to the shim and its output frames to the client until the shim closes.

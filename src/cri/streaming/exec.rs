@@ -195,7 +195,7 @@ pub(super) async fn closed(session: &mut Session) {
 }
 
 /// Applies the client's `{"Width":..,"Height":..}` messages to the terminal.
-async fn resize_terminal(mut from: Stream, terminal: OwnedFd) {
+pub(super) async fn resize_terminal(mut from: Stream, terminal: OwnedFd) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Size {
