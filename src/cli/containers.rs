@@ -335,7 +335,7 @@ pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
         paths: ctx.paths.clone(),
         log_max_bytes: args.log_max_bytes,
         log_path: args.log_path,
-        attach: args.attach.then_some(crate::shim::attach::StdinMode {
+        attach: args.attach.then_some(crate::shim::attach::StdioMode {
             open: args.stdin,
             once: args.stdin_once,
             tty: args.tty,

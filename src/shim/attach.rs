@@ -34,9 +34,9 @@ pub const STDERR: u8 = 2;
 /// Bytes before a frame's payload: the tag and the big-endian length.
 pub const FRAME_HEADER: usize = 5;
 
-/// What the container's stdin is, from the CRI `ContainerConfig`.
+/// The container's stdio as its CRI `ContainerConfig` asks (`stdin`, `stdin_once`, `tty`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StdinMode {
+pub struct StdioMode {
     /// The container gets a stdin pipe fed by attach clients (else `/dev/null`).
     pub open: bool,
     /// The first attach client closing its stdin closes the container's.
@@ -81,7 +81,7 @@ pub(super) enum Slot {
 impl Attach {
     /// Binds the socket at `path` (replacing a stale one). `stdin` is the write end of the
     /// container's stdin pipe when it has one.
-    pub(super) fn bind(path: &Path, stdin: Option<OwnedFd>, mode: StdinMode) -> std::io::Result<Self> {
+    pub(super) fn bind(path: &Path, stdin: Option<OwnedFd>, mode: StdioMode) -> std::io::Result<Self> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;

@@ -34,7 +34,7 @@ pub mod log;
 mod pages;
 pub mod record;
 
-use attach::{Attach, StdinMode};
+use attach::{Attach, StdioMode};
 use log::{LogWriter, Stream};
 use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
 
@@ -111,7 +111,7 @@ pub struct ShimConfig {
     pub log_path: Option<PathBuf>,
     /// Serve the attach socket (`Paths::attach_socket`), with the container's stdin as
     /// given; `None`: no socket, stdin is `/dev/null` (`kboot run` services).
-    pub attach: Option<StdinMode>,
+    pub attach: Option<StdioMode>,
 }
 
 impl ShimConfig {
@@ -281,7 +281,7 @@ struct Stdio {
 /// Sets up the container's stdin (a pipe, or with a TTY a pseudo-terminal for all three,
 /// whose master replaces the stdout pipe) and binds the attach socket. A socket that cannot
 /// be bound costs attaching, not the container: it still starts.
-fn open_attach(cfg: &ShimConfig, mode: StdinMode, stdio: &mut Stdio) -> Result<Option<Attach>> {
+fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<Option<Attach>> {
     let sys = |step: &'static str| {
         let id = cfg.id.clone();
         move |source| ShimError::Sys { id, step, source }
