@@ -834,7 +834,8 @@ pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> 
     }
 }
 
-/// Removes what Create made: the rootfs view, the log, the directory.
+/// Removes what Create and Start made: the rootfs view, the log, the directory, the attach
+/// socket.
 pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
     LocalImages { paths: paths.clone() }.release(&dir);
@@ -842,6 +843,8 @@ pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
         let _ = fs::remove_file(log);
     }
     let _ = fs::remove_file(exit_record_path(paths, &c.id));
+    // Left behind only by a shim killed with SIGKILL (a shim removes its socket on exit).
+    let _ = fs::remove_file(paths.attach_socket(&c.id));
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CriError::io("remove the container directory", &dir)(e)),
         _ => Ok(()),
