@@ -19,7 +19,7 @@ OUT=${OUT:-$(mktemp -d /tmp/kboot-critest.XXXXXX)}
 # Defaults: the run docs/cri.md reports. Skipped: what the host lacks (AppArmor, SELinux), the
 # upstream-digest image, and features not implemented yet.
 FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runtime|Security Context|Multiple Containers|Networking|Container Mount|Container OOM|Streaming'}
-SKIP=${SKIP:-'public image with digest|support attach|AppArmor|SELinux|UserNamespaces'}
+SKIP=${SKIP:-'public image with digest|AppArmor|SELinux|UserNamespaces'}
 
 cargo build --quiet --bin kboot && cargo build --quiet -p rootfs-tools
 KBOOT=$PWD/target/debug/kboot

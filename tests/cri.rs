@@ -332,6 +332,21 @@ async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
     );
     let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest::default()).await;
     assert_eq!(st.unwrap_err().code(), Code::InvalidArgument);
+    // Attach: no stdio asked for, stderr beside a TTY, an unknown container.
+    let attach = |stdin, stderr, tty| cri::AttachRequest {
+        container_id: unknown.clone(),
+        stdin,
+        tty,
+        stdout: false,
+        stderr,
+    };
+    for (req, want) in [
+        (attach(false, false, false), Code::InvalidArgument),
+        (attach(true, true, true), Code::InvalidArgument),
+        (attach(true, false, false), Code::NotFound),
+    ] {
+        assert_eq!(rt.attach(req).await.unwrap_err().code(), want);
+    }
     let cs = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: unknown,

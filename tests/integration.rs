@@ -10,6 +10,7 @@ mod cri_client;
 mod registry;
 mod roles_cli;
 mod rootfs_tools_push;
+mod shim_attach;
 mod store;
 mod unpack_cache;
 mod unpack_hostile;

@@ -82,6 +82,18 @@ pub struct ShimArgs {
     /// Write the log there instead of the container directory (CRI `log_directory/log_path`).
     #[arg(long)]
     pub log_path: Option<PathBuf>,
+    /// Serve the attach socket (CRI containers).
+    #[arg(long)]
+    pub attach: bool,
+    /// With --attach: give the container a stdin pipe that attach clients write to.
+    #[arg(long, requires = "attach")]
+    pub stdin: bool,
+    /// With --stdin: the first attach client closing its stdin closes the container's.
+    #[arg(long, requires = "stdin")]
+    pub stdin_once: bool,
+    /// With --attach: the container's stdio is a pseudo-terminal.
+    #[arg(long, requires = "attach")]
+    pub tty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +335,11 @@ pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
         paths: ctx.paths.clone(),
         log_max_bytes: args.log_max_bytes,
         log_path: args.log_path,
+        attach: args.attach.then_some(crate::shim::attach::StdioMode {
+            open: args.stdin,
+            once: args.stdin_once,
+            tty: args.tty,
+        }),
     };
     let exit = crate::shim::run(&cfg)?;
     Ok(ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(255)))

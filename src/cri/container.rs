@@ -752,6 +752,17 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     if let Some(log) = &c.record.log_path {
         command.arg("--log-path").arg(log).arg("--log-max-bytes").arg("0");
     }
+    // Every CRI container can be attached to; stdin only when its config asks for one.
+    command.arg("--attach");
+    if c.config.stdin {
+        command.arg("--stdin");
+        if c.config.stdin_once {
+            command.arg("--stdin-once");
+        }
+    }
+    if c.config.tty {
+        command.arg("--tty");
+    }
     let mut child = command
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
@@ -823,7 +834,8 @@ pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> 
     }
 }
 
-/// Removes what Create made: the rootfs view, the log, the directory.
+/// Removes what Create and Start made: the rootfs view, the log, the directory, the attach
+/// socket.
 pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
     LocalImages { paths: paths.clone() }.release(&dir);
@@ -831,6 +843,8 @@ pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
         let _ = fs::remove_file(log);
     }
     let _ = fs::remove_file(exit_record_path(paths, &c.id));
+    // Left behind only by a shim killed with SIGKILL (a shim removes its socket on exit).
+    let _ = fs::remove_file(paths.attach_socket(&c.id));
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CriError::io("remove the container directory", &dir)(e)),
         _ => Ok(()),

@@ -22,6 +22,30 @@ pub(crate) struct Runtime {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl Runtime {
+    /// What `Exec` and `Attach` check before handing out a URL: some stdio asked for, no
+    /// stderr beside a TTY (it goes to stdout there), a running container.
+    async fn check_stream(&self, id: &str, [stdin, stdout, stderr]: [bool; 3], tty: bool) -> Result<(), CriError> {
+        if !(stdin || stdout || stderr) {
+            return Err(CriError::InvalidArgument(
+                "one of stdin, stdout and stderr must be set".into(),
+            ));
+        }
+        if tty && stderr {
+            return Err(CriError::InvalidArgument("tty and stderr cannot both be set".into()));
+        }
+        let inner = self.cri.inner.lock().await;
+        let c = Cri::resolve_container(&inner, id)?;
+        if !matches!(c.phase(&self.cri.config.paths), super::container::Phase::Running(_)) {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn unsupported<T>(what: &'static str) -> Reply<T> {
     Err(CriError::Unsupported(what).into())
 }
@@ -190,26 +214,18 @@ impl RuntimeService for Runtime {
         if req.cmd.is_empty() {
             return Err(CriError::InvalidArgument("ExecRequest.cmd is required".into()).into());
         }
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(CriError::InvalidArgument("one of stdin, stdout and stderr must be set".into()).into());
-        }
-        if req.tty && req.stderr {
-            return Err(CriError::InvalidArgument("tty and stderr cannot both be set".into()).into());
-        }
-        {
-            let inner = self.cri.inner.lock().await;
-            let c = Cri::resolve_container(&inner, &req.container_id)?;
-            if !matches!(c.phase(&self.cri.config.paths), super::container::Phase::Running(_)) {
-                return Err(CriError::FailedPrecondition(format!("container {} is not running", c.id)).into());
-            }
-        }
+        self.check_stream(&req.container_id, [req.stdin, req.stdout, req.stderr], req.tty)
+            .await?;
         let url = self.streams.url(Pending::Exec(req))?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Cri::resolve_container(&*self.cri.inner.lock().await, &req.into_inner().container_id)?;
-        unsupported("Attach")
+        let req = req.into_inner();
+        self.check_stream(&req.container_id, [req.stdin, req.stdout, req.stderr], req.tty)
+            .await?;
+        let url = self.streams.url(Pending::Attach(req))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(&self, req: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {

@@ -28,11 +28,13 @@ use oci_spec::runtime::Spec;
 
 use crate::state::Paths;
 
+pub mod attach;
 mod exec;
 pub mod log;
 mod pages;
 pub mod record;
 
+use attach::{Attach, StdioMode};
 use log::{LogWriter, Stream};
 use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
 
@@ -107,6 +109,9 @@ pub struct ShimConfig {
     pub log_max_bytes: u64,
     /// Where the CRI-format log goes; `None`: `container.log` in the container directory.
     pub log_path: Option<PathBuf>,
+    /// Serve the attach socket (`Paths::attach_socket`), with the container's stdin as
+    /// given; `None`: no socket, stdin is `/dev/null` (`kboot run` services).
+    pub attach: Option<StdioMode>,
 }
 
 impl ShimConfig {
@@ -181,12 +186,29 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     })?;
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
+    let mut stdio = Stdio {
+        stdin: None,
+        out_r,
+        out_w,
+        err_w,
+    };
+    let mut attach = match cfg.attach {
+        Some(mode) => open_attach(cfg, mode, &mut stdio)?,
+        None => None,
+    };
+    let Stdio {
+        stdin,
+        out_r,
+        out_w,
+        err_w,
+    } = stdio;
+    let tty = cfg.attach.is_some_and(|m| m.tty);
 
     let plain = std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1");
     let started = if plain {
-        start_plain(cfg, out_w, err_w)
+        start_plain(cfg, tty, stdin, out_w, err_w)
     } else {
-        start_container(cfg, out_w, err_w)
+        start_container(cfg, tty, stdin, out_w, err_w)
     };
     let (pid, container, spec) = match started {
         Ok(s) => s,
@@ -213,10 +235,12 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let dropped = pages::drop_clean_file_pages();
     tracing::debug!(container = %cfg.id, kib = dropped / 1024, "dropped start-up mappings");
 
-    let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw);
-    drain(&out_r, Stream::Stdout, &mut logw);
-    drain(&err_r, Stream::Stderr, &mut logw);
+    let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw, &mut attach);
+    drain(&out_r, Stream::Stdout, &mut logw, &mut attach);
+    drain(&err_r, Stream::Stderr, &mut logw, &mut attach);
     let _ = logw.flush_partial();
+    // Attached clients see end of file only once the last output went out.
+    drop(attach);
 
     let mut exit = ExitRecord {
         started_at_ms: rec.started_at_ms,
@@ -243,6 +267,62 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let _ = fs::remove_file(cfg.shim_record());
     tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
     Ok(exit)
+}
+
+/// The container's stdio: what it gets (`stdin`, `None` for `/dev/null`; `out_w`, `err_w`)
+/// and where the shim reads its output (`out_r`; stderr's pipe is read separately).
+struct Stdio {
+    stdin: Option<OwnedFd>,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+}
+
+/// Sets up the container's stdin (a pipe, or with a TTY a pseudo-terminal for all three,
+/// whose master replaces the stdout pipe) and binds the attach socket. A socket that cannot
+/// be bound costs attaching, not the container: it still starts.
+fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<Option<Attach>> {
+    let sys = |step: &'static str| {
+        let id = cfg.id.clone();
+        move |source| ShimError::Sys { id, step, source }
+    };
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|source| ShimError::Io {
+            id: cfg.id.clone(),
+            step: "duplicate the terminal",
+            source,
+        })
+    };
+    let input = if mode.tty {
+        let pty = nix::pty::openpty(None, None).map_err(sys("allocate a terminal"))?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(sys("allocate a terminal"))?;
+        }
+        stdio.stdin = Some(dup(&pty.slave)?);
+        stdio.out_w = dup(&pty.slave)?;
+        // The stderr pipe's write end goes unused: its reader sees end of file at once.
+        stdio.err_w = pty.slave;
+        stdio.out_r = dup(&pty.master)?;
+        Some(pty.master).filter(|_| mode.open)
+    } else if mode.open {
+        let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdin pipe"))?;
+        stdio.stdin = Some(r);
+        Some(w)
+    } else {
+        None
+    };
+    let path = cfg.paths.attach_socket(&cfg.id);
+    match Attach::bind(&path, input, mode) {
+        Ok(a) => Ok(Some(a)),
+        Err(err) => {
+            tracing::warn!(container = %cfg.id, path = %path.display(), %err, "bind the attach socket; attaching will fail");
+            Ok(None)
+        }
+    }
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -277,7 +357,13 @@ fn lc_error(id: &str, step: &'static str) -> impl FnOnce(libcontainer::error::Li
     }
 }
 
-fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+fn start_container(
+    cfg: &ShimConfig,
+    tty: bool,
+    stdin: Option<OwnedFd>,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+) -> Result<Started> {
     let id = cfg.id.clone();
     let lc = |step| lc_error(&id, step);
     let spec = load_spec(cfg)?;
@@ -296,18 +382,23 @@ fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<S
         }
         let _ = fs::remove_dir_all(root.join(&id));
     }
-    let devnull = File::open("/dev/null").map_err(|source| ShimError::Io {
-        id: id.clone(),
-        step: "open /dev/null for stdin",
-        source,
-    })?;
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => File::open("/dev/null")
+            .map_err(|source| ShimError::Io {
+                id: id.clone(),
+                step: "open /dev/null for stdin",
+                source,
+            })?
+            .into(),
+    };
     let mut container = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_root_path(&root)
         .map_err(lc("use the runtime state directory"))?
-        .with_stdin(devnull)
+        .with_stdin(stdin)
         .with_stdout(out_w)
         .with_stderr(err_w)
-        .with_executor(UnblockingExecutor)
+        .with_executor(UnblockingExecutor { tty })
         .as_init(&cfg.bundle)
         .with_systemd(false)
         .with_detach(false)
@@ -325,7 +416,7 @@ fn start_container(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<S
     Ok((pid, Some(container), Some(spec)))
 }
 
-fn start_plain(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
+fn start_plain(cfg: &ShimConfig, tty: bool, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let id = cfg.id.clone();
     let spec = load_spec(cfg)?;
@@ -345,13 +436,18 @@ fn start_plain(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Start
     cmd.args(args.iter().skip(1))
         .env_clear()
         .envs(env)
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
         .stdout(std::process::Stdio::from(out_w))
         .stderr(std::process::Stdio::from(err_w));
-    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe.
+    // SAFETY: the closure only calls sigprocmask, setsid and ioctl, which are
+    // async-signal-safe and allocate nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             SigSet::all().thread_unblock().map_err(std::io::Error::from)?;
+            if tty {
+                libc::setsid();
+                take_terminal();
+            }
             Ok(())
         });
     }
@@ -368,14 +464,30 @@ fn start_plain(cfg: &ShimConfig, out_w: OwnedFd, err_w: OwnedFd) -> Result<Start
 
 /// Wraps libcontainer's default executor: the shim blocks signals for its
 /// signalfd, and a blocked mask survives exec, so init unblocks them first.
+/// With a TTY, init (a session leader: libcontainer calls setsid) also makes the terminal
+/// on its stdin its controlling one, so ^C and job control reach it.
 #[derive(Clone)]
-struct UnblockingExecutor;
+struct UnblockingExecutor {
+    tty: bool,
+}
+
+/// Makes the terminal on fd 0 the caller's controlling terminal; a failure leaves the
+/// terminal usable as plain stdio, so it is ignored.
+fn take_terminal() {
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory.
+    unsafe {
+        libc::ioctl(0, libc::TIOCSCTTY, 0);
+    }
+}
 
 impl Executor for UnblockingExecutor {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
         SigSet::all()
             .thread_unblock()
             .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))?;
+        if self.tty {
+            take_terminal();
+        }
         DefaultExecutor {}.exec(spec)
     }
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
@@ -387,7 +499,14 @@ impl Executor for UnblockingExecutor {
 }
 
 /// Pumps output into the log and forwards signals until init exits.
-fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &mut LogWriter) -> WaitStatus {
+fn supervise(
+    pid: Pid,
+    sfd: &SignalFd,
+    out_r: &OwnedFd,
+    err_r: &OwnedFd,
+    logw: &mut LogWriter,
+    attach: &mut Option<Attach>,
+) -> WaitStatus {
     let mut open = [true, true];
     loop {
         // Reap first: SIGCHLD may have arrived before the signalfd existed.
@@ -399,6 +518,9 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
         for (_, fd) in &streams {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
         }
+        let attach_fds = attach.as_ref().map(Attach::poll_fds).unwrap_or_default();
+        let slots: Vec<attach::Slot> = attach_fds.iter().map(|(s, _)| *s).collect();
+        fds.extend(attach_fds.into_iter().map(|(_, fd)| fd));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(err) => {
@@ -407,10 +529,20 @@ fn supervise(pid: Pid, sfd: &SignalFd, out_r: &OwnedFd, err_r: &OwnedFd, logw: &
             }
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        let ready_slots: Vec<attach::Slot> = slots
+            .iter()
+            .zip(&ready[1 + streams.len()..])
+            .filter(|(_, r)| **r)
+            .map(|(s, _)| *s)
+            .collect();
+        if let Some(a) = attach.as_mut() {
+            a.ready(&ready_slots);
+        }
         for (n, (i, fd)) in streams.iter().enumerate() {
             if ready[n + 1] {
                 let stream = if *i == 0 { Stream::Stdout } else { Stream::Stderr };
-                if !pump(fd, stream, logw) {
+                if !pump(fd, stream, logw, attach) {
                     open[*i] = false;
                 }
             }
@@ -459,12 +591,15 @@ fn wait_blocking(pid: Pid) -> WaitStatus {
 }
 
 /// Reads what is available; false at end of file.
-fn pump(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter) -> bool {
+fn pump(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter, attach: &mut Option<Attach>) -> bool {
     let mut buf = [0u8; 8192];
     match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
         Ok(0) => false,
         Ok(n) => {
             let _ = logw.write(stream, &buf[..n]);
+            if let Some(a) = attach.as_mut() {
+                a.broadcast(stream, &buf[..n]);
+            }
             true
         }
         Err(Errno::EINTR | Errno::EAGAIN) => true,
@@ -474,12 +609,12 @@ fn pump(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter) -> bool {
 
 /// After init exited: take what is still buffered, without waiting for
 /// processes that escaped (a daemon in the host PID namespace may hold the pipe).
-fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter) {
+fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter, attach: &mut Option<Attach>) {
     loop {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(n) if n > 0 => {
-                if !pump(fd, stream, logw) {
+                if !pump(fd, stream, logw, attach) {
                     return;
                 }
             }

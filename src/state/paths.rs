@@ -180,6 +180,14 @@ impl Paths {
     pub fn shims(&self) -> PathBuf {
         self.state.join("shims")
     }
+    /// `attach/`: the shims' attach sockets (kept short: a socket path has 108 bytes at most).
+    pub fn attach_sockets(&self) -> PathBuf {
+        self.state.join("attach")
+    }
+    /// `attach/<id>.sock`: where the shim of container `id` serves its stdio to attachers.
+    pub fn attach_socket(&self, id: &str) -> PathBuf {
+        self.attach_sockets().join(format!("{id}.sock"))
+    }
     /// `supervisor.pid`: pid of the running supervisor, beside its lock.
     pub fn supervisor_pid(&self) -> PathBuf {
         self.state.join("supervisor.pid")

@@ -57,8 +57,13 @@ fn kill_and_read_stderr(child: &mut Child) -> String {
 /// `crictl exec -it CTR sh -c SCRIPT` on a pseudo-terminal of 45 rows and 123 columns,
 /// typing `input`.
 fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
+    on_a_terminal(c, &["exec", "-it", ctr, "sh", "-c", script], input)
+}
+
+/// `crictl ARGS` on a pseudo-terminal of 45 rows and 123 columns, typing `input` after 2 s.
+fn on_a_terminal(c: &Crictl, args: &[&str], input: &[u8]) -> Output {
     let mut crictl = c.command();
-    crictl.args(["exec", "-it", ctr, "sh", "-c", script]);
+    crictl.args(args);
     let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
     let line: Vec<String> = std::iter::once(crictl.get_program())
         .chain(crictl.get_args())
@@ -84,6 +89,36 @@ fn exec_tty(c: &Crictl, ctr: &str, script: &str, input: &[u8]) -> Output {
     out
 }
 
+/// A CRI server and crictl in a network namespace of the test's own (its loopback up).
+struct Netns {
+    _holder: KillOnDrop,
+    /// `--net=<path>` for nsenter.
+    join: String,
+    server: Server,
+    crictl: Crictl,
+}
+
+fn serve_in_netns(dir: &Dir) -> Netns {
+    let (holder, ns): (KillOnDrop, String) = private_netns();
+    let join = format!("--net={ns}");
+    let lo = Command::new("nsenter")
+        .arg(&join)
+        .args(["--", "ip", "link", "set", "lo", "up"])
+        .status();
+    assert!(lo.unwrap().success(), "bring up the namespace's loopback");
+    let server = Server::start(dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
+    let crictl = Crictl {
+        socket: server.socket.clone(),
+        netns: Some(ns),
+    };
+    Netns {
+        _holder: holder,
+        join,
+        server,
+        crictl,
+    }
+}
+
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn cri_streaming_exec_and_port_forward_through_crictl() {
@@ -97,19 +132,9 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
             "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www",
         ])
     });
-    let (_holder, ns): (KillOnDrop, String) = private_netns();
-    let join = format!("--net={ns}");
-    let lo = Command::new("nsenter")
-        .arg(&join)
-        .args(["--", "ip", "link", "set", "lo", "up"])
-        .status();
-    assert!(lo.unwrap().success(), "bring up the namespace's loopback");
-    let server = Server::start(&dir, &["nsenter", &join, "--"], &[Path::new(CNI_BIN)]);
-    let c = Crictl {
-        socket: server.socket.clone(),
-        netns: Some(ns.clone()),
-    };
-    let _cleanup = RemovePods(&c);
+    let env = serve_in_netns(&dir);
+    let (c, join, server) = (&env.crictl, &env.join, &env.server);
+    let _cleanup = RemovePods(c);
     let pod = c.ok(&["runp", &pod_json(&dir, "stream")]);
     let ctr_json = write_json(
         &dir,
@@ -121,7 +146,7 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
 
     // Output, both streams, and the exit code the command ended with (crictl 1.34 exits 1
     // and names the code client-go decoded from the status; kubectl exits with the code).
-    let out = exec(&c, &[], &ctr, &["sh", "-c", "hostname; echo oops >&2; exit 3"], b"");
+    let out = exec(c, &[], &ctr, &["sh", "-c", "hostname; echo oops >&2; exit 3"], b"");
     assert!(!out.status.success(), "{}", show(&out));
     assert!(
         text(&out.stderr).contains("command terminated with exit code 3"),
@@ -130,20 +155,20 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     );
     assert_eq!(text(&out.stdout), "stream\n", "{}", show(&out));
     assert!(text(&out.stderr).contains("oops"), "{}", show(&out));
-    let out = exec(&c, &[], &ctr, &["cat", "/www/index.html"], b"");
+    let out = exec(c, &[], &ctr, &["cat", "/www/index.html"], b"");
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(text(&out.stdout), "hello-from-pod\n");
 
     // The command runs in the container's cgroups, as its init does.
-    let own = exec(&c, &[], &ctr, &["cat", "/proc/self/cgroup"], b"");
-    let init = exec(&c, &[], &ctr, &["cat", "/proc/1/cgroup"], b"");
+    let own = exec(c, &[], &ctr, &["cat", "/proc/self/cgroup"], b"");
+    let init = exec(c, &[], &ctr, &["cat", "/proc/1/cgroup"], b"");
     assert!(own.status.success() && init.status.success(), "{}", show(&own));
     assert!(!own.stdout.is_empty());
     assert_eq!(text(&own.stdout), text(&init.stdout));
 
     // Stdin reaches the command, and its end is the command's end of file.
     let input: Vec<u8> = (0..20_000).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
-    let out = exec(&c, &["-i"], &ctr, &["sh", "-c", "cat; echo done"], &input);
+    let out = exec(c, &["-i"], &ctr, &["sh", "-c", "cat; echo done"], &input);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(out.stdout.len(), input.len() + 5, "{}", text(&out.stderr));
     assert!(out.stdout.starts_with(&input) && out.stdout.ends_with(b"done\n"));
@@ -152,7 +177,7 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     // command sees a TTY of the client's size, reads what is typed, and the exit code
     // still comes back.
     let out = exec_tty(
-        &c,
+        c,
         &ctr,
         "test -t 0 && test -t 1 && echo on-a-tty; sleep 1; echo size:$(stty size); read line; echo got:$line; exit 4",
         b"typed\n",
@@ -163,7 +188,7 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     assert!(text(&out.stdout).contains("exit code 4"), "{}", show(&out));
 
     // A container that is not running refuses.
-    let out = exec(&c, &[], "0000nope", &["true"], b"");
+    let out = exec(c, &[], "0000nope", &["true"], b"");
     assert!(!out.status.success());
 
     // Port forward: crictl listens in the test's namespace, kboot connects to the pod's
@@ -180,7 +205,7 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
     };
     let get = |port: u16| {
         Command::new("nsenter")
-            .arg(&join)
+            .arg(join)
             .args([
                 "--",
                 "curl",
@@ -250,4 +275,88 @@ fn cri_streaming_exec_and_port_forward_through_crictl() {
         "{}",
         show(&get(18091))
     );
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_streaming_attach_through_crictl() {
+    require_root();
+    let dir = Dir::new();
+    cni_config(&dir, "10.231.10.0/24");
+    load_busybox_image(&dir, "kboot.test/busybox:1", vec![], |b| b.cmd(["sh"]));
+    let env = serve_in_netns(&dir);
+    let c = &env.crictl;
+    let _cleanup = RemovePods(c);
+    let pod = c.ok(&["runp", &pod_json(&dir, "attach")]);
+    let ctr_json = write_json(
+        &dir,
+        "ctr.json",
+        serde_json::json!({
+            "metadata": {"name": "echo"},
+            "image": {"image": "kboot.test/busybox:1"},
+            "command": ["sh", "-c", "echo before; while read l; do echo got:$l; echo err:$l >&2; done; echo bye"],
+            "stdin": true,
+            "stdin_once": true,
+            "log_path": "echo/0.log",
+        }),
+    );
+    let pod_config = pod_json(&dir, "attach");
+    let run = |config: &str| {
+        let ctr = c.ok(&["create", &pod, config, &pod_config]);
+        c.ok(&["start", &ctr]);
+        ctr
+    };
+    let exited = |ctr: &str| {
+        let state = || c.ok(&["inspect", "-o", "go-template", "--template", "{{.status.state}}", ctr]);
+        wait_until(Duration::from_secs(10), || state() == "CONTAINER_EXITED")
+    };
+    let ctr = run(&ctr_json);
+    assert!(
+        wait_until(Duration::from_secs(10), || c.ok(&["logs", &ctr]).contains("before")),
+        "the container never started"
+    );
+
+    // What is typed reaches the container's stdin; its live stdout and stderr come back
+    // (not what it wrote before the attach); closing stdin (stdin_once) closes the
+    // container's, which ends it and the attach.
+    let mut child = c
+        .command()
+        .args(["attach", "-i", &ctr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run crictl attach");
+    child.stdin.take().unwrap().write_all(b"hello\nworld\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", show(&out), env.server.log_text());
+    assert_eq!(text(&out.stdout), "got:hello\ngot:world\nbye\n", "{}", show(&out));
+    assert!(text(&out.stderr).contains("err:hello\nerr:world\n"), "{}", show(&out));
+
+    assert!(exited(&ctr), "the container ends with its stdin");
+    let logs = c.ok(&["logs", &ctr]);
+    assert!(logs.contains("got:world") && logs.contains("bye"), "{logs}");
+    // An exited container cannot be attached to.
+    let out = c.command().args(["attach", &ctr]).output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+
+    // With `tty`: the container's stdio is a terminal (its controlling one), sized as the
+    // client's; what is typed is echoed and answered (through /dev/tty, which only a
+    // controlling terminal opens), all on stdout.
+    let tty_json = write_json(
+        &dir,
+        "tty.json",
+        serde_json::json!({
+            "metadata": {"name": "shell"},
+            "image": {"image": "kboot.test/busybox:1"},
+            "command": ["sh", "-c", "while read l; do [ $l = quit ] && exit 0; test -t 0 && echo tty:$l:$(stty size) >/dev/tty; done"],
+            "stdin": true,
+            "tty": true,
+            "log_path": "shell/0.log",
+        }),
+    );
+    let tty_ctr = run(&tty_json);
+    let out = on_a_terminal(c, &["attach", "-it", &tty_ctr], b"typed\nquit\n");
+    assert!(text(&out.stdout).contains("tty:typed:45 123"), "{}", show(&out));
+    assert!(exited(&tty_ctr), "quit ends the container");
 }

@@ -21,17 +21,26 @@ use crate::cri::{container, Cri};
 const DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
-struct Streams {
-    error: Option<Stream>,
-    stdin: Option<Stream>,
-    stdout: Option<Stream>,
-    stderr: Option<Stream>,
-    resize: Option<Stream>,
+pub(super) struct Streams {
+    pub error: Option<Stream>,
+    pub stdin: Option<Stream>,
+    pub stdout: Option<Stream>,
+    pub stderr: Option<Stream>,
+    pub resize: Option<Stream>,
+}
+
+/// The stdio a remotecommand request (exec or attach) asks for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wanted {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
 }
 
 /// Collects the streams the request announced, as the kubelet does: one per requested
 /// stdio, the error stream, and the resize stream with a TTY.
-async fn wait_for_streams(session: &mut Session, req: &cri::ExecRequest) -> Option<Streams> {
+pub(super) async fn wait_for_streams(session: &mut Session, req: Wanted) -> Option<Streams> {
     let stderr = req.stderr && !req.tty;
     let expected = 1 + usize::from(req.stdin) + usize::from(req.stdout) + usize::from(stderr) + usize::from(req.tty);
     let mut got = Streams::default();
@@ -42,7 +51,7 @@ async fn wait_for_streams(session: &mut Session, req: &cri::ExecRequest) -> Opti
         let stream = tokio::select! {
             s = session.next_stream() => s?,
             () = &mut deadline => {
-                tracing::warn!(expected, received, "exec: the client did not open its streams in time");
+                tracing::warn!(expected, received, "the client did not open its streams in time");
                 return None;
             }
         };
@@ -53,7 +62,7 @@ async fn wait_for_streams(session: &mut Session, req: &cri::ExecRequest) -> Opti
             "stderr" => &mut got.stderr,
             "resize" => &mut got.resize,
             other => {
-                tracing::debug!(stream_type = other, "exec: ignoring a stream of unknown type");
+                tracing::debug!(stream_type = other, "ignoring a stream of unknown type");
                 continue;
             }
         };
@@ -64,7 +73,13 @@ async fn wait_for_streams(session: &mut Session, req: &cri::ExecRequest) -> Opti
 }
 
 pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::ExecRequest) {
-    let Some(mut streams) = wait_for_streams(&mut session, &req).await else {
+    let wanted = Wanted {
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+        tty: req.tty,
+    };
+    let Some(mut streams) = wait_for_streams(&mut session, wanted).await else {
         session.finish().await;
         return;
     };
@@ -175,12 +190,12 @@ async fn run(cri: &Cri, req: &cri::ExecRequest, streams: &mut Streams, session: 
 }
 
 /// Completes when the client closes the connection (no more streams and no reader).
-async fn closed(session: &mut Session) {
+pub(super) async fn closed(session: &mut Session) {
     while session.next_stream().await.is_some() {}
 }
 
 /// Applies the client's `{"Width":..,"Height":..}` messages to the terminal.
-async fn resize_terminal(mut from: Stream, terminal: OwnedFd) {
+pub(super) async fn resize_terminal(mut from: Stream, terminal: OwnedFd) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Size {

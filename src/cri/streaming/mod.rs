@@ -1,9 +1,10 @@
 //! The CRI streaming server: `Exec`, `Attach` and `PortForward` answer with a one-time URL on
 //! a small HTTP server on loopback; the kubelet (or crictl) connects there, upgrades to
 //! SPDY/3.1 and the session runs the command or forwards the ports ([`exec`],
-//! [`portforward`]). As the kubelet's own streaming library: a token is valid once and for
+//! [`portforward`]); attach joins the container's stdio through its shim ([`attach`]). As the kubelet's own streaming library: a token is valid once and for
 //! [`TOKEN_TTL`], at most [`MAX_PENDING`] wait at a time.
 
+mod attach;
 mod exec;
 mod portforward;
 mod spdy;
@@ -42,6 +43,7 @@ const PORT_FORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 #[derive(Debug)]
 pub(crate) enum Pending {
     Exec(cri::ExecRequest),
+    Attach(cri::AttachRequest),
     PortForward(cri::PortForwardRequest),
 }
 
@@ -49,6 +51,7 @@ impl Pending {
     fn kind(&self) -> &'static str {
         match self {
             Self::Exec(_) => "exec",
+            Self::Attach(_) => "attach",
             Self::PortForward(_) => "portforward",
         }
     }
@@ -183,7 +186,7 @@ impl Streams {
             );
         }
         let supported = match request {
-            Pending::Exec(_) => EXEC_PROTOCOLS,
+            Pending::Exec(_) | Pending::Attach(_) => EXEC_PROTOCOLS,
             Pending::PortForward(_) => PORT_FORWARD_PROTOCOLS,
         };
         let offered: Vec<String> = headers
@@ -225,6 +228,7 @@ impl Streams {
             let session = spdy::Session::new(io);
             match request {
                 Pending::Exec(r) => exec::serve(cri, session, r).await,
+                Pending::Attach(r) => attach::serve(cri, session, r).await,
                 Pending::PortForward(r) => portforward::serve(cri, session, r).await,
             }
         });
