@@ -722,12 +722,24 @@ fn holds_open(pid: i32, path: &Path) -> bool {
         .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
+/// A command running this kboot on the same root, state and config: the running binary
+/// (`/proc/self/exe`), even after an upgrade replaced (deleted) the file on disk, so a shim
+/// or `kboot exec` always matches the server that wrote the bundle.
+pub(crate) fn kboot_command(paths: &Paths) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("/proc/self/exe");
+    command
+        .arg("--root")
+        .arg(paths.root())
+        .arg("--state")
+        .arg(paths.state())
+        .arg("--config")
+        .arg(paths.config());
+    command
+}
+
 /// Starts the shim and waits until the container runs or has failed to start.
 pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
-    // The running binary, even after an upgrade replaced (deleted) the file on disk: the
-    // shim must match the server that wrote the bundle.
-    let exe = PathBuf::from("/proc/self/exe");
     let shim_log = dir.join("shim.log");
     let log = fs::OpenOptions::new()
         .create(true)
@@ -735,14 +747,8 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .open(&shim_log)
         .map_err(CriError::io("open", &shim_log))?;
     let log2 = log.try_clone().map_err(CriError::io("open", &shim_log))?;
-    let mut command = tokio::process::Command::new(&exe);
+    let mut command = kboot_command(paths);
     command
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config())
         .arg("shim")
         .arg("--id")
         .arg(&c.id)
@@ -771,7 +777,7 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .stderr(log2)
         .kill_on_drop(false)
         .spawn()
-        .map_err(CriError::io("start the shim", &exe))?;
+        .map_err(CriError::io("start the shim", Path::new("/proc/self/exe")))?;
     // Reap the shim whenever it ends; its records carry the outcome.
     tokio::spawn(async move {
         let _ = child.wait().await;
@@ -930,14 +936,8 @@ pub(crate) fn enter_command(paths: &Paths, c: &CriContainer, cmd: &[String]) -> 
     if cmd.is_empty() {
         return Err(CriError::InvalidArgument("exec needs a command".into()));
     }
-    let mut command = tokio::process::Command::new("/proc/self/exe");
+    let mut command = kboot_command(paths);
     command
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config())
         .args(["exec", &c.id, "--"])
         .args(cmd)
         .env("KBOOT_LOG", "error,libcontainer=off,libcgroups=off");

@@ -53,11 +53,7 @@ pub(crate) async fn start(paths: &Paths, sandbox: &str) -> Result<PidHolder> {
         let id = sandbox.to_owned();
         move |source| CriError::Netns { id, step, source }
     };
-    let out = tokio::process::Command::new("/proc/self/exe")
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
+    let out = super::container::kboot_command(paths)
         .args(["cri", "pod-holder"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
