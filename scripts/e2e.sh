@@ -428,8 +428,11 @@ for l in cni0 flannel.1 flannel0; do
   ip -n "$NETNS" link show "$l" >/dev/null 2>&1 && fail "step4 the $l link is left on the worker"
 done
 ip netns exec "$NETNS" iptables-save 2>/dev/null | grep -qE '^:(KUBE-|FLANNEL|KBOOT)' && fail "step4 iptables chains left on the worker: $(ip netns exec "$NETNS" iptables-save | grep -E '^:(KUBE-|FLANNEL|KBOOT)' | head -n5 | tr '\n' ' ')"
-[ -e /etc/cni/net.d/10-kboot-bridge.conflist ] && fail "step4 the bridge network's configuration is left"
-pass "step4 down: no process, no /var/lib/kubelet mount, no KUBE-/FLANNEL/KBOOT chain, no cni0/flannel.1/flannel0 link (host and worker), no bridge CNI config"
+for f in 10-kboot-bridge.conflist 10-flannel.conflist; do
+  [ -e "/etc/cni/net.d/$f" ] && fail "step4 the pod network's configuration $f is left"
+  [ -e "$E2E_DIR/worker/fs/etc/cni/net.d/$f" ] && fail "step4 the pod network's configuration $f is left on the worker"
+done
+pass "step4 down: no process, no /var/lib/kubelet mount, no KUBE-/FLANNEL/KBOOT chain, no cni0/flannel.1/flannel0 link (host and worker), no CNI config"
 [ -f "$M_ROOT/pki/ca.crt" ] || fail "step4 down keeps PKI"
 pass "step4 down keeps PKI, etcd data and images"
 
