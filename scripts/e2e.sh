@@ -238,7 +238,7 @@ done
 pass "step1 control-plane pods Running in kube-system"
 if [ "$USE_CNI" = true ]; then
   wait_for 60 "flanneld running on the master" flannel_running km || fail "step1 flanneld running on the master"
-  pass "step1 flanneld running on the master ($(ip -o -4 addr show flannel.1 2>/dev/null | awk '{print $4}'), $(grep FLANNEL_SUBNET /run/flannel/subnet.env 2>/dev/null))"
+  pass "step1 flanneld running on the master ($(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^flannel/ {print $2, $4}'), $(grep FLANNEL_SUBNET /run/flannel/subnet.env 2>/dev/null))"
 fi
 
 cat > "$E2E_DIR/workload.yaml" <<'EOF'
@@ -368,9 +368,10 @@ w_cidr=$(kc get node "$WORKER_IP" -o jsonpath='{.spec.podCIDR}')
 if [ "$USE_CNI" = true ]; then
   # flannel routes the nodes' subnets (vxlan over the veth pair): no route from this script.
   wait_for 90 "flanneld running on the worker" flannel_running kw || { soft_fail "step2 flanneld running on the worker"; return 1; }
-  wait_for 30 "the master's route to the worker's pod subnet" sh -c "ip route show '$w_cidr' | grep -q flannel" \
+  # vxlan: a route per node subnet via flannel.1; udp: the whole network on flannel0.
+  wait_for 30 "the master's route to the worker's pod subnet" sh -c "ip route get '${w_cidr%/*}' | grep -q flannel" \
     || { soft_fail "step2 flannel route to $w_cidr on the master: $(ip route | grep 10.1. | tr '\n' ';')"; return 1; }
-  pass "step2 flanneld running on the worker; routes by flannel: master '$(ip route show "$w_cidr")', worker '$(ip -n "$NETNS" route show "$m_cidr")'"
+  pass "step2 flanneld running on the worker; routes by flannel: master '$(ip route get "${w_cidr%/*}" | head -n1)', worker '$(ip -n "$NETNS" route get "${m_cidr%/*}" | head -n1)'"
 else
   # Each node's bridge network has the subnet the controller-manager allocated to it; routes
   # between nodes are not kboot's without flannel (USE_CNI): the "network" routes them here.
