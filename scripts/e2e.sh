@@ -368,9 +368,13 @@ w_cidr=$(kc get node "$WORKER_IP" -o jsonpath='{.spec.podCIDR}')
 if [ "$USE_CNI" = true ]; then
   # flannel routes the nodes' subnets (vxlan over the veth pair): no route from this script.
   wait_for 90 "flanneld running on the worker" flannel_running kw || { soft_fail "step2 flanneld running on the worker"; return 1; }
-  # vxlan: a route per node subnet via flannel.1; udp: the whole network on flannel0.
-  wait_for 30 "the master's route to the worker's pod subnet" sh -c "ip route get '${w_cidr%/*}' | grep -q flannel" \
+  # vxlan: a route per node subnet via flannel.1; udp: the whole network on flannel0. Both
+  # ways: the worker's default route goes to the master's host, which would carry the
+  # worker-to-master direction without flannel.
+  wait_for 60 "the master's route to the worker's pod subnet" sh -c "ip route get '${w_cidr%/*}' | grep -q flannel" \
     || { soft_fail "step2 flannel route to $w_cidr on the master: $(ip route | grep 10.1. | tr '\n' ';')"; return 1; }
+  wait_for 60 "the worker's route to the master's pod subnet" sh -c "ip -n '$NETNS' route get '${m_cidr%/*}' | grep -q flannel" \
+    || { soft_fail "step2 flannel route to $m_cidr on the worker: $(ip -n "$NETNS" route | grep 10.1. | tr '\n' ';')"; return 1; }
   pass "step2 flanneld running on the worker; routes by flannel: master '$(ip route get "${w_cidr%/*}" | head -n1)', worker '$(ip -n "$NETNS" route get "${m_cidr%/*}" | head -n1)'"
 else
   # Each node's bridge network has the subnet the controller-manager allocated to it; routes
