@@ -51,9 +51,12 @@ fi
 KUBECONFIG_FILE=$E2E_DIR/admin.conf
 
 log() { echo "e2e: $*" >&2; }
-# flannel_running km|kw: kboot's flannel container of that node is running and has written
-# the node's subnet file.
-flannel_running() { "$@" ps 2>/dev/null | grep -E '^flannel[[:space:]]' | grep -qw running; }
+# flannel_running SUBNET_FILE km|kw: kboot's flannel container of that node is running and
+# has written the node's subnet file (it exits and restarts until the node has a pod CIDR).
+flannel_running() {
+  local env=$1; shift
+  "$@" ps 2>/dev/null | grep -E '^flannel[[:space:]]' | grep -qw running && grep -q '^FLANNEL_SUBNET=' "$env"
+}
 km() { "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" "$@"; }
 kw() { ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" \
          "$KBOOT" --root "$W_ROOT" --state "$W_STATE" --config "$CONF" "$@"; }
@@ -237,7 +240,7 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
 done
 pass "step1 control-plane pods Running in kube-system"
 if [ "$USE_CNI" = true ]; then
-  wait_for 60 "flanneld running on the master" flannel_running km || fail "step1 flanneld running on the master"
+  wait_for 60 "flanneld running on the master" flannel_running /run/flannel/subnet.env km || fail "step1 flanneld running on the master"
   pass "step1 flanneld running on the master ($(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^flannel/ {print $2, $4}'), $(grep FLANNEL_SUBNET /run/flannel/subnet.env 2>/dev/null))"
 fi
 
@@ -367,7 +370,7 @@ w_cidr=$(kc get node "$WORKER_IP" -o jsonpath='{.spec.podCIDR}')
 [ -n "$w_cidr" ] && [ -n "$m_cidr" ] || { soft_fail "step2 node pod CIDRs (master '$m_cidr', worker '$w_cidr')"; return 1; }
 if [ "$USE_CNI" = true ]; then
   # flannel routes the nodes' subnets (vxlan over the veth pair): no route from this script.
-  wait_for 90 "flanneld running on the worker" flannel_running kw || { soft_fail "step2 flanneld running on the worker"; return 1; }
+  wait_for 90 "flanneld running on the worker" flannel_running "$E2E_DIR/worker/fs/run/flannel/subnet.env" kw || { soft_fail "step2 flanneld running on the worker"; return 1; }
   # vxlan: a route per node subnet via flannel.1; udp: the whole network on flannel0. Both
   # ways: the worker's default route goes to the master's host, which would carry the
   # worker-to-master direction without flannel.
