@@ -2,11 +2,12 @@
 # Builds the Kubernetes node components, etcd, crictl and critest from the Go module proxy
 # (no source-hosting downloads), into a cache that is reused until the version changes.
 #
-#   scripts/build-k8s.sh [--only cri-tools|etcd|coredns|k8s] [K8S_VERSION]   # default version: the one kboot pins
+#   scripts/build-k8s.sh [--only cri-tools|etcd|coredns|flannel|k8s] [K8S_VERSION]   # default version: the one kboot pins
 #
 # Output: $KBOOT_BUILD_CACHE/k8s-<v>/bin/{kubelet,kube-apiserver,kube-controller-manager,kube-scheduler,
 #         kube-proxy,kubectl}, $KBOOT_BUILD_CACHE/etcd-<v>/bin/{etcd,etcdctl},
-#         $KBOOT_BUILD_CACHE/cri-tools-<v>/bin/{crictl,critest}, $KBOOT_BUILD_CACHE/coredns-<v>/bin/coredns
+#         $KBOOT_BUILD_CACHE/cri-tools-<v>/bin/{crictl,critest}, $KBOOT_BUILD_CACHE/coredns-<v>/bin/coredns,
+#         $KBOOT_BUILD_CACHE/flannel-<v>/bin/{flanneld,flannel} (flannel: the CNI plugin)
 set -euo pipefail
 
 ONLY=all
@@ -16,6 +17,13 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.4}
 CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.34.0}
 # kubeadm's CoreDNS for v1.34 (src/roles/dns.rs pins the image tag).
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
+# src/roles/version.rs DEFAULT_FLANNEL_VERSION.
+FLANNEL_VERSION=${FLANNEL_VERSION:-v0.26.7}
+# The flannel CNI plugin: github.com/flannel-io/cni-plugin is not served by the Go module proxy
+# here (403 for every version), so it comes from where it lived before it moved out,
+# containernetworking/plugins' plugins/meta/flannel (last in v0.9.1; same config, same
+# /run/flannel/subnet.env contract, delegates to bridge + host-local).
+FLANNEL_CNI_SOURCE=${FLANNEL_CNI_SOURCE:-github.com/containernetworking/plugins/plugins/meta/flannel@v0.9.1}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
 JOBS=${KBOOT_BUILD_JOBS:-2}
 export GOFLAGS="-buildvcs=false" CGO_ENABLED=0
@@ -61,6 +69,24 @@ build_coredns() {
   GOBIN="$dir/bin" go install -p "$JOBS" -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
+# flanneld's udp backend is C (pkg/backend/udp/proxy_amd64.c): without cgo the package does not
+# compile. Built as upstream's Makefile does: cgo on, linked statically (glibc's libc.a; the
+# proxy only makes syscalls), so the image needs no libc of its own for flanneld.
+build_flannel() {
+  local dir="$CACHE/flannel-$FLANNEL_VERSION"
+  [ -x "$dir/bin/flanneld" ] && [ -x "$dir/bin/flannel" ] && return 0
+  command -v gcc >/dev/null || { echo "build-k8s: flanneld needs gcc (cgo, udp backend): scripts/install-deps.sh" >&2; exit 1; }
+  mkdir -p "$dir/bin" "$dir/gobin-d" "$dir/gobin-c"
+  # netgo, osusergo: Go's own resolver and user lookup, not glibc's NSS (absent from a static binary).
+  GOBIN="$dir/gobin-d" CGO_ENABLED=1 go install -p "$JOBS" -trimpath -tags netgo,osusergo \
+    -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION -extldflags -static" \
+    "github.com/flannel-io/flannel@$FLANNEL_VERSION"
+  mv "$dir/gobin-d/flannel" "$dir/bin/flanneld"
+  GOBIN="$dir/gobin-c" go install -p "$JOBS" -trimpath -ldflags "-s -w" "$FLANNEL_CNI_SOURCE"
+  mv "$dir/gobin-c/flannel" "$dir/bin/flannel"
+  rmdir "$dir/gobin-d" "$dir/gobin-c"
+}
+
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules at v0.0.0 with replace
 # directives, so `go install k8s.io/kubernetes/cmd/kubelet@v1.x` cannot work. A separate module
 # that requires k8s.io/kubernetes and replaces each staging module with its v0.X.Y tag can.
@@ -98,11 +124,12 @@ build_k8s() {
 
 # cri-tools first (small; the CRI tests need it), then etcd, then the long Kubernetes build.
 case "$ONLY" in
-  all) build_cri_tools; build_etcd; build_coredns; build_k8s ;;
+  all) build_cri_tools; build_etcd; build_coredns; build_flannel; build_k8s ;;
   cri-tools) build_cri_tools ;;
   etcd) build_etcd ;;
   coredns) build_coredns ;;
+  flannel) build_flannel ;;
   k8s) build_k8s ;;
-  *) echo "build-k8s: --only takes cri-tools, etcd, coredns or k8s" >&2; exit 2 ;;
+  *) echo "build-k8s: --only takes cri-tools, etcd, coredns, flannel or k8s" >&2; exit 2 ;;
 esac
 echo "build-k8s: done ($ONLY) in $CACHE"

@@ -28,6 +28,8 @@ K8S_BIN=$CACHE/k8s-$K8S_VERSION/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
 COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin
+FLANNEL_VERSION=${FLANNEL_VERSION:-v0.26.7}
+FLANNEL_BIN=$CACHE/flannel-$FLANNEL_VERSION/bin
 log() { echo "e2e-images: $*" >&2; }
 
 stop_registry() {
@@ -39,18 +41,20 @@ stop_registry() {
 }
 if [ "${1:-}" = "--stop" ]; then stop_registry; exit 0; fi
 
-[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] && [ -x "$COREDNS_BIN/coredns" ] || "$HERE/build-k8s.sh" "$K8S_VERSION"
+[ -x "$K8S_BIN/kubelet" ] && [ -x "$ETCD_BIN/etcd" ] && [ -x "$COREDNS_BIN/coredns" ] && [ -x "$FLANNEL_BIN/flanneld" ] \
+  || "$HERE/build-k8s.sh" "$K8S_VERSION"
 command -v docker-registry >/dev/null || { log "docker-registry missing: scripts/install-deps.sh"; exit 1; }
 
 RT=$REPO/target/debug/rootfs-tools
 KBOOT=$REPO/target/debug/kboot
 (cd "$REPO" && cargo build -q -p rootfs-tools -p kboot 2>/dev/null || cargo build -p rootfs-tools -p kboot)
 
-# The images the default plans use, read from the plans themselves (plus the worker's).
-images=$(for role in master worker; do
+# The images the default plans use, read from the plans themselves (plus the worker's), with
+# and without USE_CNI (flannel).
+images=$(for role in master worker; do for cni in false true; do
   "$KBOOT" plan "$role" --k8s-version "$K8S_VERSION" --master 10.213.0.1 --ip-address 10.213.0.2 \
-    --token abcdef.0123456789abcdef --ca-cert-hash sha256:$(printf '0%.0s' {1..64}) --format json
-done | python3 -c '
+    --token abcdef.0123456789abcdef --ca-cert-hash sha256:$(printf '0%.0s' {1..64}) --use-cni="$cni" --format json
+done; done | python3 -c '
 import json, sys
 dec = json.JSONDecoder(); text = sys.stdin.read(); i = 0; seen = set()
 while i < len(text):
@@ -64,7 +68,7 @@ while i < len(text):
 print("\n".join(sorted(seen)))')
 log "plan images: $(echo $images)"
 
-key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* "$COREDNS_BIN"/* /bin/busybox; } \
+key=$( { echo "$K8S_VERSION $ETCD_VERSION"; stat -c '%n %s %Y' "$K8S_BIN"/* "$ETCD_BIN"/* "$COREDNS_BIN"/* "$FLANNEL_BIN"/* /bin/busybox; } \
        | sha256sum | cut -c1-16)
 OUT=$CACHE/e2e-images/$key
 mkdir -p "$OUT" "$E2E_DIR"
@@ -91,8 +95,13 @@ args_for() {
     */coredns/coredns)
       # As upstream's image: the static binary as the entrypoint, nothing else.
       echo "--add $COREDNS_BIN/coredns:/coredns:755 --entrypoint /coredns" ;;
-    */flannel|*/flannel-cni-plugin)
-      echo "" ;;
+    */flannel)
+      # As upstream's: flanneld in /opt/bin; iptables for --ip-masq and the forward rules
+      # (Debian's, with the alternatives links), busybox for a shell.
+      echo "--add $FLANNEL_BIN/flanneld:/opt/bin/flanneld:755 --add $BB_ROOT:/ --apt iptables --apt-exclude debconf --add $XT_LINKS:/ --entrypoint /opt/bin/flanneld" ;;
+    */flannel-cni-plugin)
+      # As upstream's: the plugin as /flannel and busybox's cp, which the role runs to install it.
+      echo "--add $BB_ROOT:/ --add $FLANNEL_BIN/flannel:/flannel:755 --cmd sh" ;;
     *) echo "--add $BB_ROOT:/ --cmd sh" ;;
   esac
 }
@@ -121,7 +130,6 @@ all_refs="$images $BUSYBOX_REF"
 for ref in $all_refs; do
   name=$(echo "$ref" | tr '/:' '__')
   a=$(args_for "$ref")
-  if [ -z "$a" ]; then log "skipping $ref: no local build (flannel needs a Go build; USE_CNI=false by default)"; continue; fi
   done_mark=$OUT/$name.$(echo "$a" | sha256sum | cut -c1-12).done
   if [ ! -f "$done_mark" ]; then
     log "building $ref"

@@ -5,6 +5,9 @@
 #   sudo scripts/e2e.sh            # all steps, then kboot down --purge and host cleanup
 #   E2E_KEEP=1 sudo scripts/e2e.sh # leave the cluster up for inspection (clean with --clean)
 #   sudo scripts/e2e.sh --clean    # only the cleanup
+#   E2E_USE_CNI=1 sudo scripts/e2e.sh  # master and worker with USE_CNI=true (flannel, vxlan):
+#                                      # the pods of the two nodes reach each other without
+#                                      # routes added by this script
 #
 # Steps: master (run --detach --wait-ready, kubectl checks, Deployment, logs/exec, ClusterIP
 # from the host), worker (in a network namespace with its own filesystem view), faults
@@ -39,9 +42,21 @@ W_CGROUP=kboot-e2e-w
 M_ROOT=$E2E_DIR/master/root M_STATE=$E2E_DIR/master/state CONF=$E2E_DIR/config
 W_ROOT=$E2E_DIR/worker/root W_STATE=$E2E_DIR/worker/state
 RESULTS=$E2E_DIR/results.txt
+# E2E_USE_CNI=1: flannel (USE_CNI=true) instead of the bridge network; FLANNEL_BACKEND as given
+# (vxlan by default here: the worker's node is behind a veth pair, vxlan runs over it).
+USE_CNI=false NET_ARGS=()
+if [ "${E2E_USE_CNI:-0}" = 1 ]; then
+  USE_CNI=true NET_ARGS=(--use-cni --flannel-backend "${E2E_FLANNEL_BACKEND:-vxlan}")
+fi
 KUBECONFIG_FILE=$E2E_DIR/admin.conf
 
 log() { echo "e2e: $*" >&2; }
+# flannel_running SUBNET_FILE km|kw: kboot's flannel container of that node is running and
+# has written the node's subnet file (it exits and restarts until the node has a pod CIDR).
+flannel_running() {
+  local env=$1; shift
+  "$@" ps 2>/dev/null | grep -E '^flannel[[:space:]]' | grep -qw running && grep -q '^FLANNEL_SUBNET=' "$env"
+}
 km() { "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" "$@"; }
 kw() { ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" \
          "$KBOOT" --root "$W_ROOT" --state "$W_STATE" --config "$CONF" "$@"; }
@@ -124,7 +139,9 @@ host_preflight() {
   fi
   { [ -e /var/lib/kubelet ] && echo kubelet-dir
     [ -e /etc/kubernetes ] && echo etc-kubernetes
-    [ -e /etc/cni/net.d ] && echo cni-conf; } > "$HOST_MARK"
+    [ -e /etc/cni/net.d ] && echo cni-conf
+    [ -e /opt/cni/bin ] && echo cni-bin
+    [ -e /opt/cni/bin/flannel ] && echo cni-flannel; } > "$HOST_MARK"
 }
 host_restore() {
   [ -f "$HOST_MARK" ] || return 0
@@ -136,7 +153,10 @@ host_restore() {
   rm -rf /etc/kubernetes/manifests /etc/kubernetes/kubelet-config.yaml
   rm -f /etc/kubernetes/kboot-root
   grep -qx etc-kubernetes "$HOST_MARK" || rmdir /etc/kubernetes 2>/dev/null
-  rm -f /etc/cni/net.d/10-kboot-bridge.conflist
+  rm -f /etc/cni/net.d/10-kboot-bridge.conflist /etc/cni/net.d/10-flannel.conflist
+  rm -rf /etc/kubernetes/flannel /run/flannel
+  grep -qx cni-flannel "$HOST_MARK" || rm -f /opt/cni/bin/flannel
+  grep -qx cni-bin "$HOST_MARK" || rmdir /opt/cni/bin /opt/cni 2>/dev/null
   grep -qx cni-conf "$HOST_MARK" || rmdir /etc/cni/net.d /etc/cni 2>/dev/null
   rm -f "$HOST_MARK"
 }
@@ -199,7 +219,7 @@ ip -n "$NETNS" route add default via "$MASTER_IP"
 # --- step 1: master --------------------------------------------------------------------------
 log "step 1: kboot run master --detach --wait-ready (empty store: pulls from the loopback registry)"
 t0=$(date +%s.%N)
-km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" \
+km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" "${NET_ARGS[@]}" \
   > "$E2E_DIR/master/run.out" 2> "$E2E_DIR/master/run.err"
 rc=$?
 t1=$(date +%s.%N)
@@ -219,6 +239,10 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     || fail "step1 $c pod Running"
 done
 pass "step1 control-plane pods Running in kube-system"
+if [ "$USE_CNI" = true ]; then
+  wait_for 60 "flanneld running on the master" flannel_running /run/flannel/subnet.env km || fail "step1 flanneld running on the master"
+  pass "step1 flanneld running on the master ($(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^flannel/ {print $2, $4}'), $(grep FLANNEL_SUBNET /run/flannel/subnet.env 2>/dev/null))"
+fi
 
 cat > "$E2E_DIR/workload.yaml" <<'EOF'
 apiVersion: apps/v1
@@ -292,7 +316,8 @@ join=$(grep -oE 'kboot run worker .*' "$E2E_DIR/master/run.out" "$E2E_DIR/master
 [ -n "$join" ] || { soft_fail "step2 join command printed by the master"; return 1; }
 cp "$M_ROOT/pki/ca.crt" "$E2E_DIR/worker/ca.crt"
 ip netns exec "$NETNS" unshare --mount --propagation private env W_CGROUP="$W_CGROUP" sh -c '
-  for d in /etc/kubernetes /var/lib/kubelet /var/log/pods /var/log/containers /etc/cni/net.d; do
+  # /run/flannel: each node'"'"'s flanneld writes its own subnet.env there.
+  for d in /etc/kubernetes /var/lib/kubelet /var/log/pods /var/log/containers /etc/cni/net.d /run/flannel; do
     mkdir -p "$d" "$E2E_DIR/worker/fs$d"; mount --bind "$E2E_DIR/worker/fs$d" "$d"
   done
   mount --make-rshared /var/lib/kubelet
@@ -321,15 +346,19 @@ ln -sfn "/proc/$!/ns/mnt" "$E2E_DIR/worker/mnt"
 wait_for 10 "worker mount namespace" sh -c "nsenter --mount='$E2E_DIR/worker/mnt' true" || { soft_fail "step2 worker mount namespace"; return 1; }
 # The registry listens on the host's loopback only, which the worker's namespace does not
 # reach: carry the images over the air-gap way, kboot save on the master, kboot load here.
+flannel_images=()
+[ "$USE_CNI" = true ] && flannel_images=($(km plan worker --master "$MASTER_IP" --ip-address "$WORKER_IP" --token abcdef.0123456789abcdef \
+  --ca-cert-hash "sha256:$(printf '0%.0s' {1..64})" "${NET_ARGS[@]}" --format json \
+  | python3 -c 'import json,sys; print(" ".join(s["image"] for s in json.load(sys.stdin)["services"] if "flannel" in s["name"]))'))
 km save -o "$E2E_DIR/worker/images.tar" "ghcr.io/siderolabs/kubelet:$K8S_VERSION" \
-  "registry.k8s.io/kube-proxy:$K8S_VERSION" docker.io/library/busybox:1.36 >&2 \
+  "registry.k8s.io/kube-proxy:$K8S_VERSION" docker.io/library/busybox:1.36 "${flannel_images[@]}" >&2 \
   || { soft_fail "step2 kboot save on the master"; return 1; }
 kw load -i "$E2E_DIR/worker/images.tar" >&2 || { soft_fail "step2 kboot load on the worker"; return 1; }
 # shellcheck disable=SC2086 # the join line is split into its arguments on purpose
 set -- ${join#kboot run worker }
 # nsenter --mount resets the working directory: give the CA as an absolute path.
 args=(); for a in "$@"; do [ "$a" = ca.crt ] && a=$E2E_DIR/worker/ca.crt; args+=("$a"); done; set -- "${args[@]}"
-(cd "$E2E_DIR/worker" && kw run worker "$@" --ip-address "$WORKER_IP" --detach --wait-ready --timeout "$READY_TIMEOUT") \
+(cd "$E2E_DIR/worker" && kw run worker "$@" --ip-address "$WORKER_IP" "${NET_ARGS[@]}" --detach --wait-ready --timeout "$READY_TIMEOUT") \
   > "$E2E_DIR/worker/run.out" 2>&1
 rc=$?; cat "$E2E_DIR/worker/run.out" >&2
 [ $rc = 0 ] || { soft_fail "step2 kboot run worker exited $rc"; return 1; }
@@ -337,12 +366,25 @@ cri_standin worker ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" 
 wait_for 60 "worker Ready" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get node '$WORKER_IP' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True" \
   || { soft_fail "step2 worker node Ready"; return 1; }
 pass "step2 worker joined and Ready"
-# Each node's bridge network has the subnet the controller-manager allocated to it; routes
-# between nodes are not kboot's without flannel (USE_CNI): the "network" routes them here.
 w_cidr=$(kc get node "$WORKER_IP" -o jsonpath='{.spec.podCIDR}')
 [ -n "$w_cidr" ] && [ -n "$m_cidr" ] || { soft_fail "step2 node pod CIDRs (master '$m_cidr', worker '$w_cidr')"; return 1; }
-ip route replace "$w_cidr" via "$WORKER_IP"
-ip -n "$NETNS" route replace "$m_cidr" via "$MASTER_IP"
+if [ "$USE_CNI" = true ]; then
+  # flannel routes the nodes' subnets (vxlan over the veth pair): no route from this script.
+  wait_for 90 "flanneld running on the worker" flannel_running "$E2E_DIR/worker/fs/run/flannel/subnet.env" kw || { soft_fail "step2 flanneld running on the worker"; return 1; }
+  # vxlan: a route per node subnet via flannel.1; udp: the whole network on flannel0. Both
+  # ways: the worker's default route goes to the master's host, which would carry the
+  # worker-to-master direction without flannel.
+  wait_for 60 "the master's route to the worker's pod subnet" sh -c "ip route get '${w_cidr%/*}' | grep -q flannel" \
+    || { soft_fail "step2 flannel route to $w_cidr on the master: $(ip route | grep 10.1. | tr '\n' ';')"; return 1; }
+  wait_for 60 "the worker's route to the master's pod subnet" sh -c "ip -n '$NETNS' route get '${m_cidr%/*}' | grep -q flannel" \
+    || { soft_fail "step2 flannel route to $m_cidr on the worker: $(ip -n "$NETNS" route | grep 10.1. | tr '\n' ';')"; return 1; }
+  pass "step2 flanneld running on the worker; routes by flannel: master '$(ip route get "${w_cidr%/*}" | head -n1)', worker '$(ip -n "$NETNS" route get "${m_cidr%/*}" | head -n1)'"
+else
+  # Each node's bridge network has the subnet the controller-manager allocated to it; routes
+  # between nodes are not kboot's without flannel (USE_CNI): the "network" routes them here.
+  ip route replace "$w_cidr" via "$WORKER_IP"
+  ip -n "$NETNS" route replace "$m_cidr" via "$MASTER_IP"
+fi
 # The pod's exit status is the check (Succeeded only if the master's pod answered with its
 # name), so it does not depend on `kubectl logs`.
 kc run e2e-client --image=docker.io/library/busybox:1.36 --restart=Never \
@@ -368,7 +410,7 @@ kill -9 $pids
 for p in $pids; do for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done; done
 stop_standin master
 # With the stand-in, the kubelet needs the CRI socket before --wait-ready can succeed.
-km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >&2 &
+km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" "${NET_ARGS[@]}" >&2 &
 run_pid=$!
 STANDIN_WAIT=0 cri_standin master || fail "step3 CRI socket"
 wait "$run_pid" || fail "step3 kboot run master after the crash"
@@ -389,14 +431,21 @@ km down >&2 || fail "step4 kboot down"
 left=$(our_pids); [ -z "$left" ] || fail "step4 kboot processes left: $left"
 grep -q ' /var/lib/kubelet' /proc/self/mountinfo && fail "step4 mounts left under /var/lib/kubelet: $(grep ' /var/lib/kubelet' /proc/self/mountinfo | head -n3)"
 iptables-save 2>/dev/null | grep -qE '^:(KUBE-|FLANNEL|KBOOT)' && fail "step4 iptables chains left: $(iptables-save | grep -E '^:(KUBE-|FLANNEL|KBOOT)' | head -n5 | tr '\n' ' ')"
-ip link show cni0 >/dev/null 2>&1 && fail "step4 the cni0 bridge is left"
-[ -e /etc/cni/net.d/10-kboot-bridge.conflist ] && fail "step4 the bridge network's configuration is left"
-pass "step4 down: no process, no /var/lib/kubelet mount, no KUBE-/FLANNEL/KBOOT chain, no cni0, no CNI config"
+for l in cni0 flannel.1 flannel0; do
+  ip link show "$l" >/dev/null 2>&1 && fail "step4 the $l link is left"
+  ip -n "$NETNS" link show "$l" >/dev/null 2>&1 && fail "step4 the $l link is left on the worker"
+done
+ip netns exec "$NETNS" iptables-save 2>/dev/null | grep -qE '^:(KUBE-|FLANNEL|KBOOT)' && fail "step4 iptables chains left on the worker: $(ip netns exec "$NETNS" iptables-save | grep -E '^:(KUBE-|FLANNEL|KBOOT)' | head -n5 | tr '\n' ' ')"
+for f in 10-kboot-bridge.conflist 10-flannel.conflist; do
+  [ -e "/etc/cni/net.d/$f" ] && fail "step4 the pod network's configuration $f is left"
+  [ -e "$E2E_DIR/worker/fs/etc/cni/net.d/$f" ] && fail "step4 the pod network's configuration $f is left on the worker"
+done
+pass "step4 down: no process, no /var/lib/kubelet mount, no KUBE-/FLANNEL/KBOOT chain, no cni0/flannel.1/flannel0 link (host and worker), no CNI config"
 [ -f "$M_ROOT/pki/ca.crt" ] || fail "step4 down keeps PKI"
 pass "step4 down keeps PKI, etcd data and images"
 
 t0=$(date +%s.%N)
-km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" >/dev/null 2>&1 &
+km run master --detach --wait-ready --timeout "$READY_TIMEOUT" --ip-address "$MASTER_IP" "${NET_ARGS[@]}" >/dev/null 2>&1 &
 run_pid=$!
 STANDIN_WAIT=0 cri_standin master || fail "figures: CRI socket"
 wait "$run_pid" || fail "figures: run master with cached images"

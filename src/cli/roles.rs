@@ -215,7 +215,15 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
     // Foreground: supervises until SIGINT/SIGTERM. Detached: returns once every service runs.
     let report = ctx.block_on(crate::supervisor::run_plan(&ctx.paths, &plan.plan, &opts))??;
     let mut out = std::io::stdout().lock();
-    let failed: Vec<&crate::supervisor::ContainerView> = report.services.iter().filter(|s| s.failed()).collect();
+    // With --wait-ready, a service restarting now may be waiting for the cluster: flanneld
+    // exits until the controller-manager has given its node a pod CIDR (and, on a worker,
+    // until the kubelet's TLS bootstrapping has written the credential it uses). Those get
+    // until the node is Ready and the timeout once more to run steadily.
+    let (late, failed): (Vec<&crate::supervisor::ContainerView>, Vec<_>) = report
+        .services
+        .iter()
+        .filter(|s| s.failed())
+        .partition(|s| flags.wait_ready && s.status == "restarting");
     for s in &report.services {
         writeln!(out, "{:<20} {}", s.name, s.status)?;
     }
@@ -248,8 +256,55 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) ->
             return Ok(ExitCode::from(super::EXIT_FAILURE));
         }
         writeln!(out, "node {node} is Ready")?;
+        let late: Vec<String> = late.iter().map(|s| s.name.clone()).collect();
+        let still = wait_steadily_running(ctx, &late, std::time::Instant::now() + timeout);
+        for name in &still {
+            let v = crate::supervisor::inspect(&ctx.paths, name);
+            writeln!(
+                out,
+                "kboot: {name} is not running steadily: {} ({} restarts)",
+                v.status, v.restarts
+            )?;
+            print_log_tail(&mut out, ctx, name)?;
+        }
+        if !still.is_empty() {
+            return Ok(ExitCode::from(super::EXIT_FAILURE));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Running for this long without a restart counts as up (flanneld without a pod CIDR runs
+/// about a second before it exits).
+const STEADY: Duration = Duration::from_secs(5);
+
+/// Waits until each named container has run for [`STEADY`] without restarting; returns the
+/// ones that did not by `deadline`.
+fn wait_steadily_running(ctx: &Context, names: &[String], deadline: std::time::Instant) -> Vec<String> {
+    let mut since: std::collections::HashMap<&str, (u32, std::time::Instant)> = Default::default();
+    loop {
+        let now = std::time::Instant::now();
+        let pending: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                let v = crate::supervisor::inspect(&ctx.paths, n);
+                if v.status != "running" {
+                    since.remove(n.as_str());
+                    return true;
+                }
+                let seen = since.entry(n.as_str()).or_insert((v.restarts, now));
+                if seen.0 != v.restarts {
+                    *seen = (v.restarts, now);
+                }
+                now.duration_since(seen.1) < STEADY
+            })
+            .cloned()
+            .collect();
+        if pending.is_empty() || now >= deadline {
+            return pending;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The pull step: every image of the plan that is not in the local store is pulled for the

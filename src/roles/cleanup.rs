@@ -223,13 +223,14 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             Err(e) => r.errors.push(format!("iptables-save -t {table}: {e}")),
         }
     }
-    // The bridge network is rewritten by every `run`: a stopped node leaves no CNI
-    // configuration behind for another runtime to pick up.
-    let conflist = dirs.bridge_conflist();
-    if conflist.exists() {
-        match host.remove_all(&conflist) {
-            Ok(()) => r.purged.push(conflist),
-            Err(e) => r.errors.push(format!("remove {}: {e}", conflist.display())),
+    // The pod network's configuration (bridge or flannel) is rewritten by every `run`: a
+    // stopped node leaves no CNI configuration behind for another runtime to pick up.
+    for conflist in [dirs.bridge_conflist(), dirs.flannel_conflist()] {
+        if conflist.exists() {
+            match host.remove_all(&conflist) {
+                Ok(()) => r.purged.push(conflist),
+                Err(e) => r.errors.push(format!("remove {}: {e}", conflist.display())),
+            }
         }
     }
     if purge {
@@ -242,7 +243,6 @@ pub fn down_role(paths: &Paths, dirs: &KubeDirs, purge: bool, host: &dyn HostOps
             dirs.kubelet_config(),
             dirs.owner_file(),
             dirs.flannel_conf(),
-            dirs.cni_conf.join("10-flannel.conflist"),
             dirs.flannel_run.clone(),
         ];
         // The pods' logs (the kubelet counts a static pod's restarts from the files it finds,
@@ -454,6 +454,7 @@ COMMIT
             std::fs::create_dir_all(&d).unwrap();
         }
         std::fs::write(dirs.bridge_conflist(), "{}").unwrap();
+        std::fs::write(dirs.flannel_conflist(), "{}").unwrap();
         let pod_log = dirs
             .pod_logs
             .join("kube-system_kube-apiserver-x_uid/kube-apiserver/0.log");
@@ -475,7 +476,11 @@ COMMIT
         assert_eq!(r.unmounted, [dirs.kubelet.join("pods/x")]);
         assert_eq!(r.links_removed, ["cni0", "flannel.1"]);
         assert!(r.chains_removed.contains(&"nat/KUBE-SERVICES".to_string()));
-        assert_eq!(r.purged, [dirs.bridge_conflist()], "only the network config goes");
+        assert_eq!(
+            r.purged,
+            [dirs.bridge_conflist(), dirs.flannel_conflist()],
+            "only the network config goes"
+        );
         assert!(r.errors.is_empty(), "{r:?}");
         assert!(
             paths.etcd_data().exists() && paths.pki().exists() && paths.cni_data().exists(),

@@ -362,7 +362,9 @@ fn flannel(ctx: &Ctx) -> Vec<Service> {
             permissions: "rwm".into(),
         }],
         restart: cfg.restart,
-        depends_on: vec!["kubelet".into(), "flannel-cni-plugin".into()],
+        // Not on `flannel-cni-plugin`: a dependency must be running, and that one-shot exits
+        // once it has copied the plugin (flanneld never started with it; the e2e run found it).
+        depends_on: vec!["kubelet".into()],
         ..Service::default()
     };
     vec![plugin, flanneld]
@@ -406,11 +408,20 @@ fn flannel_files(ctx: &Ctx) -> Result<Vec<PlanFile>, RoleError> {
         "Network": ctx.cfg.flannel_network.to_string(),
         "Backend": {"Type": ctx.cfg.flannel_backend.as_str()},
     });
+    // The plugin's per-container state and the delegated host-local allocations live under
+    // --root like the bridge network's (`down --purge` removes them, and two roles on one host,
+    // as in the e2e test, do not share `/var/lib/cni`).
+    let data = ctx.paths.cni_data();
     let conflist = json!({
         "name": "cbr0",
         "cniVersion": "0.3.1",
         "plugins": [
-            {"type": "flannel", "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
+            {
+                "type": "flannel",
+                "dataDir": data.join("flannel"),
+                "ipam": {"type": "host-local", "dataDir": data.join("networks")},
+                "delegate": {"hairpinMode": true, "isDefaultGateway": true},
+            },
             {"type": "portmap", "capabilities": {"portMappings": true}},
         ],
     });
@@ -422,7 +433,7 @@ fn flannel_files(ctx: &Ctx) -> Result<Vec<PlanFile>, RoleError> {
             content: pretty(&net_conf),
         },
         PlanFile {
-            path: ctx.dirs.cni_conf.join("10-flannel.conflist"),
+            path: ctx.dirs.flannel_conflist(),
             mode: 0o644,
             content: pretty(&conflist),
         },
@@ -765,10 +776,30 @@ mod tests {
     }
 
     #[test]
+    fn services_depend_only_on_services_that_keep_running() {
+        // The supervisor starts a service once its dependencies run; a one-shot dependency
+        // (it exits when done) would hold the service back forever.
+        let (plan, _) = plan(&[(Key::UseCni, "true")]);
+        let services = &plan.plan.services;
+        for s in services {
+            for d in &s.depends_on {
+                let dep = services.iter().find(|x| &x.name == d).expect("dependency in the plan");
+                assert!(
+                    !matches!(dep.restart, RestartPolicy::No | RestartPolicy::OnFailure { .. }),
+                    "{} depends on the one-shot {d}",
+                    s.name
+                );
+            }
+        }
+        let flannel = services.iter().find(|s| s.name == "flannel").expect("flannel");
+        assert_eq!(flannel.depends_on, ["kubelet"]);
+    }
+
+    #[test]
     fn with_flannel_there_is_no_bridge_network() {
         let (plan, dirs) = plan(&[(Key::UseCni, "true"), (Key::FlannelIpmasq, "false")]);
         assert!(!plan.plan.files.iter().any(|f| f.path == dirs.bridge_conflist()));
-        assert!(plan.plan.files.iter().any(|f| f.path.ends_with("10-flannel.conflist")));
+        assert!(plan.plan.files.iter().any(|f| f.path == dirs.flannel_conflist()));
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl KubeDirs {
     pub fn bridge_conflist(&self) -> PathBuf {
         self.cni_conf.join("10-kboot-bridge.conflist")
     }
+    /// flannel's pod network (`USE_CNI=true`).
+    pub fn flannel_conflist(&self) -> PathBuf {
+        self.cni_conf.join("10-flannel.conflist")
+    }
     /// The kubeconfig a worker's kubelet writes after TLS bootstrapping.
     pub fn kubelet_kubeconfig(&self) -> PathBuf {
         self.kubelet.join("kubeconfig")
