@@ -46,8 +46,10 @@ if [ "${KBOOT_E2E:-auto}" != 0 ]; then
   left=$(( BUDGET_S - ($(date +%s) - START) - 600 ))
   echo "== end-to-end: components (build budget ${left}s)"
   if [ "$left" -gt 60 ] && timeout --foreground "$left" scripts/build-k8s.sh; then
-    echo "== end-to-end: scripts/e2e.sh"
+    echo "== end-to-end: scripts/e2e.sh (the default bridge pod network)"
     E2E_CRI_STANDIN=0 scripts/e2e.sh
+    echo "== end-to-end: E2E_USE_CNI=1 scripts/e2e.sh (flannel, vxlan)"
+    E2E_CRI_STANDIN=0 E2E_USE_CNI=1 scripts/e2e.sh
   elif [ "${KBOOT_E2E:-auto}" = 1 ]; then
     echo "scripts/test.sh: the end-to-end components could not be built within the budget" >&2
     exit 1
