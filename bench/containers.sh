@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-50}
 
 cargo build --release --quiet
-KBOOT=$PWD/target/release/kboot
+KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/release/kboot
 W=$(mktemp -d /tmp/kboot-bench-XXXXXX)
 export KBOOT_ROOT=$W/root KBOOT_STATE=$W/state KBOOT_CONFIG=$W/config
 cleanup() {
@@ -116,5 +116,5 @@ echo "Pss of the 10 shims: $pss kB in all, $((pss / 10)) kB each"
 
 # The supervisor also serves the kubelet's CRI: kubelet-like polling from 4 clients.
 cargo build --quiet --example cri_poll
-echo "CRI traffic for ${CRI_SECONDS:-20} s: $(target/debug/examples/cri_poll "$KBOOT_STATE/cri.sock" "${CRI_SECONDS:-20}" 4)"
+echo "CRI traffic for ${CRI_SECONDS:-20} s: $(${CARGO_TARGET_DIR:-target}/debug/examples/cri_poll "$KBOOT_STATE/cri.sock" "${CRI_SECONDS:-20}" 4)"
 echo "supervisor after CRI traffic: $(mem "$sup")"

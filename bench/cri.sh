@@ -31,10 +31,10 @@ command -v containerd >/dev/null || { echo "bench/cri.sh: containerd missing (sc
 # KBOOT=path/to/kboot runs another build (e.g. a debug one, to try the script quickly).
 if [ -z "${KBOOT:-}" ]; then
   cargo build --release --quiet --bin kboot
-  KBOOT=$PWD/target/release/kboot
+  KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/release/kboot
 fi
 cargo build --quiet -p rootfs-tools
-ROOTFS_TOOLS=$PWD/target/debug/rootfs-tools
+ROOTFS_TOOLS=${CARGO_TARGET_DIR:-$PWD/target}/debug/rootfs-tools
 W=$(mktemp -d /tmp/kboot-bench-cri.XXXXXX)
 CTRD=$W/containerd
 KB_SOCK=$W/kboot/state/cri.sock

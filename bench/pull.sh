@@ -10,7 +10,7 @@ LAYERS=6
 LAYER_MB=${LAYER_MB:-52}
 
 cargo build --release --quiet --bin kboot
-KBOOT=$PWD/target/release/kboot
+KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/release/kboot
 
 WORK=$(mktemp -d /tmp/kboot-bench-pull.XXXXXX)
 REG_PID=

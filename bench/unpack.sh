@@ -19,9 +19,9 @@ O=$W/mnt
 
 cargo build --release -q -p kboot --bin kboot --example unpack_cache
 cargo build --release -q -p rootfs-tools
-KBOOT=$PWD/target/release/kboot
-RT=$PWD/target/release/rootfs-tools
-CACHE=$PWD/target/release/examples/unpack_cache
+KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/release/kboot
+RT=${CARGO_TARGET_DIR:-$PWD/target}/release/rootfs-tools
+CACHE=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/unpack_cache
 
 echo "== building the image"
 $RT build --add /usr/share/locale:/usr/share/locale --add /usr/share/man:/usr/share/man \

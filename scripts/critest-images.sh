@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NS_PID=${1:?usage: critest-images.sh NETNS_PID}
-ROOTFS_TOOLS=${ROOTFS_TOOLS:-$PWD/target/debug/rootfs-tools}
+ROOTFS_TOOLS=${ROOTFS_TOOLS:-${CARGO_TARGET_DIR:-$PWD/target}/debug/rootfs-tools}
 KEY=$(sha256sum "$0" | cut -c1-16)
 CACHE=${CACHE:-/var/cache/kboot-build/critest-images}/$KEY
 DEBS=${DEBS:-/var/cache/kboot-build/critest-debs}

@@ -22,8 +22,8 @@ FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runt
 SKIP=${SKIP:-'public image with digest|AppArmor|SELinux|UserNamespaces'}
 
 cargo build --quiet --bin kboot && cargo build --quiet -p rootfs-tools
-KBOOT=$PWD/target/debug/kboot
-ROOTFS_TOOLS=$PWD/target/debug/rootfs-tools
+KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/debug/kboot
+ROOTFS_TOOLS=${CARGO_TARGET_DIR:-$PWD/target}/debug/rootfs-tools
 
 holder_pid=""
 cleanup() {

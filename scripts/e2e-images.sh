@@ -45,8 +45,8 @@ if [ "${1:-}" = "--stop" ]; then stop_registry; exit 0; fi
   || "$HERE/build-k8s.sh" "$K8S_VERSION"
 command -v docker-registry >/dev/null || { log "docker-registry missing: scripts/install-deps.sh"; exit 1; }
 
-RT=$REPO/target/debug/rootfs-tools
-KBOOT=$REPO/target/debug/kboot
+RT=${CARGO_TARGET_DIR:-$REPO/target}/debug/rootfs-tools
+KBOOT=${CARGO_TARGET_DIR:-$REPO/target}/debug/kboot
 (cd "$REPO" && cargo build -q -p rootfs-tools -p kboot 2>/dev/null || cargo build -p rootfs-tools -p kboot)
 
 # The images the default plans use, read from the plans themselves (plus the worker's), with

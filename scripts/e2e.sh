@@ -32,7 +32,7 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
 export E2E_DIR=${E2E_DIR:-/var/tmp/kboot-e2e}
 # KBOOT=path: the kboot binary to test (e.g. target/release/kboot for the figures).
-KBOOT=${KBOOT:-$REPO/target/debug/kboot}
+KBOOT=${KBOOT:-${CARGO_TARGET_DIR:-$REPO/target}/debug/kboot}
 KUBECTL_BIN=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 READY_TIMEOUT=${E2E_READY_TIMEOUT:-300s}
 MASTER_IP=10.213.0.1 WORKER_IP=10.213.0.2 NETNS=kboot-e2e-w VETH_M=kbe2e-m VETH_W=kbe2e-w
