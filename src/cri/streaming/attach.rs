@@ -11,9 +11,8 @@ use kboot_cri::v1 as cri;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
-use super::exec::{closed, resize_terminal, wait_for_streams, Streams, Wanted};
+use super::exec::{closed, finish, resize_terminal, wait_for_streams, Streams, Wanted};
 use super::spdy::{copy_to, Session, StreamWriter};
-use super::status_json;
 use crate::cri::Cri;
 use crate::shim::attach::{FRAME_HEADER, STDERR, STDOUT};
 
@@ -45,15 +44,7 @@ pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::AttachR
     if let Err(e) = &outcome {
         tracing::debug!(container = %req.container_id, error = %e, "attach ended");
     }
-    for s in [&streams.stdout, &streams.stderr].into_iter().flatten() {
-        s.out.close().await;
-    }
-    if let Some(error) = &streams.error {
-        error.out.write(&status_json(&outcome)).await;
-        error.out.close().await;
-    }
-    drop(streams);
-    session.finish().await;
+    finish(streams, session, &outcome).await;
 }
 
 /// The container's terminal, opened anew through its init's stdin (the shim allocated it;

@@ -87,11 +87,17 @@ pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::ExecReq
     if let Err(e) = &outcome {
         tracing::warn!(container = %req.container_id, error = %e, "exec failed");
     }
+    finish(streams, session, &outcome).await;
+}
+
+/// Ends an exec or attach session: closes the output streams, reports the outcome on the
+/// error stream (remotecommand's status), and closes the connection.
+pub(super) async fn finish(streams: Streams, session: Session, outcome: &Result<i32, String>) {
     for s in [&streams.stdout, &streams.stderr].into_iter().flatten() {
         s.out.close().await;
     }
     if let Some(error) = &streams.error {
-        error.out.write(&status_json(&outcome)).await;
+        error.out.write(&status_json(outcome)).await;
         error.out.close().await;
     }
     drop(streams);
