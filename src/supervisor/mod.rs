@@ -516,8 +516,8 @@ pub fn purge(paths: &Paths) -> Result<()> {
 }
 
 /// Removes `/sys/fs/cgroup/<controller>/<kboot parent>` directories left after
-/// libcontainer deleted the containers' leaf cgroups.
-fn remove_cgroup_parents(paths: &Paths) {
+/// libcontainer deleted the containers' leaf cgroups (only empty ones: rmdir).
+pub fn remove_cgroup_parents(paths: &Paths) {
     let probe = paths.cgroup("x");
     let Some(parent) = Path::new(&probe).parent().map(|p| p.to_path_buf()) else {
         return;

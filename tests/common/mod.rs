@@ -48,21 +48,10 @@ impl Dir {
 impl Drop for Dir {
     /// Removes the root's parent cgroup in every hierarchy, as `kboot down` does: tests that
     /// end without `down` (CRI tests, shim tests) would otherwise leave one empty
-    /// `kboot-<hash>` directory per test in each controller. Only empty directories go
-    /// (rmdir); without root this does nothing.
+    /// `kboot-<hash>` directory per test in each controller. Only empty directories go;
+    /// without root this does nothing.
     fn drop(&mut self) {
-        let probe = kboot::state::Paths::under(self.path()).cgroup("x");
-        let Some(parent) = Path::new(&probe).parent() else {
-            return;
-        };
-        let rel = parent.strip_prefix("/").unwrap_or(parent);
-        let hierarchies = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten();
-        for dir in hierarchies
-            .map(|e| e.path().join(rel))
-            .chain([Path::new("/sys/fs/cgroup").join(rel)])
-        {
-            let _ = std::fs::remove_dir(dir);
-        }
+        kboot::supervisor::remove_cgroup_parents(&kboot::state::Paths::under(self.path()));
     }
 }
 
