@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod cri;
+pub mod inroot;
 pub mod logging;
 pub mod pki;
 pub mod plan;
