@@ -17,6 +17,7 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod roles;
+pub mod seal;
 pub mod shim;
 pub mod state;
 pub mod store;
