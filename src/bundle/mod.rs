@@ -43,12 +43,10 @@ pub enum BundleError {
     },
     #[error("service `{service}`: user `{user}` not found in the image's /etc/passwd or /etc/group; use a numeric uid[:gid]")]
     UnknownUser { service: String, user: String },
-    #[error("service `{service}`: {source}")]
-    ImageFile {
-        service: String,
-        #[source]
-        source: InRootError,
-    },
+    // The cause is in the message and not in the chain (not named `source`): the CRI
+    // passes only the message on, and a chain would print it twice.
+    #[error("service `{service}`: {error}")]
+    ImageFile { service: String, error: InRootError },
     #[error("service `{service}`: device {}: {source}", path.display())]
     Device {
         service: String,
@@ -231,9 +229,9 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
     let args = command_line(svc, req.image)?;
     let env = environment(svc, req.image);
     let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("");
-    let image_file = |source| BundleError::ImageFile {
+    let image_file = |error| BundleError::ImageFile {
         service: svc.name.clone(),
-        source,
+        error,
     };
     // Every look into the image goes through the in-rootfs reader (links resolved inside).
     let rootfs = RootFs::open(req.rootfs).map_err(image_file)?;

@@ -37,7 +37,7 @@ pub enum InRootError {
         source: pathrs::error::Error,
     },
     #[error(
-        "{} in the container root filesystem {} cannot be resolved inside it ({source}): \
+        "{} in the container root filesystem {} cannot be resolved inside it ({reason}): \
          fix the image's links so that they stay inside the image",
         path.display(),
         rootfs.display()
@@ -45,6 +45,8 @@ pub enum InRootError {
     Resolve {
         rootfs: PathBuf,
         path: PathBuf,
+        /// What went wrong, in a few words (pathrs's own message names only its step).
+        reason: String,
         #[source]
         source: pathrs::error::Error,
     },
@@ -212,11 +214,19 @@ impl RootFs {
                 return Ok(None)
             }
             Err(source) => {
+                let reason = match source.kind() {
+                    pathrs::error::ErrorKind::OsError(Some(errno)) => {
+                        std::io::Error::from_raw_os_error(errno).to_string()
+                    }
+                    pathrs::error::ErrorKind::SafetyViolation => "a link leaves the root filesystem".to_owned(),
+                    _ => source.to_string(),
+                };
                 return Err(InRootError::Resolve {
                     rootfs: self.dir.clone(),
                     path: path.to_path_buf(),
+                    reason,
                     source,
-                })
+                });
             }
         };
         let st = nix::sys::stat::fstat(handle.as_fd().as_raw_fd()).map_err(|e| InRootError::Read {
