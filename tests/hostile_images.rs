@@ -434,6 +434,8 @@ fn assert_host_shadow_untouched(before: &(Vec<u8>, String)) {
 /// container running, for what kboot does not read), within seconds, memory bounded.
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+// The time and RSS of each case are printed for the record (`--nocapture`).
+#[allow(clippy::print_stderr)]
 fn hostile_images_through_run_end_in_a_clear_error_with_bounded_memory() {
     require_root();
     let shadow = host_shadow();
@@ -516,6 +518,8 @@ fn hostile_sparse_10g_passwd_is_refused_without_reading_it() {
 /// same clear errors, the server's memory bounded, the host's files untouched.
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+// The time and RSS of each case are printed for the record (`--nocapture`).
+#[allow(clippy::print_stderr)]
 fn hostile_images_through_the_cri_end_in_a_clear_error_with_bounded_memory() {
     use kboot_cri::v1::{
         ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
