@@ -529,6 +529,8 @@ fn hostile_images_through_the_cri_end_in_a_clear_error_with_bounded_memory() {
     require_root();
     let shadow = host_shadow();
     let d = Dir::new();
+    // `kboot down` on the test's root, after the server stops: views of failed containers go.
+    let _down = guard(&d);
     let cases = cases();
     let references: Vec<String> = cases.iter().map(|c| load_case(&d, c)).collect();
     let server = crate::cri_client::Server::start(&d, &[], &[]);
@@ -547,8 +549,12 @@ fn hostile_images_through_the_cri_end_in_a_clear_error_with_bounded_memory() {
         log_directory: d.path().join("logs").display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
+                // The host's namespaces: nothing (a PID holder, a pinned IPC namespace)
+                // outlives a failed run of this test.
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Node as i32,
+                    ipc: NamespaceMode::Node as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
