@@ -7,6 +7,7 @@
 //! `pki` makes certificates, `cri` serves the kubelet, `state` knows every
 //! path on disk. `cli` is the only module that prints.
 
+pub mod base;
 pub mod bundle;
 pub mod cli;
 pub mod cri;

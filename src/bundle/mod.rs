@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -624,7 +623,6 @@ pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(werr)?;
     let json = serde_json::to_vec_pretty(spec).map_err(|e| werr(std::io::Error::other(e)))?;
     // `run` rewrites every bundle; an unchanged one needs no second flush to disk (10 ms
     // and more on a busy disk, on every `run`). Compared as specs, not bytes: capability
@@ -636,11 +634,7 @@ pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     if unchanged {
         return Ok(path);
     }
-    let tmp = dir.join(".config.json.tmp");
-    let mut f = fs::File::create(&tmp).map_err(werr)?;
-    f.write_all(&json).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    fs::rename(&tmp, &path).map_err(werr)?;
+    crate::base::fs::write_atomic(&path, &json, crate::base::fs::Durability::Synced, None).map_err(werr)?;
     Ok(path)
 }
 

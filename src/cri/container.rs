@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
+use crate::base::record::read_json;
 use crate::bundle::{build_spec, image_groups, security, write_config, BundleRequest, Host, SeccompProfile, Security};
 use crate::plan::{Device, Propagation, Service, Volume};
-use crate::shim::record::{read_json, ExitRecord, ShimRecord};
+use crate::shim::record::{ExitRecord, ShimRecord};
 use crate::shim::{exit_record_path, shim_record_path};
 use crate::state::Paths;
 use crate::supervisor::images::{ImageSource, LocalImages};

@@ -100,14 +100,7 @@ impl CriError {
 impl From<CriError> for Status {
     fn from(err: CriError) -> Self {
         // The full chain, so crictl and the kubelet's events show the cause.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Status::new(err.code(), message)
+        Status::new(err.code(), crate::base::error::chain(&err))
     }
 }
 

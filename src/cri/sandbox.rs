@@ -3,7 +3,7 @@
 //! sandbox under `Paths::sandboxes()`, so they survive a supervisor restart.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use kboot_cri::v1::{
@@ -221,14 +221,8 @@ pub(crate) fn labels_match(
 
 /// Temp file in the same directory → fsync → rename, so a crash leaves the old or the new file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(CriError::io("write", path))
+    crate::base::fs::write_atomic(path, bytes, crate::base::fs::Durability::Synced, None)
+        .map_err(CriError::io("write", path))
 }
 
 /// A new random 64-hex-digit ID, the shape the kubelet and crictl expect.

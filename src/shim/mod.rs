@@ -34,9 +34,10 @@ pub mod log;
 mod pages;
 pub mod record;
 
+use crate::base::record::{now_ms, write_json, Durability, RecordError};
 use attach::{Attach, StdioMode};
 use log::{LogWriter, Stream};
-use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
+use record::{ExitRecord, ShimRecord};
 
 /// Test-only: when set to `1`, the shim runs the bundle's `process.args` as a
 /// plain host process (no namespaces, no cgroups, no libcontainer), so the
@@ -92,7 +93,7 @@ pub enum ShimError {
     #[error(transparent)]
     Volume(#[from] crate::bundle::BundleError),
     #[error(transparent)]
-    Record(#[from] record::RecordError),
+    Record(#[from] RecordError),
     #[error("container `{id}` is not running (no shim record); start it with `kboot start {id}`")]
     NotRunning { id: String },
 }
@@ -158,14 +159,14 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     if rc != 0 {
         return Err(sys("become the container's subreaper")(Errno::last()));
     }
-    let (start_ticks, _) = proc_stat(std::process::id() as i32).unwrap_or((0, 'R'));
+    let (start_ticks, _) = crate::base::proc::stat(std::process::id() as i32).unwrap_or((0, 'R'));
     let mut rec = ShimRecord {
         shim_pid: std::process::id() as i32,
         shim_start_ticks: start_ticks,
         init_pid: None,
         started_at_ms: None,
     };
-    write_json_volatile(&cfg.shim_record(), &rec)?;
+    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
 
     // Blocked before the container exists so no signal is lost in between;
     // the container's init unblocks them before exec (UnblockingExecutor).
@@ -214,21 +215,24 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         Ok(s) => s,
         Err(err) => {
             // The error belongs in the container's log too: `kboot logs` is where users look.
-            let _ = logw.write(Stream::Stderr, format!("kboot: {}\n", error_chain(&err)).as_bytes());
+            let _ = logw.write(
+                Stream::Stderr,
+                format!("kboot: {}\n", crate::base::error::chain(&err)).as_bytes(),
+            );
             let exit = ExitRecord {
                 exit_code: 127,
-                error: Some(error_chain(&err)),
+                error: Some(crate::base::error::chain(&err)),
                 finished_at_ms: now_ms(),
                 ..Default::default()
             };
-            write_json_volatile(&cfg.exit_record(), &exit)?;
+            write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
             let _ = fs::remove_file(cfg.shim_record());
             return Err(err);
         }
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
-    write_json_volatile(&cfg.shim_record(), &rec)?;
+    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
@@ -263,7 +267,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
             tracing::warn!(container = %cfg.id, %err, "delete the stopped container");
         }
     }
-    write_json_volatile(&cfg.exit_record(), &exit)?;
+    write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
     let _ = fs::remove_file(cfg.shim_record());
     tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
     Ok(exit)
@@ -323,17 +327,6 @@ fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<O
             Ok(None)
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        cur = e.source();
-    }
-    s
 }
 
 type Started = (Pid, Option<Container>, Option<Spec>);
@@ -674,5 +667,5 @@ pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
 
 /// Reads the runtime record of a running shim, if the shim is alive.
 pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
-    record::read_json::<ShimRecord>(&shim_record_path(paths, id)).filter(|r| r.is_alive())
+    crate::base::record::read_json::<ShimRecord>(&shim_record_path(paths, id)).filter(|r| r.is_alive())
 }

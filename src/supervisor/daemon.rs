@@ -20,8 +20,9 @@ use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
+use crate::base::record::{now_ms, read_json};
 use crate::plan::{Healthcheck, RestartPolicy};
-use crate::shim::record::{now_ms, read_json, ExitRecord};
+use crate::shim::record::ExitRecord;
 use crate::shim::{self, exit_record_path};
 use crate::state::Paths;
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::record::{read_json, write_json, Durability, RecordError};
 use crate::plan::Healthcheck;
-use crate::shim::record::{read_json, write_json, RecordError};
 use crate::state::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +81,7 @@ pub fn read_health(paths: &Paths, name: &str) -> Option<HealthRecord> {
 }
 
 pub fn write_health(paths: &Paths, name: &str, rec: &HealthRecord) -> Result<(), RecordError> {
-    write_json(&health_path(paths, name), rec)
+    write_json(&health_path(paths, name), rec, Durability::Synced)
 }
 
 #[cfg(test)]

@@ -23,9 +23,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::base::record::{now_ms, read_json, RecordError};
 use crate::bundle::{self, BundleError, BundleRequest, Host};
 use crate::plan::{Plan, PlanFile};
-use crate::shim::record::{now_ms, read_json, ExitRecord, RecordError};
+use crate::shim::record::ExitRecord;
 use crate::shim::{self, exit_record_path, shim_record_path};
 use crate::state::Paths;
 
@@ -180,24 +181,14 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
 }
 
 fn write_plan_file(f: &PlanFile) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |step| {
-        let path = f.path.clone();
-        move |source| SupervisorError::Io { step, path, source }
-    };
-    if let Some(dir) = f.path.parent() {
-        fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    }
-    let tmp = f.path.with_extension("kboot-tmp");
-    {
-        use std::io::Write;
-        let mut file = fs::File::create(&tmp).map_err(io("write"))?;
-        file.set_permissions(fs::Permissions::from_mode(f.mode))
-            .map_err(io("chmod"))?;
-        file.write_all(f.content.as_bytes()).map_err(io("write"))?;
-        file.sync_all().map_err(io("fsync"))?;
-    }
-    fs::rename(&tmp, &f.path).map_err(io("rename into place"))
+    use crate::base::fs::{write_atomic, Durability};
+    write_atomic(&f.path, f.content.as_bytes(), Durability::Synced, Some(f.mode)).map_err(|source| {
+        SupervisorError::Io {
+            step: "write",
+            path: f.path.clone(),
+            source,
+        }
+    })
 }
 
 /// One row of `kboot ps`.
@@ -589,7 +580,12 @@ mod tests {
             finished_at_ms: 2,
             ..Default::default()
         };
-        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        crate::base::record::write_json(
+            &exit_record_path(&paths, "x"),
+            &exit,
+            crate::base::record::Durability::Volatile,
+        )
+        .unwrap();
         let v = inspect(&paths, "x");
         assert_eq!(
             (v.status.as_str(), v.exit_code, v.reason.as_deref()),
@@ -602,7 +598,12 @@ mod tests {
             finished_at_ms: 3,
             ..Default::default()
         };
-        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        crate::base::record::write_json(
+            &exit_record_path(&paths, "x"),
+            &exit,
+            crate::base::record::Durability::Volatile,
+        )
+        .unwrap();
         let v = inspect(&paths, "x");
         assert_eq!(v.status, "failed");
         assert!(v.reason.unwrap().contains("no such file"));

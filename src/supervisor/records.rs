@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::restart::RestartState;
+use crate::base::record::{read_json, write_json, Durability, RecordError};
 use crate::plan::Service;
-use crate::shim::record::{read_json, write_json, write_json_volatile, RecordError};
 use crate::state::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ pub fn read_desired(paths: &Paths, name: &str) -> Option<DesiredRecord> {
     read_json(&desired_path(paths, name))
 }
 pub fn write_desired(paths: &Paths, rec: &DesiredRecord) -> Result<(), RecordError> {
-    write_json(&desired_path(paths, &rec.service.name), rec)
+    write_json(&desired_path(paths, &rec.service.name), rec, Durability::Synced)
 }
 pub fn read_status(paths: &Paths, name: &str) -> StatusRecord {
     read_json(&status_path(paths, name)).unwrap_or_default()
@@ -74,7 +74,7 @@ pub fn read_status(paths: &Paths, name: &str) -> StatusRecord {
 /// Not fsynced: after a crash the worst case is one restart decision applied
 /// again (the shim's `exit.json`, which is durable, is the source of truth).
 pub fn write_status(paths: &Paths, name: &str, rec: &StatusRecord) -> Result<(), RecordError> {
-    write_json_volatile(&status_path(paths, name), rec)
+    write_json(&status_path(paths, name), rec, Durability::Volatile)
 }
 
 /// Names of every container kboot manages (directories with a desired record), sorted.
