@@ -618,7 +618,7 @@ pub fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
 
 /// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.
 pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
-    let path = dir.join("config.json");
+    let path = crate::state::config_json(dir);
     let werr = |source| BundleError::Write {
         path: path.clone(),
         source,

@@ -199,7 +199,7 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
     if !dir.exists() {
         anyhow::bail!("no container named `{}` (see `kboot ps`)", args.name);
     }
-    let path = log::log_path(&dir);
+    let path = dir.log();
     let read_err = || format!("read {}", path.display());
     let mut follower = LogFollower::at_start(&path);
     let mut lines = log::read_rotated(&path).with_context(read_err)?;

@@ -372,7 +372,7 @@ fn static_pod_images(manifest: &str) -> Vec<String> {
 /// The last lines a container wrote, for a failure report.
 fn print_log_tail(out: &mut impl Write, ctx: &Context, name: &str) -> std::io::Result<()> {
     writeln!(out, "--- last lines of {name} (`kboot logs {name}` for all) ---")?;
-    let log = crate::shim::log::log_path(&ctx.paths.container(name));
+    let log = ctx.paths.container(name).log();
     let lines = crate::shim::log::read_all(&log).unwrap_or_default();
     for l in &lines[lines.len().saturating_sub(20)..] {
         writeln!(out, "{}", l.text)?;

@@ -100,8 +100,8 @@ pub(crate) fn apply_v1(root: &Path, cgroup: &str, res: &LinuxContainerResources)
 /// Records `res` in a created container's bundle, so its start applies them.
 fn apply_bundle(paths: &Paths, id: &str, res: &LinuxContainerResources) -> Result<()> {
     use oci_spec::runtime::{LinuxCpu, LinuxResources};
-    let bundle = crate::supervisor::records::bundle_dir(paths, id);
-    let config = bundle.join("config.json");
+    let bundle = paths.container(id).bundle();
+    let config = crate::state::config_json(&bundle);
     let bad = |e: oci_spec::OciSpecError| CriError::Bundle(format!("{}: {e}", config.display()));
     let mut spec = oci_spec::runtime::Spec::load(&config).map_err(bad)?;
     let mut linux = spec.linux().clone().unwrap_or_default();

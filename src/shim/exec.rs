@@ -47,7 +47,7 @@ pub(super) fn exec_in_container(paths: &Paths, id: &str, args: Vec<String>) -> R
     };
     let not_running = || ShimError::NotRunning { id: id.to_owned() };
     let init = running(paths, id).and_then(|r| r.init_pid).ok_or_else(not_running)?;
-    let config = crate::supervisor::records::bundle_dir(paths, id).join("config.json");
+    let config = paths.container(id).config_json();
     let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
         id: id.to_owned(),
         path: config.clone(),

@@ -120,24 +120,14 @@ impl ShimConfig {
     pub fn log_file(&self) -> PathBuf {
         self.log_path
             .clone()
-            .unwrap_or_else(|| log::log_path(&self.paths.container(&self.id)))
+            .unwrap_or_else(|| self.paths.container(&self.id).log())
     }
     fn shim_record(&self) -> PathBuf {
-        self.paths.shims().join(format!("{}.json", self.id))
+        self.paths.shim_record(&self.id)
     }
     fn exit_record(&self) -> PathBuf {
-        exit_record_path(&self.paths, &self.id)
+        self.paths.container(&self.id).exit()
     }
-}
-
-/// `paths.container(id)/exit.json`.
-pub fn exit_record_path(paths: &Paths, id: &str) -> PathBuf {
-    paths.container(id).join("exit.json")
-}
-
-/// `paths.shims()/<id>.json`.
-pub fn shim_record_path(paths: &Paths, id: &str) -> PathBuf {
-    paths.shims().join(format!("{id}.json"))
 }
 
 /// Runs the container to completion and returns how it ended. The exit is
@@ -332,7 +322,7 @@ fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<O
 type Started = (Pid, Option<Container>, Option<Spec>);
 
 fn load_spec(cfg: &ShimConfig) -> Result<Spec> {
-    let config = cfg.bundle.join("config.json");
+    let config = crate::state::config_json(&cfg.bundle);
     Spec::load(&config).map_err(|source| ShimError::ReadBundle {
         id: cfg.id.clone(),
         path: config,
@@ -667,5 +657,5 @@ pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
 
 /// Reads the runtime record of a running shim, if the shim is alive.
 pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
-    crate::base::record::read_json::<ShimRecord>(&shim_record_path(paths, id)).filter(|r| r.is_alive())
+    crate::base::record::read_json::<ShimRecord>(&paths.shim_record(id)).filter(|r| r.is_alive())
 }

@@ -22,8 +22,8 @@ use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
 use crate::base::record::{now_ms, read_json};
 use crate::plan::{Healthcheck, RestartPolicy};
+use crate::shim;
 use crate::shim::record::ExitRecord;
-use crate::shim::{self, exit_record_path};
 use crate::state::Paths;
 
 /// How to start a shim: `program args… --id NAME --bundle DIR`.
@@ -259,7 +259,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return Ok(());
         }
-        let exit: Option<ExitRecord> = read_json(&exit_record_path(&self.paths, name));
+        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
         let Some(exit) = exit.filter(|e| e.finished_at_ms >= desired.requested_at_ms) else {
             // Wanted and not yet run since it was asked for.
             if self.deps_ready(&desired.service.depends_on) {
@@ -380,7 +380,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return true;
         }
-        let exit: Option<ExitRecord> = read_json(&exit_record_path(&self.paths, name));
+        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
         let status = read_status(&self.paths, name);
         exit.is_some_and(|e| e.finished_at_ms >= desired.requested_at_ms && status.handled_exit_ms >= e.finished_at_ms)
             && status.restart_at_ms.is_none()
@@ -389,12 +389,13 @@ impl Supervisor {
     fn spawn(&mut self, name: &str) -> Result<()> {
         let dir = self.paths.container(name);
         let io = |step, path: PathBuf| move |source| SupervisorError::Io { step, path, source };
+        let shim_log = dir.shim_log();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("shim.log"))
-            .map_err(io("open", dir.join("shim.log")))?;
-        let log2 = log.try_clone().map_err(io("open", dir.join("shim.log")))?;
+            .open(&shim_log)
+            .map_err(io("open", shim_log.clone()))?;
+        let log2 = log.try_clone().map_err(io("open", shim_log))?;
         let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
         cmd.args(&self.opts.shim.args)
             .arg("--root")
@@ -406,7 +407,7 @@ impl Supervisor {
             .arg("--id")
             .arg(name)
             .arg("--bundle")
-            .arg(records::bundle_dir(&self.paths, name))
+            .arg(self.paths.container(name).bundle())
             .arg("--log-max-bytes")
             .arg(self.opts.log_max_bytes.to_string())
             // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).

@@ -4,8 +4,6 @@
 //! is kept in `paths.container(name)/health.json` for `ps`. Like Docker, an
 //! unhealthy container is reported, not restarted.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
 use crate::base::record::{read_json, write_json, Durability, RecordError};
@@ -72,16 +70,12 @@ impl HealthRecord {
     }
 }
 
-pub fn health_path(paths: &Paths, name: &str) -> PathBuf {
-    paths.container(name).join("health.json")
-}
-
 pub fn read_health(paths: &Paths, name: &str) -> Option<HealthRecord> {
-    read_json(&health_path(paths, name))
+    read_json(&paths.container(name).health())
 }
 
 pub fn write_health(paths: &Paths, name: &str, rec: &HealthRecord) -> Result<(), RecordError> {
-    write_json(&health_path(paths, name), rec, Durability::Synced)
+    write_json(&paths.container(name).health(), rec, Durability::Synced)
 }
 
 #[cfg(test)]

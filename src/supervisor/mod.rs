@@ -26,8 +26,8 @@ use serde::Serialize;
 use crate::base::record::{now_ms, read_json, RecordError};
 use crate::bundle::{self, BundleError, BundleRequest, Host};
 use crate::plan::{Plan, PlanFile};
+use crate::shim;
 use crate::shim::record::ExitRecord;
-use crate::shim::{self, exit_record_path, shim_record_path};
 use crate::state::Paths;
 
 mod daemon;
@@ -164,7 +164,7 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
                 },
                 &host,
             )?;
-            bundle::write_config(&records::bundle_dir(paths, &svc.name), &spec)?;
+            bundle::write_config(&paths.container(&svc.name).bundle(), &spec)?;
         }
         write_desired(
             paths,
@@ -221,7 +221,7 @@ impl ContainerView {
 pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
     let desired = read_desired(paths, name);
     let status = read_status(paths, name);
-    let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, name));
+    let exit: Option<ExitRecord> = read_json(&paths.container(name).exit());
     let shim = shim::running(paths, name);
     // Spawned, but the shim has not written its record yet (or died before it could).
     let spawning = status.spawned_at_ms > exit.as_ref().map_or(0, |e| e.finished_at_ms)
@@ -291,7 +291,7 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
         for v in views.iter_mut() {
             let desired = read_desired(paths, &v.name);
             let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
-            let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, &v.name));
+            let exit: Option<ExitRecord> = read_json(&paths.container(&v.name).exit());
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
@@ -457,10 +457,10 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
     terminate(paths, name, timeout);
     let dir = paths.container(name);
     images.release(&dir);
-    let _ = fs::remove_file(shim_record_path(paths, name));
+    let _ = fs::remove_file(paths.shim_record(name));
     fs::remove_dir_all(&dir).map_err(|source| SupervisorError::Io {
         step: "remove container directory",
-        path: dir,
+        path: dir.path().to_path_buf(),
         source,
     })
 }
@@ -581,7 +581,7 @@ mod tests {
             ..Default::default()
         };
         crate::base::record::write_json(
-            &exit_record_path(&paths, "x"),
+            &paths.container("x").exit(),
             &exit,
             crate::base::record::Durability::Volatile,
         )
@@ -599,7 +599,7 @@ mod tests {
             ..Default::default()
         };
         crate::base::record::write_json(
-            &exit_record_path(&paths, "x"),
+            &paths.container("x").exit(),
             &exit,
             crate::base::record::Durability::Volatile,
         )
