@@ -177,7 +177,7 @@ pub fn leaf_specs(id: &NodeIdentity) -> Vec<LeafSpec> {
     let ips: Vec<IpAddr> = id.addresses.iter().map(|a| IpAddr::V4(*a)).collect();
     let mut api_ips = ips.clone();
     api_ips.extend([
-        IpAddr::V4(crate::roles::KUBERNETES_SERVICE_IP),
+        IpAddr::V4(crate::plan::cluster::KUBERNETES_SERVICE_IP),
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     ]);
     let mut etcd_ips = ips;

@@ -11,8 +11,8 @@ use tracing::{info, instrument, warn};
 use super::client::{Progress, RegistryClient};
 use super::config::Location;
 use super::error::RegistryError;
-use super::platform::PlatformSpec;
 use crate::base::error::chain;
+use crate::store::PlatformSpec;
 use crate::store::{normalize_reference, parse_manifest, IndexEntry, Manifest, Store, StoreError, DOCKER_CONFIG};
 
 #[derive(Debug, Clone)]
