@@ -19,10 +19,12 @@ use oci_spec::runtime::{
 use crate::plan::compose::parse_capability;
 use crate::plan::{Propagation, Service};
 
+pub mod images;
 mod mounts;
 pub mod seccomp;
 pub mod security;
 
+pub use images::{ImageError, ImageSource, LocalImages, PreparedImage};
 pub use mounts::{ensure_shared, prepare_volumes};
 pub use seccomp::SeccompProfile;
 pub use security::Security;

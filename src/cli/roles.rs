@@ -156,7 +156,7 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run_role(ctx: &Context, role: &str, args: &super::RunArgs) -> anyhow::Result<ExitCode> {
     let role = parse_role(role)?;
     let flags = &args.role_flags;
     if flags.wait_ready && !args.detach {

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
 use crate::base::record::read_json;
+use crate::bundle::images::{ImageSource, LocalImages};
 use crate::bundle::{build_spec, image_groups, security, write_config, BundleRequest, Host, SeccompProfile, Security};
 use crate::plan::{Device, Propagation, Service, Volume};
 use crate::shim::record::{ExitRecord, ShimRecord};
 use crate::state::{ContainerDir, Paths};
-use crate::supervisor::images::{ImageSource, LocalImages};
 
 /// kboot's side of a CRI container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -719,19 +719,9 @@ fn holds_open(pid: i32, path: &Path) -> bool {
         .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
-/// A command running this kboot on the same root, state and config: the running binary
-/// (`/proc/self/exe`), even after an upgrade replaced (deleted) the file on disk, so a shim
-/// or `kboot exec` always matches the server that wrote the bundle.
-pub(crate) fn kboot_command(paths: &Paths) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("/proc/self/exe");
-    command
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config());
-    command
+/// This kboot on the same root, state and config (see [`crate::shim::launch`]).
+fn kboot_command(paths: &Paths) -> tokio::process::Command {
+    crate::shim::launch::kboot_command(paths).into()
 }
 
 /// Starts the shim and waits until the container runs or has failed to start.
@@ -774,7 +764,7 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .stderr(log2)
         .kill_on_drop(false)
         .spawn()
-        .map_err(CriError::io("start the shim", Path::new("/proc/self/exe")))?;
+        .map_err(CriError::io("start the shim", Path::new(crate::shim::launch::SELF_EXE)))?;
     // Reap the shim whenever it ends; its records carry the outcome.
     tokio::spawn(async move {
         let _ = child.wait().await;

@@ -30,6 +30,7 @@ use crate::state::Paths;
 
 pub mod attach;
 mod exec;
+pub mod launch;
 pub mod log;
 mod pages;
 pub mod record;

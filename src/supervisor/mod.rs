@@ -32,12 +32,11 @@ use crate::state::Paths;
 
 mod daemon;
 pub mod health;
-pub mod images;
 pub mod records;
 pub mod restart;
 
+use crate::bundle::images::{ImageError, ImageSource, LocalImages};
 pub use daemon::{supervise, termination, ShimCommand, SupervisorOptions};
-pub use images::{ImageError, ImageSource, LocalImages, PreparedImage};
 use records::{read_desired, read_status, write_desired, DesiredRecord, DesiredState};
 pub use restart::Backoff;
 

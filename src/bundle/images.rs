@@ -1,9 +1,10 @@
 //! The seam between containers and images: a service's image becomes a
-//! writable root filesystem and the image's run defaults.
+//! writable root filesystem and the image's run defaults, the two inputs of a
+//! bundle. Used by the supervisor and the CRI alike.
 
 use std::path::PathBuf;
 
-use crate::bundle::ImageDefaults;
+use super::ImageDefaults;
 use crate::plan::Service;
 use crate::state::{ContainerDir, Paths};
 use crate::store::{Store, StoreError};
