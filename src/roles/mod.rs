@@ -11,6 +11,7 @@ pub mod images;
 pub mod join;
 pub mod netdetect;
 pub mod ready;
+mod render;
 #[cfg(test)]
 mod testutil;
 pub mod version;
