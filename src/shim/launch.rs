@@ -1,6 +1,7 @@
 //! How kboot starts its own processes (`kboot shim`, `kboot supervise`,
 //! `kboot cri pod-holder`, `kboot exec`): the running binary, on the same root,
-//! state and config as the process that starts them.
+//! state and config as the process that starts them. The one binary-path policy:
+//! every internal process runs [`SELF_EXE`], never a path looked up again.
 
 use std::path::Path;
 
@@ -12,9 +13,12 @@ use crate::state::Paths;
 pub const SELF_EXE: &str = "/proc/self/exe";
 
 /// `kboot --root R --state S --config C`, for the caller to add a subcommand to.
+/// `argv[0]` is `kboot`, so `ps` and `pgrep -f` show what runs.
 pub fn kboot_command(paths: &Paths) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(Path::new(SELF_EXE));
     command
+        .arg0("kboot")
         .arg("--root")
         .arg(paths.root())
         .arg("--state")

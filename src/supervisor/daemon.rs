@@ -22,30 +22,12 @@ use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
 use crate::base::record::{now_ms, read_json};
 use crate::plan::{Healthcheck, RestartPolicy};
-use crate::shim;
 use crate::shim::record::ExitRecord;
+use crate::shim::{self, launch};
 use crate::state::Paths;
-
-/// How to start a shim: `program args… --id NAME --bundle DIR`.
-#[derive(Debug, Clone)]
-pub struct ShimCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
-
-impl Default for ShimCommand {
-    /// This very binary's hidden `shim` subcommand.
-    fn default() -> Self {
-        Self {
-            program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
-            args: vec!["shim".into()],
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
-    pub shim: ShimCommand,
     pub backoff: Backoff,
     /// How often records are re-read (adopted shims, `kboot start`, due restarts).
     pub tick: Duration,
@@ -62,7 +44,6 @@ pub struct SupervisorOptions {
 impl Default for SupervisorOptions {
     fn default() -> Self {
         Self {
-            shim: ShimCommand::default(),
             backoff: Backoff::default(),
             tick: Duration::from_millis(100),
             log_max_bytes: crate::shim::log::DEFAULT_MAX_BYTES,
@@ -312,14 +293,8 @@ impl Supervisor {
         if now < rec.next_check_ms(check) {
             return;
         }
-        let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
-        cmd.arg("--root")
-            .arg(self.paths.root())
-            .arg("--state")
-            .arg(self.paths.state())
-            .arg("--config")
-            .arg(self.paths.config())
-            .args(["exec", name, "--"])
+        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
+        cmd.args(["exec", name, "--"])
             .args(&check.test)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -396,14 +371,8 @@ impl Supervisor {
             .open(&shim_log)
             .map_err(io("open", shim_log.clone()))?;
         let log2 = log.try_clone().map_err(io("open", shim_log))?;
-        let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
-        cmd.args(&self.opts.shim.args)
-            .arg("--root")
-            .arg(self.paths.root())
-            .arg("--state")
-            .arg(self.paths.state())
-            .arg("--config")
-            .arg(self.paths.config())
+        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
+        cmd.arg("shim")
             .arg("--id")
             .arg(name)
             .arg("--bundle")
@@ -418,7 +387,7 @@ impl Supervisor {
             .kill_on_drop(false);
         let mut child = cmd
             .spawn()
-            .map_err(io("start the shim", self.opts.shim.program.clone()))?;
+            .map_err(io("start the shim", PathBuf::from(launch::SELF_EXE)))?;
         tracing::info!(container = %name, shim = ?child.id(), "starting");
         self.own.insert(name.to_owned());
         let tx = self.tx.clone();

@@ -36,7 +36,7 @@ pub mod records;
 pub mod restart;
 
 use crate::bundle::images::{ImageError, ImageSource, LocalImages};
-pub use daemon::{supervise, termination, ShimCommand, SupervisorOptions};
+pub use daemon::{supervise, termination, SupervisorOptions};
 use records::{read_desired, read_status, write_desired, DesiredRecord, DesiredState};
 pub use restart::Backoff;
 
@@ -343,7 +343,6 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(SupervisorError::SpawnDaemon)?;
     fs::create_dir_all(paths.root()).map_err(|source| SupervisorError::Io {
         step: "create",
         path: paths.root().to_owned(),
@@ -359,14 +358,8 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
             source,
         })?;
     let log2 = log.try_clone().map_err(SupervisorError::SpawnDaemon)?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config())
-        .arg("supervise")
+    let mut cmd = crate::shim::launch::kboot_command(paths);
+    cmd.arg("supervise")
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
