@@ -79,6 +79,23 @@ pub enum BundleError {
     },
 }
 
+impl BundleError {
+    /// True when the request is at fault (no command, an unknown user or entrypoint,
+    /// a missing device, a value the spec refuses, a bad seccomp profile): asking
+    /// again unchanged fails again. False for failures of this host (I/O).
+    pub fn is_bad_request(&self) -> bool {
+        match self {
+            Self::NoCommand { .. }
+            | Self::EntrypointNotFound { .. }
+            | Self::UnknownUser { .. }
+            | Self::Device { .. }
+            | Self::Spec { .. }
+            | Self::Seccomp { .. } => true,
+            Self::ReadCapBnd(_) | Self::Write { .. } | Self::Volume { .. } => false,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, BundleError>;
 
 /// What the image says about how to run it (the OCI image config's `config`).

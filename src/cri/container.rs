@@ -402,7 +402,7 @@ pub(crate) fn prepare(
     } else {
         format!("/{}/kboot-{id}", parent.trim_matches('/'))
     };
-    let host = Host::probe().map_err(|e| CriError::Bundle(e.to_string()))?;
+    let host = Host::probe()?;
     let mut spec = build_spec(
         &BundleRequest {
             service: &service,
@@ -411,15 +411,13 @@ pub(crate) fn prepare(
             cgroups_path: &cgroup,
         },
         &host,
-    )
-    .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+    )?;
     adapt_spec(&mut spec, paths, config, pod)?;
     let user = run_user(&spec, &prepared.rootfs, config);
-    security::apply(&mut spec, &security_of(config, &user), &host, id)
-        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+    security::apply(&mut spec, &security_of(config, &user), &host, id)?;
     let bundle = paths.container(id).bundle();
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
-    write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
+    write_config(&bundle, &spec)?;
     let log_path = log_path_of(pod, config);
     if let Some(log) = &log_path {
         link_log(&dir, log)?;
