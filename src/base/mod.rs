@@ -5,5 +5,6 @@
 
 pub mod error;
 pub mod fs;
+pub mod mountinfo;
 pub mod proc;
 pub mod record;

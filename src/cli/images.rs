@@ -188,20 +188,11 @@ fn prune_rootfs_cache(ctx: &Context, store: &Store) -> anyhow::Result<u64> {
 /// Chain IDs (directory names under `cache`) used as `lowerdir` by overlay mounts.
 fn overlay_lower_chain_ids(mountinfo: &str, cache: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        // Fields after " - " are: fstype, source, super options.
-        let Some((_, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut f = tail.split(' ');
-        if f.next() != Some("overlay") {
+    for m in crate::base::mountinfo::parse(mountinfo) {
+        if m.fs_type != "overlay" {
             continue;
         }
-        let opts = f.nth(1).unwrap_or("");
-        for opt in opts.split(',') {
-            let Some(lower) = opt.strip_prefix("lowerdir=") else {
-                continue;
-            };
+        if let Some(Some(lower)) = m.super_options.get("lowerdir") {
             for dir in lower.split(':') {
                 if let Ok(rest) = std::path::Path::new(dir).strip_prefix(cache) {
                     if let Some(first) = rest.components().next() {
