@@ -145,11 +145,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     // Own session: a SIGKILL'd or restarted supervisor (or its terminal) takes no container with it.
     // EPERM means we already lead a session (started by hand with setsid).
     let _ = nix::unistd::setsid();
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only and touches no memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(sys("become the container's subreaper")(Errno::last()));
-    }
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys("become the container's subreaper"))?;
     let (start_ticks, _) = crate::base::proc::stat(std::process::id() as i32).unwrap_or((0, 'R'));
     let mut rec = ShimRecord {
         shim_pid: std::process::id() as i32,
