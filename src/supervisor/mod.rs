@@ -565,6 +565,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inspect(&paths, "x").status, "created");
+        let record_exit = |exit: &ExitRecord| {
+            use crate::base::record::{write_json, Durability};
+            write_json(&paths.container("x").exit(), exit, Durability::Volatile).unwrap()
+        };
         let exit = ExitRecord {
             exit_code: 137,
             signal: Some("SIGKILL".into()),
@@ -572,12 +576,7 @@ mod tests {
             finished_at_ms: 2,
             ..Default::default()
         };
-        crate::base::record::write_json(
-            &paths.container("x").exit(),
-            &exit,
-            crate::base::record::Durability::Volatile,
-        )
-        .unwrap();
+        record_exit(&exit);
         let v = inspect(&paths, "x");
         assert_eq!(
             (v.status.as_str(), v.exit_code, v.reason.as_deref()),
@@ -590,12 +589,7 @@ mod tests {
             finished_at_ms: 3,
             ..Default::default()
         };
-        crate::base::record::write_json(
-            &paths.container("x").exit(),
-            &exit,
-            crate::base::record::Durability::Volatile,
-        )
-        .unwrap();
+        record_exit(&exit);
         let v = inspect(&paths, "x");
         assert_eq!(v.status, "failed");
         assert!(v.reason.unwrap().contains("no such file"));
