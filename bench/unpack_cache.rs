@@ -43,14 +43,14 @@ fn main() -> anyhow::Result<()> {
         // A copy takes seconds: three runs give its median.
         let n = if mode == ViewMode::Copy { runs.min(3) } else { runs };
         for i in 0..n {
-            let dir = root.join(format!("bench-containers/{name}-{i}"));
+            let dir = paths.container(&format!("bench-{name}-{i}"));
             let t = Instant::now();
             let lower = cache.ensure(&layers, &diff_ids)?;
             let rootfs = cache.container_rootfs(&lower, &dir)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             anyhow::ensure!(rootfs.read_dir()?.next().is_some(), "empty view");
             cache.release_container_rootfs(&dir)?;
-            std::fs::remove_dir_all(&dir)?;
+            std::fs::remove_dir_all(dir.path())?;
         }
         out(&format!("warm_start_{name}_median_ms"), median(times));
     }

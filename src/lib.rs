@@ -1,16 +1,20 @@
 //! kboot: turn a bare Linux host into a Kubernetes node with one binary.
 //!
-//! The crate is split by what each module owns (see `docs/architecture.md`):
-//! `registry` fetches, `store` keeps content, `unpack` builds rootfs, `bundle`
+//! The crate is split by what each module owns (see `docs/architecture.md`,
+//! checked by the test in `layering.rs`): `base` holds the foundations
+//! (atomic writes, records, error chains), `registry` fetches, `store` keeps content, `unpack` builds rootfs, `bundle`
 //! writes OCI runtime specs, `shim` is the only caller of libcontainer,
 //! `supervisor` keeps containers running, `plan` describes what to run,
 //! `pki` makes certificates, `cri` serves the kubelet, `state` knows every
 //! path on disk. `cli` is the only module that prints.
 
+pub mod base;
 pub mod bundle;
 pub mod cli;
 pub mod cri;
 pub mod inroot;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod pki;
 pub mod plan;

@@ -21,7 +21,7 @@ fn mount_type(path: &Path) -> Option<String> {
 }
 
 /// Unmounts on drop so a failing assertion does not leave mounts behind.
-struct Release<'a>(&'a RootfsCache, std::path::PathBuf);
+struct Release<'a>(&'a RootfsCache, kboot::state::ContainerDir);
 impl Drop for Release<'_> {
     fn drop(&mut self) {
         let _ = self.0.release_container_rootfs(&self.1);
@@ -62,7 +62,7 @@ fn overlay_views_share_the_lower_and_keep_writes_private() {
     assert!(!lower.join("new").exists());
     assert_eq!(std::fs::read(r2.join("etc/conf")).unwrap(), b"v1");
     assert!(r2.join("bin/app").exists());
-    assert_eq!(std::fs::read(one.join("rootfs-upper/new")).unwrap(), b"n");
+    assert_eq!(std::fs::read(one.rootfs_upper().join("new")).unwrap(), b"n");
 
     // Same view when asked again while mounted.
     assert_eq!(cache.container_rootfs(&lower, &one).unwrap(), r1);

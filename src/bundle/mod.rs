@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -21,10 +20,12 @@ use crate::inroot::{passwd, InRootError, RootFs};
 use crate::plan::compose::parse_capability;
 use crate::plan::{Propagation, Service};
 
+pub mod images;
 mod mounts;
 pub mod seccomp;
 pub mod security;
 
+pub use images::{ImageError, ImageSource, LocalImages, PreparedImage};
 pub use mounts::{ensure_shared, prepare_volumes};
 pub use seccomp::SeccompProfile;
 pub use security::Security;
@@ -81,6 +82,26 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl BundleError {
+    /// True when the request is at fault (no command, an unknown user or entrypoint,
+    /// a missing device, a value the spec refuses, a bad seccomp profile): asking
+    /// again unchanged fails again. False for failures of this host (I/O).
+    pub fn is_bad_request(&self) -> bool {
+        match self {
+            Self::NoCommand { .. }
+            | Self::EntrypointNotFound { .. }
+            | Self::UnknownUser { .. }
+            | Self::Device { .. }
+            | Self::Spec { .. }
+            | Self::Seccomp { .. } => true,
+            // A file the image got wrong (a link out of it, a FIFO, too large) is the
+            // image's fault; failing to open the rootfs or to read it is this host's.
+            Self::ImageFile { error, .. } => !matches!(error, InRootError::OpenRoot { .. } | InRootError::Read { .. }),
+            Self::ReadCapBnd(_) | Self::Write { .. } | Self::Volume { .. } => false,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, BundleError>;
@@ -527,12 +548,11 @@ fn check_executable(rootfs: &RootFs, service: &str, program: &str, path_var: &st
 
 /// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.
 pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
-    let path = dir.join("config.json");
+    let path = crate::state::config_json(dir);
     let werr = |source| BundleError::Write {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(dir).map_err(werr)?;
     let json = serde_json::to_vec_pretty(spec).map_err(|e| werr(std::io::Error::other(e)))?;
     // `run` rewrites every bundle; an unchanged one needs no second flush to disk (10 ms
     // and more on a busy disk, on every `run`). Compared as specs, not bytes: capability
@@ -544,11 +564,7 @@ pub fn write_config(dir: &Path, spec: &Spec) -> Result<PathBuf> {
     if unchanged {
         return Ok(path);
     }
-    let tmp = dir.join(".config.json.tmp");
-    let mut f = fs::File::create(&tmp).map_err(werr)?;
-    f.write_all(&json).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    fs::rename(&tmp, &path).map_err(werr)?;
+    crate::base::fs::write_atomic(&path, &json, crate::base::fs::Durability::Synced, None).map_err(werr)?;
     Ok(path)
 }
 

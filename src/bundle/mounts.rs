@@ -8,6 +8,7 @@ use std::path::Path;
 use nix::mount::{mount, MsFlags};
 
 use super::{BundleError, Result};
+use crate::base::mountinfo;
 use oci_spec::runtime::Spec;
 
 /// Creates missing bind sources and makes `rshared` ones shared mounts.
@@ -71,28 +72,15 @@ enum MountState {
 
 /// The propagation of the topmost mount at exactly `path` in a mountinfo text.
 fn mount_state(mountinfo: &str, path: &Path) -> MountState {
-    let mut state = MountState::NotMounted;
-    for line in mountinfo.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() < 7 || unescape(f[4]) != path.to_string_lossy() {
-            continue;
-        }
-        let optional = f[6..].iter().take_while(|x| **x != "-");
-        state = if optional.clone().any(|o| o.starts_with("shared:")) {
-            MountState::Shared
-        } else {
-            MountState::Private
-        };
+    let top = mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.mount_point == path)
+        .last();
+    match top {
+        None => MountState::NotMounted,
+        Some(m) if mountinfo::is_shared(&m) => MountState::Shared,
+        Some(_) => MountState::Private,
     }
-    state
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]

@@ -9,26 +9,11 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::images::ListFormat;
-use super::{Context, UsageError};
+use super::{Context, RunArgs, UsageError};
+use crate::bundle::LocalImages;
 use crate::plan::compose::{self, ComposeError};
 use crate::shim::log::{self, LogFollower, LogLine, Stream};
-use crate::supervisor::{self, ContainerView, LocalImages, RunOptions, RunReport};
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Role to bring up: `master` or `worker` (omit with -f).
-    #[arg(value_name = "ROLE")]
-    pub role: Option<String>,
-    /// A Compose-subset plan file.
-    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "role")]
-    pub file: Option<PathBuf>,
-    /// Return once every service is running (or failed, with the reason).
-    #[arg(short = 'd', long)]
-    pub detach: bool,
-    /// Flags that only apply to `run master|worker`.
-    #[command(flatten)]
-    pub role_flags: super::roles::RoleFlags,
-}
+use crate::supervisor::{self, ContainerView, RunOptions, RunReport};
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -99,10 +84,8 @@ pub struct ShimArgs {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {}
 
+/// `run -f FILE` (`run master|worker` is [`super::roles::run_role`]).
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
-    if let Some(role) = &args.role {
-        return super::roles::run_role(ctx, role, &args);
-    }
     let Some(file) = &args.file else {
         return Err(UsageError("`kboot run` needs a role (master, worker) or `-f FILE`".into()).into());
     };
@@ -199,7 +182,7 @@ pub fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
     if !dir.exists() {
         anyhow::bail!("no container named `{}` (see `kboot ps`)", args.name);
     }
-    let path = log::log_path(&dir);
+    let path = dir.log();
     let read_err = || format!("read {}", path.display());
     let mut follower = LogFollower::at_start(&path);
     let mut lines = log::read_rotated(&path).with_context(read_err)?;

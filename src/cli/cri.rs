@@ -26,10 +26,10 @@ pub enum CriCommand {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Directory of CNI network configurations (the first file in name order is used).
-    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    #[arg(long, value_name = "DIR", default_value = crate::state::CNI_CONF_DIR)]
     pub cni_conf_dir: PathBuf,
     /// Directory of CNI plugin binaries; repeat to search several, in order.
-    #[arg(long, value_name = "DIR", default_values = ["/opt/cni/bin", "/usr/lib/cni"])]
+    #[arg(long, value_name = "DIR", default_values = crate::state::CNI_BIN_DIRS)]
     pub cni_bin_dir: Vec<PathBuf>,
 }
 

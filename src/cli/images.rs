@@ -130,22 +130,6 @@ fn usage_if_bad_reference(err: StoreError) -> anyhow::Error {
     }
 }
 
-/// `1.2 GB`, `15.3 MB`, `812 kB`, `97 B` (decimal units, as registries show).
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[allow(clippy::print_stdout)]
 pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let list = open_store(ctx)?.list()?;
@@ -164,7 +148,7 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
                     "{:<width$}  {:<71}  {:>9}",
                     image.reference,
                     image.digest,
-                    human_size(image.size)
+                    progress::human_size(image.size)
                 )?;
             }
         }
@@ -204,20 +188,11 @@ fn prune_rootfs_cache(ctx: &Context, store: &Store) -> anyhow::Result<u64> {
 /// Chain IDs (directory names under `cache`) used as `lowerdir` by overlay mounts.
 fn overlay_lower_chain_ids(mountinfo: &str, cache: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        // Fields after " - " are: fstype, source, super options.
-        let Some((_, tail)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut f = tail.split(' ');
-        if f.next() != Some("overlay") {
+    for m in crate::base::mountinfo::parse(mountinfo) {
+        if m.fs_type != "overlay" {
             continue;
         }
-        let opts = f.nth(1).unwrap_or("");
-        for opt in opts.split(',') {
-            let Some(lower) = opt.strip_prefix("lowerdir=") else {
-                continue;
-            };
+        if let Some(Some(lower)) = m.super_options.get("lowerdir") {
             for dir in lower.split(':') {
                 if let Ok(rest) = std::path::Path::new(dir).strip_prefix(cache) {
                     if let Some(first) = rest.components().next() {
@@ -238,7 +213,7 @@ pub fn prune(ctx: &Context, _args: PruneArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().lock(),
         "removed {} blobs, freed {}",
         report.blobs_removed,
-        human_size(report.bytes_freed + rootfs_freed)
+        progress::human_size(report.bytes_freed + rootfs_freed)
     )?;
     Ok(ExitCode::SUCCESS)
 }

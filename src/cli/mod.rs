@@ -4,7 +4,7 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::state::paths_from;
 use crate::state::Paths;
@@ -61,7 +61,7 @@ pub enum Command {
     /// Export an image's flattened rootfs into a directory.
     Unpack(unpack::UnpackArgs),
     /// Bring up a role (master, worker) or the services of a Compose-subset file.
-    Run(containers::RunArgs),
+    Run(RunArgs),
     /// Print what `run` would do, without doing it.
     Plan(roles::PlanArgs),
     /// List containers.
@@ -177,6 +177,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Role to bring up: `master` or `worker` (omit with -f).
+    #[arg(value_name = "ROLE")]
+    pub role: Option<String>,
+    /// A Compose-subset plan file.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "role")]
+    pub file: Option<PathBuf>,
+    /// Return once every service is running (or failed, with the reason).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Flags that only apply to `run master|worker`.
+    #[command(flatten)]
+    pub role_flags: roles::RoleFlags,
+}
+
 fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Pull(a) => images::pull(ctx, a),
@@ -186,7 +202,10 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(a) => images::load(ctx, a),
         Command::Save(a) => images::save(ctx, a),
         Command::Unpack(a) => unpack::unpack(ctx, a),
-        Command::Run(a) => containers::run(ctx, a),
+        Command::Run(a) => match a.role.clone() {
+            Some(role) => roles::run_role(ctx, &role, &a),
+            None => containers::run(ctx, a),
+        },
         Command::Plan(a) => roles::plan(ctx, a),
         Command::Ps(a) => containers::ps(ctx, a),
         Command::Logs(a) => containers::logs(ctx, a),

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::images::human_size;
 use crate::registry::{NoProgress, Progress};
 
 pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
@@ -111,5 +110,21 @@ impl Progress for Lines {
             short(digest),
             if downloaded { "done" } else { "already present" }
         ));
+    }
+}
+
+/// `1.2 GB`, `15.3 MB`, `812 kB`, `97 B` (decimal units, as registries show).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

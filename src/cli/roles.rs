@@ -156,7 +156,7 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub fn run_role(ctx: &Context, role: &str, args: &super::containers::RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run_role(ctx: &Context, role: &str, args: &super::RunArgs) -> anyhow::Result<ExitCode> {
     let role = parse_role(role)?;
     let flags = &args.role_flags;
     if flags.wait_ready && !args.detach {
@@ -372,7 +372,7 @@ fn static_pod_images(manifest: &str) -> Vec<String> {
 /// The last lines a container wrote, for a failure report.
 fn print_log_tail(out: &mut impl Write, ctx: &Context, name: &str) -> std::io::Result<()> {
     writeln!(out, "--- last lines of {name} (`kboot logs {name}` for all) ---")?;
-    let log = crate::shim::log::log_path(&ctx.paths.container(name));
+    let log = ctx.paths.container(name).log();
     let lines = crate::shim::log::read_all(&log).unwrap_or_default();
     for l in &lines[lines.len().saturating_sub(20)..] {
         writeln!(out, "{}", l.text)?;

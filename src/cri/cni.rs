@@ -23,8 +23,8 @@ pub struct CniDirs {
 impl Default for CniDirs {
     fn default() -> Self {
         Self {
-            conf_dir: "/etc/cni/net.d".into(),
-            bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            conf_dir: crate::state::CNI_CONF_DIR.into(),
+            bin_dirs: crate::state::CNI_BIN_DIRS.iter().map(PathBuf::from).collect(),
         }
     }
 }

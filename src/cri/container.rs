@@ -21,16 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
+use crate::base::record::read_json;
+use crate::bundle::images::{ImageSource, LocalImages};
 use crate::bundle::{build_spec, security, write_config, BundleRequest, Host, SeccompProfile, Security};
 use crate::inroot::{passwd, RootFs};
 use crate::plan::{Device, Propagation, Service, Volume};
-use crate::shim::record::{read_json, ExitRecord, ShimRecord};
-use crate::shim::{exit_record_path, shim_record_path};
-use crate::state::Paths;
-use crate::supervisor::images::{ImageSource, LocalImages};
-
-const CONFIG_FILE: &str = "cri-config.pb";
-const RECORD_FILE: &str = "cri.json";
+use crate::shim::record::{ExitRecord, ShimRecord};
+use crate::state::{ContainerDir, Paths};
 
 /// kboot's side of a CRI container.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -79,15 +76,15 @@ fn ms_to_ns(ms: Option<u64>) -> i64 {
 }
 
 impl CriContainer {
-    pub fn dir(&self, paths: &Paths) -> PathBuf {
+    pub fn dir(&self, paths: &Paths) -> ContainerDir {
         paths.container(&self.id)
     }
 
     pub fn phase(&self, paths: &Paths) -> Phase {
-        if let Some(exit) = read_json::<ExitRecord>(&exit_record_path(paths, &self.id)) {
+        if let Some(exit) = read_json::<ExitRecord>(&paths.container(&self.id).exit()) {
             return Phase::Exited(exit);
         }
-        match read_json::<ShimRecord>(&shim_record_path(paths, &self.id)) {
+        match read_json::<ShimRecord>(&paths.shim_record(&self.id)) {
             Some(rec) if rec.is_alive() => Phase::Running(rec),
             // A shim that died without an exit record (SIGKILL): the container is gone too.
             Some(rec) => Phase::Exited(ExitRecord {
@@ -237,7 +234,7 @@ impl CriContainer {
             writable_layer: Some(FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(FilesystemIdentifier {
-                    mountpoint: self.dir(paths).display().to_string(),
+                    mountpoint: self.dir(paths).path().display().to_string(),
                 }),
                 used_bytes: Some(UInt64Value { value: 0 }),
                 inodes_used: Some(UInt64Value { value: 0 }),
@@ -257,13 +254,13 @@ impl CriContainer {
 
     pub fn save(&self, paths: &Paths) -> Result<()> {
         let dir = self.dir(paths);
-        fs::create_dir_all(&dir).map_err(CriError::io("create the container directory", &dir))?;
-        write_atomic(&dir.join(CONFIG_FILE), &self.config.encode_to_vec())?;
+        fs::create_dir_all(&dir).map_err(CriError::io("create the container directory", dir.path()))?;
+        write_atomic(&dir.cri_config(), &self.config.encode_to_vec())?;
         let rec = serde_json::to_vec_pretty(&self.record).map_err(|e| CriError::DecodeRecord {
-            path: dir.join(RECORD_FILE),
+            path: dir.cri_record(),
             source: e.into(),
         })?;
-        write_atomic(&dir.join(RECORD_FILE), &rec)
+        write_atomic(&dir.cri_record(), &rec)
     }
 
     /// Every CRI container on disk (directories without a CRI record belong to plans).
@@ -273,11 +270,11 @@ impl CriContainer {
         };
         let mut out = Vec::new();
         for e in entries.flatten() {
-            let dir = e.path();
-            let (Ok(cfg), Ok(rec)) = (fs::read(dir.join(CONFIG_FILE)), fs::read(dir.join(RECORD_FILE))) else {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let dir = paths.container(&id);
+            let (Ok(cfg), Ok(rec)) = (fs::read(dir.cri_config()), fs::read(dir.cri_record())) else {
                 continue;
             };
-            let id = e.file_name().to_string_lossy().into_owned();
             match (ContainerConfig::decode(cfg.as_slice()), serde_json::from_slice(&rec)) {
                 (Ok(config), Ok(record)) => out.push(Self { id, config, record }),
                 _ => tracing::warn!(container = %id, "skipping an unreadable CRI container record"),
@@ -331,7 +328,7 @@ pub(crate) fn service_of(paths: &Paths, id: &str, image: &str, c: &ContainerConf
         })
         .collect::<Result<Vec<_>>>()?;
     let mut volumes = volumes;
-    let resolv = super::sandbox::resolv_conf(paths, &pod.id);
+    let resolv = paths.sandbox(&pod.id).resolv_conf();
     if resolv.exists() && !volumes.iter().any(|v| v.target == Path::new("/etc/resolv.conf")) {
         volumes.push(Volume {
             source: resolv,
@@ -406,7 +403,7 @@ pub(crate) fn prepare(
     } else {
         format!("/{}/kboot-{id}", parent.trim_matches('/'))
     };
-    let host = Host::probe().map_err(|e| CriError::Bundle(e.to_string()))?;
+    let host = Host::probe()?;
     let mut spec = build_spec(
         &BundleRequest {
             service: &service,
@@ -415,15 +412,13 @@ pub(crate) fn prepare(
             cgroups_path: &cgroup,
         },
         &host,
-    )
-    .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+    )?;
     adapt_spec(&mut spec, paths, config, pod)?;
     let user = run_user(&spec, &prepared.rootfs, config)?;
-    security::apply(&mut spec, &security_of(config, &user), &host, id)
-        .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
-    let bundle = crate::supervisor::records::bundle_dir(paths, id);
+    security::apply(&mut spec, &security_of(config, &user), &host, id)?;
+    let bundle = paths.container(id).bundle();
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
-    write_config(&bundle, &spec).map_err(|e| CriError::Bundle(e.to_string()))?;
+    write_config(&bundle, &spec)?;
     let log_path = log_path_of(pod, config);
     if let Some(log) = &log_path {
         link_log(&dir, log)?;
@@ -663,12 +658,12 @@ fn log_path_of(pod: &Sandbox, config: &ContainerConfig) -> Option<PathBuf> {
 /// The shim writes the CRI-format log straight to `log_directory/log_path`, a regular file
 /// (the kubelet, often in a container of its own, must be able to read and rename it); the
 /// container directory's `container.log` links to it so `kboot logs` finds it too.
-fn link_log(dir: &Path, log: &Path) -> Result<()> {
+fn link_log(dir: &ContainerDir, log: &Path) -> Result<()> {
     if let Some(parent) = log.parent() {
         fs::create_dir_all(parent).map_err(CriError::io("create the log directory", parent))?;
     }
     create_log(log)?;
-    let link = crate::shim::log::log_path(dir);
+    let link = dir.log();
     match fs::remove_file(&link) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CriError::io("replace the log link", &link)(e)),
         _ => {}
@@ -730,25 +725,15 @@ fn holds_open(pid: i32, path: &Path) -> bool {
         .any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
-/// A command running this kboot on the same root, state and config: the running binary
-/// (`/proc/self/exe`), even after an upgrade replaced (deleted) the file on disk, so a shim
-/// or `kboot exec` always matches the server that wrote the bundle.
-pub(crate) fn kboot_command(paths: &Paths) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new("/proc/self/exe");
-    command
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config());
-    command
+/// This kboot on the same root, state and config (see [`crate::shim::launch`]).
+fn kboot_command(paths: &Paths) -> tokio::process::Command {
+    crate::shim::launch::kboot_command(paths).into()
 }
 
 /// Starts the shim and waits until the container runs or has failed to start.
 pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
-    let shim_log = dir.join("shim.log");
+    let shim_log = dir.shim_log();
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -761,7 +746,7 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .arg("--id")
         .arg(&c.id)
         .arg("--bundle")
-        .arg(crate::supervisor::records::bundle_dir(paths, &c.id));
+        .arg(paths.container(&c.id).bundle());
     // The kubelet rotates CRI logs itself (rename, then ReopenContainerLog).
     if let Some(log) = &c.record.log_path {
         command.arg("--log-path").arg(log).arg("--log-max-bytes").arg("0");
@@ -785,7 +770,7 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .stderr(log2)
         .kill_on_drop(false)
         .spawn()
-        .map_err(CriError::io("start the shim", Path::new("/proc/self/exe")))?;
+        .map_err(CriError::io("start the shim", Path::new(crate::shim::launch::SELF_EXE)))?;
     // Reap the shim whenever it ends; its records carry the outcome.
     tokio::spawn(async move {
         let _ = child.wait().await;
@@ -856,11 +841,13 @@ pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     if let Some(log) = &c.record.log_path {
         let _ = fs::remove_file(log);
     }
-    let _ = fs::remove_file(exit_record_path(paths, &c.id));
+    let _ = fs::remove_file(paths.container(&c.id).exit());
     // Left behind only by a shim killed with SIGKILL (a shim removes its socket on exit).
     let _ = fs::remove_file(paths.attach_socket(&c.id));
     match fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CriError::io("remove the container directory", &dir)(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(CriError::io("remove the container directory", dir.path())(e))
+        }
         _ => Ok(()),
     }
 }

@@ -21,8 +21,16 @@ pub enum CriError {
     PermissionDenied(String),
     #[error("image store: {0}")]
     Image(String),
-    #[error("OCI bundle: {0}")]
-    Bundle(String),
+    /// A bundle could not be made: InvalidArgument when the request is at fault
+    /// ([`BundleError::is_bad_request`]), Internal otherwise.
+    #[error("OCI bundle")]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error("load the runtime spec {}", path.display())]
+    LoadSpec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
     #[error("start container {id}: {message}")]
     StartContainer { id: String, message: String },
     #[error("{0}")]
@@ -92,6 +100,7 @@ impl CriError {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unsupported(_) => Code::Unimplemented,
+            Self::Bundle(e) if e.is_bad_request() => Code::InvalidArgument,
             _ => Code::Internal,
         }
     }
@@ -100,15 +109,38 @@ impl CriError {
 impl From<CriError> for Status {
     fn from(err: CriError) -> Self {
         // The full chain, so crictl and the kubelet's events show the cause.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Status::new(err.code(), message)
+        Status::new(err.code(), crate::base::error::chain(&err))
     }
 }
 
 pub(crate) type Result<T, E = CriError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleError;
+
+    #[test]
+    fn bundle_errors_are_invalid_argument_only_when_the_request_is_at_fault() {
+        let bad = Status::from(CriError::from(BundleError::UnknownUser {
+            service: "web".into(),
+            user: "nobody2".into(),
+        }));
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(
+            bad.message().starts_with("OCI bundle: service `web`: user `nobody2`"),
+            "{}",
+            bad.message()
+        );
+        let io = Status::from(CriError::from(BundleError::Write {
+            path: "/x/config.json".into(),
+            source: io::Error::from(io::ErrorKind::StorageFull),
+        }));
+        assert_eq!(io.code(), Code::Internal);
+        assert!(
+            io.message().starts_with("OCI bundle: write /x/config.json: "),
+            "{}",
+            io.message()
+        );
+    }
+}

@@ -19,7 +19,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
-use crate::shim::record::proc_stat;
+use crate::base::proc;
 use crate::state::Paths;
 
 /// A running holder, as recorded in the sandbox state.
@@ -31,7 +31,7 @@ pub(crate) struct PidHolder {
 
 impl PidHolder {
     pub fn alive(&self) -> bool {
-        proc_stat(self.pid).is_some_and(|(ticks, state)| ticks == self.start_ticks && state != 'Z')
+        proc::stat(self.pid).is_some_and(|(ticks, state)| ticks == self.start_ticks && state != 'Z')
     }
 
     /// The namespace containers of the pod join.
@@ -53,7 +53,7 @@ pub(crate) async fn start(paths: &Paths, sandbox: &str) -> Result<PidHolder> {
         let id = sandbox.to_owned();
         move |source| CriError::Netns { id, step, source }
     };
-    let out = super::container::kboot_command(paths)
+    let out = tokio::process::Command::from(crate::shim::launch::kboot_command(paths))
         .args(["cri", "pod-holder"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
@@ -65,7 +65,7 @@ pub(crate) async fn start(paths: &Paths, sandbox: &str) -> Result<PidHolder> {
         .parse()
         .map_err(|_| err("read the PID namespace holder's pid")(io::Error::other("no pid printed")))?;
     let (start_ticks, _) =
-        proc_stat(pid).ok_or_else(|| err("find the PID namespace holder")(io::ErrorKind::NotFound.into()))?;
+        proc::stat(pid).ok_or_else(|| err("find the PID namespace holder")(io::ErrorKind::NotFound.into()))?;
     Ok(PidHolder { pid, start_ticks })
 }
 

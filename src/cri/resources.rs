@@ -100,10 +100,12 @@ pub(crate) fn apply_v1(root: &Path, cgroup: &str, res: &LinuxContainerResources)
 /// Records `res` in a created container's bundle, so its start applies them.
 fn apply_bundle(paths: &Paths, id: &str, res: &LinuxContainerResources) -> Result<()> {
     use oci_spec::runtime::{LinuxCpu, LinuxResources};
-    let bundle = crate::supervisor::records::bundle_dir(paths, id);
-    let config = bundle.join("config.json");
-    let bad = |e: oci_spec::OciSpecError| CriError::Bundle(format!("{}: {e}", config.display()));
-    let mut spec = oci_spec::runtime::Spec::load(&config).map_err(bad)?;
+    let bundle = paths.container(id).bundle();
+    let config = crate::state::config_json(&bundle);
+    let mut spec = oci_spec::runtime::Spec::load(&config).map_err(|source| CriError::LoadSpec {
+        path: config.clone(),
+        source,
+    })?;
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut resources = linux.resources().clone().unwrap_or_else(LinuxResources::default);
     let mut cpu = resources.cpu().clone().unwrap_or_else(LinuxCpu::default);
@@ -132,9 +134,8 @@ fn apply_bundle(paths: &Paths, id: &str, res: &LinuxContainerResources) -> Resul
     resources.set_cpu(Some(cpu)).set_memory(Some(memory));
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
-    crate::bundle::write_config(&bundle, &spec)
-        .map(drop)
-        .map_err(|e| CriError::Bundle(e.to_string()))
+    crate::bundle::write_config(&bundle, &spec)?;
+    Ok(())
 }
 
 /// `UpdateContainerResources`: a running container's cgroup, or a created one's bundle.

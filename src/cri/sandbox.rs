@@ -3,7 +3,7 @@
 //! sandbox under `Paths::sandboxes()`, so they survive a supervisor restart.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use kboot_cri::v1::{
@@ -16,9 +16,6 @@ use serde_json::Value;
 
 use super::error::{CriError, Result};
 use crate::state::Paths;
-
-const CONFIG_FILE: &str = "config.pb";
-const STATE_FILE: &str = "state.json";
 
 /// What kboot adds to the kubelet's config.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,13 +125,13 @@ impl Sandbox {
     /// Writes both files (temp → fsync → rename each).
     pub fn save(&self, paths: &Paths) -> Result<()> {
         let dir = paths.sandbox(&self.id);
-        fs::create_dir_all(&dir).map_err(CriError::io("create the sandbox directory", &dir))?;
-        write_atomic(&dir.join(CONFIG_FILE), &self.config.encode_to_vec())?;
+        fs::create_dir_all(&dir).map_err(CriError::io("create the sandbox directory", dir.path()))?;
+        write_atomic(&dir.config(), &self.config.encode_to_vec())?;
         let state = serde_json::to_vec_pretty(&self.state).map_err(|e| CriError::DecodeRecord {
-            path: dir.join(STATE_FILE),
+            path: dir.state(),
             source: e.into(),
         })?;
-        write_atomic(&dir.join(STATE_FILE), &state)
+        write_atomic(&dir.state(), &state)
     }
 
     /// `resolv.conf` for the pod's containers: the kubelet's DNS config when it gave one,
@@ -156,18 +153,18 @@ impl Sandbox {
             }
             t
         };
-        write_atomic(&resolv_conf(paths, &self.id), text.as_bytes())
+        write_atomic(&paths.sandbox(&self.id).resolv_conf(), text.as_bytes())
     }
 
     pub fn load(paths: &Paths, id: &str) -> Result<Self> {
         let dir = paths.sandbox(id);
-        let config_path = dir.join(CONFIG_FILE);
+        let config_path = dir.config();
         let bytes = fs::read(&config_path).map_err(CriError::io("read the sandbox config", &config_path))?;
         let config = PodSandboxConfig::decode(bytes.as_slice()).map_err(|e| CriError::DecodeRecord {
             path: config_path,
             source: e.into(),
         })?;
-        let state_path = dir.join(STATE_FILE);
+        let state_path = dir.state();
         let bytes = fs::read(&state_path).map_err(CriError::io("read the sandbox state", &state_path))?;
         let state = serde_json::from_slice(&bytes).map_err(|e| CriError::DecodeRecord {
             path: state_path,
@@ -200,15 +197,12 @@ impl Sandbox {
     pub fn delete(paths: &Paths, id: &str) -> Result<()> {
         let dir = paths.sandbox(id);
         match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CriError::io("remove the sandbox directory", &dir)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(CriError::io("remove the sandbox directory", dir.path())(e))
+            }
             _ => Ok(()),
         }
     }
-}
-
-/// The pod's `resolv.conf`, bind-mounted into each of its containers.
-pub(crate) fn resolv_conf(paths: &Paths, id: &str) -> PathBuf {
-    paths.sandbox(id).join("resolv.conf")
 }
 
 /// Every selector label must be present with the same value.
@@ -221,14 +215,8 @@ pub(crate) fn labels_match(
 
 /// Temp file in the same directory → fsync → rename, so a crash leaves the old or the new file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(CriError::io("write", path))
+    crate::base::fs::write_atomic(path, bytes, crate::base::fs::Durability::Synced, None)
+        .map_err(CriError::io("write", path))
 }
 
 /// A new random 64-hex-digit ID, the shape the kubelet and crictl expect.

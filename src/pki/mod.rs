@@ -10,9 +10,8 @@ mod kubeconfig;
 mod token;
 
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -178,7 +177,7 @@ pub fn leaf_specs(id: &NodeIdentity) -> Vec<LeafSpec> {
     let ips: Vec<IpAddr> = id.addresses.iter().map(|a| IpAddr::V4(*a)).collect();
     let mut api_ips = ips.clone();
     api_ips.extend([
-        IpAddr::V4(crate::roles::KUBERNETES_SERVICE_IP),
+        IpAddr::V4(crate::plan::cluster::KUBERNETES_SERVICE_IP),
         IpAddr::V4(Ipv4Addr::LOCALHOST),
     ]);
     let mut etcd_ips = ips;
@@ -345,31 +344,10 @@ impl PkiLayout {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory with `mode`,
-/// fsync, rename, fsync the directory. Parents are created (0755).
+/// Writes `bytes` to `path` with exactly `mode`, durably (fsync the file and the
+/// directory): keys and certificates are the only copy. Parents are created.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have cleared bits of `mode`; keys must be exactly what was asked.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(parent)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::base::fs::write_atomic(path, bytes, crate::base::fs::Durability::Durable, Some(mode))
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {

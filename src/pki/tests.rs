@@ -1,5 +1,6 @@
 //! PKI behaviour checked with the tool operators use: `openssl`.
 
+use std::io::Write;
 use std::process::Command;
 
 use super::*;

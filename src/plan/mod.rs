@@ -3,6 +3,7 @@
 //! A [`Plan`] is the resolved, validated form every producer hands to the supervisor:
 //! the Compose parser (`kboot run -f`), the `master` / `worker` roles and the tests.
 
+pub mod cluster;
 pub mod compose;
 mod model;
 

@@ -22,7 +22,8 @@ use tracing::{debug, warn};
 
 use super::auth::{Authorization, Challenge, TokenCache};
 use super::config::{Location, RegistriesConfig};
-use super::error::{error_chain, is_tls_failure, RegistryError};
+use super::error::{is_tls_failure, RegistryError};
+use crate::base::error::chain;
 use crate::store::{BlobWriter, Ingest, Store};
 
 /// Everything kboot can read, most preferred first.
@@ -196,7 +197,7 @@ impl RegistryClient {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
                     let wait = self.retry.wait(attempt, &e);
-                    warn!(registry = %loc.registry, path, error = %error_chain(&e), wait_ms = wait.as_millis() as u64, "retrying");
+                    warn!(registry = %loc.registry, path, error = %chain(&e), wait_ms = wait.as_millis() as u64, "retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -216,7 +217,7 @@ impl RegistryClient {
             if url.starts_with("https:") && is_tls_failure(&source) {
                 RegistryError::Tls {
                     host: loc.registry.clone(),
-                    detail: error_chain(&source),
+                    detail: chain(&source),
                 }
             } else {
                 RegistryError::Http {
@@ -343,7 +344,7 @@ impl RegistryClient {
         loop {
             match self.manifest_once(loc, tag_or_digest).await {
                 Err(e @ RegistryError::Interrupted { .. }) if attempt + 1 < self.retry.attempts => {
-                    warn!(registry = %loc.registry, error = %error_chain(&e), "manifest body interrupted, retrying");
+                    warn!(registry = %loc.registry, error = %chain(&e), "manifest body interrupted, retrying");
                     tokio::time::sleep(self.retry.wait(attempt, &e)).await;
                     attempt += 1;
                 }
@@ -422,7 +423,7 @@ impl RegistryClient {
                 Ok(()) => break,
                 Err(e) if e.is_transient() && attempt + 1 < self.retry.attempts => {
                     let wait = self.retry.wait(attempt, &e);
-                    warn!(blob = %id, offset = writer.offset(), error = %error_chain(&e), "blob download interrupted, resuming");
+                    warn!(blob = %id, offset = writer.offset(), error = %chain(&e), "blob download interrupted, resuming");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

@@ -90,18 +90,6 @@ impl RegistryError {
     }
 }
 
-/// The error and all its causes, `: `-separated (for logs and messages).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// TLS failures (untrusted certificate, a plain-HTTP server) reach us as an
 /// `InvalidData` I/O error somewhere in the chain. Asking again cannot fix them.
 pub(crate) fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -5,11 +5,10 @@ pub mod auth;
 pub mod client;
 pub mod config;
 mod error;
-pub mod platform;
 mod pull;
 
+pub use crate::store::PlatformSpec;
 pub use client::{NoProgress, Progress, RegistryClient, RetryPolicy};
 pub use config::RegistriesConfig;
 pub use error::RegistryError;
-pub use platform::PlatformSpec;
 pub use pull::{PullOptions, Pulled, Puller};

@@ -10,8 +10,9 @@ use tracing::{info, instrument, warn};
 
 use super::client::{Progress, RegistryClient};
 use super::config::Location;
-use super::error::{error_chain, RegistryError};
-use super::platform::PlatformSpec;
+use super::error::RegistryError;
+use crate::base::error::chain;
+use crate::store::PlatformSpec;
 use crate::store::{normalize_reference, parse_manifest, IndexEntry, Manifest, Store, StoreError, DOCKER_CONFIG};
 
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ impl Puller {
                 Err(e) => {
                     // The last failure is returned, not logged (it is handled by the caller).
                     if i + 1 < locations.len() {
-                        warn!(registry = %loc.registry, error = %error_chain(&e), "location failed, trying the next");
+                        warn!(registry = %loc.registry, error = %chain(&e), "location failed, trying the next");
                     }
                     attempts.push(format!("{}/{}: {e}", loc.registry, loc.repository));
                     last = Some(e);

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::config::NodeConfig;
 use super::images::{component_command, Images};
+use super::render::{objects_yaml, rendered_file};
 use super::version::Family;
 use super::{GeneratedFile, RoleError};
 use crate::pki::{self, Authority, BootstrapToken, NodeIdentity, PkiError, PkiLayout, BOOTSTRAP_GROUP};
@@ -27,16 +28,6 @@ fn binding(name: &str, role: &str, group: &str) -> Value {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
     })
-}
-
-/// Objects as one multi-document YAML file.
-pub(crate) fn objects_yaml(objects: &[Value]) -> Result<String, serde_yaml::Error> {
-    let mut out = String::new();
-    for o in objects {
-        out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(o)?);
-    }
-    Ok(out)
 }
 
 /// RBAC the join needs. Static, so it is a plan file.
@@ -73,7 +64,7 @@ pub fn rbac_file(paths: &Paths) -> Result<PlanFile, RoleError> {
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}],
         }),
     ];
-    super::components::rendered_file(paths.bootstrap_objects().join(RBAC_FILE), objects_yaml(&objects))
+    rendered_file(paths.bootstrap_objects().join(RBAC_FILE), objects_yaml(&objects))
 }
 
 /// The files `run` writes from the PKI (the token is secret; cluster-info embeds the CA).

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::bootstrap;
 use super::config::{NodeConfig, Role, CLUSTER_DNS, CLUSTER_DOMAIN, SERVICE_CIDR};
 use super::images::{component_command, Images, FLANNEL_CNI_PLUGIN_IMAGE};
+use super::render::yaml_file;
 use super::version::Family;
 use super::{KubeDirs, RoleError};
 use crate::pki::{Authority, PkiLayout};
@@ -63,23 +64,6 @@ fn bind(src: impl AsRef<Path>, read_only: bool) -> Volume {
 
 fn flag(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
-}
-
-fn yaml_file(path: PathBuf, value: &Value) -> Result<PlanFile, RoleError> {
-    rendered_file(path, serde_yaml::to_string(value))
-}
-
-/// A 0644 plan file from rendered YAML, naming the file if rendering failed.
-pub(crate) fn rendered_file(path: PathBuf, content: Result<String, serde_yaml::Error>) -> Result<PlanFile, RoleError> {
-    let content = content.map_err(|source| RoleError::Encode {
-        what: path.display().to_string(),
-        source,
-    })?;
-    Ok(PlanFile {
-        path,
-        mode: 0o644,
-        content,
-    })
 }
 
 // --- supervisor services ------------------------------------------------------------------

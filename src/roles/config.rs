@@ -343,12 +343,7 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }
 
-/// The service network and the addresses in it, fixed as in kube-deploy.
-pub const SERVICE_CIDR: &str = "10.0.0.0/24";
-/// The `kubernetes` Service's cluster IP (first address of [`SERVICE_CIDR`]).
-pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+pub use crate::plan::cluster::{CLUSTER_DNS, CLUSTER_DOMAIN, KUBERNETES_SERVICE_IP, SERVICE_CIDR};
 
 /// Host facts the defaults depend on; injected so tests don't depend on the machine.
 pub trait HostFacts {

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::config::{NodeConfig, CLUSTER_DNS, CLUSTER_DOMAIN};
+use super::render::{objects_yaml, rendered_file};
 use super::version::Family;
 use super::RoleError;
 use crate::plan::PlanFile;
@@ -135,12 +136,8 @@ fn objects() -> Vec<Value> {
 /// The add-on's objects as a file `kube-bootstrap` applies; None where kboot deploys no DNS
 /// (the hyperkube family: its clusters predate CoreDNS as the default).
 pub fn addon_file(cfg: &NodeConfig, paths: &Paths) -> Option<Result<PlanFile, RoleError>> {
-    (cfg.family == Family::Modern).then(|| {
-        super::components::rendered_file(
-            paths.bootstrap_objects().join(FILE),
-            super::bootstrap::objects_yaml(&objects()),
-        )
-    })
+    (cfg.family == Family::Modern)
+        .then(|| rendered_file(paths.bootstrap_objects().join(FILE), objects_yaml(&objects())))
 }
 
 #[cfg(test)]

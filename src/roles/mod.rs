@@ -11,6 +11,7 @@ pub mod images;
 pub mod join;
 pub mod netdetect;
 pub mod ready;
+mod render;
 #[cfg(test)]
 mod testutil;
 pub mod version;
@@ -47,8 +48,8 @@ impl Default for KubeDirs {
         Self {
             kubelet: "/var/lib/kubelet".into(),
             etc: "/etc/kubernetes".into(),
-            cni_conf: "/etc/cni/net.d".into(),
-            cni_bin: "/opt/cni/bin".into(),
+            cni_conf: crate::state::CNI_CONF_DIR.into(),
+            cni_bin: crate::state::CNI_BIN_DIR.into(),
             flannel_run: "/run/flannel".into(),
             pod_logs: "/var/log/pods".into(),
             container_logs: "/var/log/containers".into(),

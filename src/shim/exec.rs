@@ -48,7 +48,7 @@ pub(super) fn exec_in_container(paths: &Paths, id: &str, args: Vec<String>) -> R
     };
     let not_running = || ShimError::NotRunning { id: id.to_owned() };
     let init = running(paths, id).and_then(|r| r.init_pid).ok_or_else(not_running)?;
-    let config = crate::supervisor::records::bundle_dir(paths, id).join("config.json");
+    let config = paths.container(id).config_json();
     let spec = Spec::load(&config).map_err(|source| ShimError::ReadBundle {
         id: id.to_owned(),
         path: config.clone(),
@@ -202,10 +202,7 @@ fn drop_to(spec: &Spec, process: &Process) -> std::result::Result<(), (Errno, St
         .map_err(|e| (Errno::EPERM, format!("set the user: {e}")))?;
     let nnp = process.no_new_privileges() == Some(true);
     if nnp {
-        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(fail("set no_new_privs")(Errno::last()));
-        }
+        nix::sys::prctl::set_no_new_privs().map_err(fail("set no_new_privs"))?;
     }
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let load = |sc: &oci_spec::runtime::LinuxSeccomp| {

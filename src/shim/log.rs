@@ -16,13 +16,6 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// Default rotation size.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
-pub const LOG_FILE: &str = "container.log";
-
-/// The log file of a container directory.
-pub fn log_path(container_dir: &Path) -> PathBuf {
-    container_dir.join(LOG_FILE)
-}
-
 fn rotated(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".1");
@@ -267,7 +260,7 @@ mod tests {
     #[test]
     fn log_lines_are_tagged_and_split_per_stream() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(LOG_FILE);
+        let p = d.path().join("container.log");
         let mut w = LogWriter::open(&p, DEFAULT_MAX_BYTES).unwrap();
         w.write(Stream::Stdout, b"hel").unwrap();
         w.write(Stream::Stderr, b"oops\n").unwrap();
@@ -289,7 +282,7 @@ mod tests {
     #[test]
     fn log_long_lines_become_partial_pieces() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(LOG_FILE);
+        let p = d.path().join("container.log");
         let mut w = LogWriter::open(&p, DEFAULT_MAX_BYTES).unwrap();
         let long = vec![b'x'; MAX_LINE + 10];
         w.write(Stream::Stdout, &long).unwrap();
@@ -303,7 +296,7 @@ mod tests {
     #[test]
     fn log_rotates_by_size_and_readers_see_both_generations() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(LOG_FILE);
+        let p = d.path().join("container.log");
         let mut w = LogWriter::open(&p, 2048).unwrap();
         let mut follow = LogFollower::at_end(&p);
         for i in 0..100 {

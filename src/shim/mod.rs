@@ -30,13 +30,15 @@ use crate::state::Paths;
 
 pub mod attach;
 mod exec;
+pub mod launch;
 pub mod log;
 mod pages;
 pub mod record;
 
+use crate::base::record::{now_ms, write_json, Durability, RecordError};
 use attach::{Attach, StdioMode};
 use log::{LogWriter, Stream};
-use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
+use record::{ExitRecord, ShimRecord};
 
 /// Test-only: when set to `1`, the shim runs the bundle's `process.args` as a
 /// plain host process (no namespaces, no cgroups, no libcontainer), so the
@@ -107,7 +109,7 @@ pub enum ShimError {
     #[error(transparent)]
     Volume(#[from] crate::bundle::BundleError),
     #[error(transparent)]
-    Record(#[from] record::RecordError),
+    Record(#[from] RecordError),
     #[error("container `{id}` is not running (no shim record); start it with `kboot start {id}`")]
     NotRunning { id: String },
 }
@@ -134,24 +136,14 @@ impl ShimConfig {
     pub fn log_file(&self) -> PathBuf {
         self.log_path
             .clone()
-            .unwrap_or_else(|| log::log_path(&self.paths.container(&self.id)))
+            .unwrap_or_else(|| self.paths.container(&self.id).log())
     }
     fn shim_record(&self) -> PathBuf {
-        self.paths.shims().join(format!("{}.json", self.id))
+        self.paths.shim_record(&self.id)
     }
     fn exit_record(&self) -> PathBuf {
-        exit_record_path(&self.paths, &self.id)
+        self.paths.container(&self.id).exit()
     }
-}
-
-/// `paths.container(id)/exit.json`.
-pub fn exit_record_path(paths: &Paths, id: &str) -> PathBuf {
-    paths.container(id).join("exit.json")
-}
-
-/// `paths.shims()/<id>.json`.
-pub fn shim_record_path(paths: &Paths, id: &str) -> PathBuf {
-    paths.shims().join(format!("{id}.json"))
 }
 
 /// Runs the container to completion and returns how it ended. The exit is
@@ -168,19 +160,15 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     // Own session: a SIGKILL'd or restarted supervisor (or its terminal) takes no container with it.
     // EPERM means we already lead a session (started by hand with setsid).
     let _ = nix::unistd::setsid();
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only and touches no memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(sys("become the container's subreaper")(Errno::last()));
-    }
-    let (start_ticks, _) = proc_stat(std::process::id() as i32).unwrap_or((0, 'R'));
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys("become the container's subreaper"))?;
+    let (start_ticks, _) = crate::base::proc::stat(std::process::id() as i32).unwrap_or((0, 'R'));
     let mut rec = ShimRecord {
         shim_pid: std::process::id() as i32,
         shim_start_ticks: start_ticks,
         init_pid: None,
         started_at_ms: None,
     };
-    write_json_volatile(&cfg.shim_record(), &rec)?;
+    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
 
     // Blocked before the container exists so no signal is lost in between;
     // the container's init unblocks them before exec (UnblockingExecutor).
@@ -228,21 +216,24 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         Ok(s) => s,
         Err(err) => {
             // The error belongs in the container's log too: `kboot logs` is where users look.
-            let _ = logw.write(Stream::Stderr, format!("kboot: {}\n", error_chain(&err)).as_bytes());
+            let _ = logw.write(
+                Stream::Stderr,
+                format!("kboot: {}\n", crate::base::error::chain(&err)).as_bytes(),
+            );
             let exit = ExitRecord {
                 exit_code: 127,
-                error: Some(error_chain(&err)),
+                error: Some(crate::base::error::chain(&err)),
                 finished_at_ms: now_ms(),
                 ..Default::default()
             };
-            write_json_volatile(&cfg.exit_record(), &exit)?;
+            write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
             let _ = fs::remove_file(cfg.shim_record());
             return Err(err);
         }
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
-    write_json_volatile(&cfg.shim_record(), &rec)?;
+    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
@@ -277,7 +268,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
             tracing::warn!(container = %cfg.id, %err, "delete the stopped container");
         }
     }
-    write_json_volatile(&cfg.exit_record(), &exit)?;
+    write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
     let _ = fs::remove_file(cfg.shim_record());
     tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
     Ok(exit)
@@ -339,21 +330,10 @@ fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<O
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        cur = e.source();
-    }
-    s
-}
-
 type Started = (Pid, Option<Container>, Option<Spec>);
 
 fn load_spec(cfg: &ShimConfig) -> Result<Spec> {
-    let config = cfg.bundle.join("config.json");
+    let config = crate::state::config_json(&cfg.bundle);
     Spec::load(&config).map_err(|source| ShimError::ReadBundle {
         id: cfg.id.clone(),
         path: config,
@@ -695,5 +675,5 @@ pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
 
 /// Reads the runtime record of a running shim, if the shim is alive.
 pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
-    record::read_json::<ShimRecord>(&shim_record_path(paths, id)).filter(|r| r.is_alive())
+    crate::base::record::read_json::<ShimRecord>(&paths.shim_record(id)).filter(|r| r.is_alive())
 }

@@ -3,7 +3,7 @@
 
 mod paths;
 
-pub use paths::Paths;
+pub use paths::{config_json, ContainerDir, Paths, SandboxDir, CNI_BIN_DIR, CNI_BIN_DIRS, CNI_CONF_DIR};
 
 use std::path::PathBuf;
 

@@ -6,6 +6,12 @@ pub const DEFAULT_ROOT: &str = "/var/lib/kboot";
 pub const DEFAULT_STATE: &str = "/run/kboot";
 /// Default configuration directory.
 pub const DEFAULT_CONFIG: &str = "/etc/kboot";
+/// Where CNI network configurations are looked up by default (the kubelet's and CNI's convention).
+pub const CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Where kboot's roles install CNI plugins, and the first place the CRI looks for them.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Every directory the CRI searches for CNI plugins by default (Debian packages use the second).
+pub const CNI_BIN_DIRS: [&str; 2] = [CNI_BIN_DIR, "/usr/lib/cni"];
 
 /// Every location kboot reads or writes, derived from three directories.
 ///
@@ -95,9 +101,9 @@ impl Paths {
     pub fn containers(&self) -> PathBuf {
         self.root.join("containers")
     }
-    /// `containers/<name>/`: bundle, desired state, logs.
-    pub fn container(&self, name: &str) -> PathBuf {
-        self.containers().join(name)
+    /// `containers/<name>/`: bundle, records, logs, writable rootfs.
+    pub fn container(&self, name: &str) -> ContainerDir {
+        ContainerDir(self.containers().join(name))
     }
 
     /// The kernel cgroup path of a container: `/kboot/<name>` for the default
@@ -125,8 +131,8 @@ impl Paths {
         self.root.join("sandboxes")
     }
     /// `sandboxes/<id>/`.
-    pub fn sandbox(&self, id: &str) -> PathBuf {
-        self.sandboxes().join(id)
+    pub fn sandbox(&self, id: &str) -> SandboxDir {
+        SandboxDir(self.sandboxes().join(id))
     }
     /// `netns/` under the runtime state: bind-mounted network namespaces of pod sandboxes.
     pub fn netns_dir(&self) -> PathBuf {
@@ -180,6 +186,10 @@ impl Paths {
     pub fn shims(&self) -> PathBuf {
         self.state.join("shims")
     }
+    /// `shims/<id>.json`: the record of the running shim of container `id`.
+    pub fn shim_record(&self, id: &str) -> PathBuf {
+        self.shims().join(format!("{id}.json"))
+    }
     /// `attach/`: the shims' attach sockets (kept short: a socket path has 108 bytes at most).
     pub fn attach_sockets(&self) -> PathBuf {
         self.state.join("attach")
@@ -195,10 +205,6 @@ impl Paths {
     /// `supervisor.lock`: held (flock) by the one running supervisor.
     pub fn supervisor_lock(&self) -> PathBuf {
         self.state.join("supervisor.lock")
-    }
-    /// The supervisor's control socket.
-    pub fn control_socket(&self) -> PathBuf {
-        self.state.join("kboot.sock")
     }
     /// The CRI socket the kubelet talks to.
     pub fn cri_socket(&self) -> PathBuf {
@@ -217,6 +223,117 @@ impl Paths {
     }
 }
 
+/// One container's directory, `containers/<name>/`, and every name in it.
+/// Its writers: the supervisor and the CRI (desired/status/health records,
+/// bundle, CRI records), the shim (exit record, logs), the rootfs cache (writable
+/// rootfs). Removing the directory removes the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDir(PathBuf);
+
+impl ContainerDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn exists(&self) -> bool {
+        self.0.exists()
+    }
+    /// `desired.json`: what the user wants (written by `run`, `stop`, `start`).
+    pub fn desired(&self) -> PathBuf {
+        self.0.join("desired.json")
+    }
+    /// `status.json`: the supervisor's restart bookkeeping.
+    pub fn status(&self) -> PathBuf {
+        self.0.join("status.json")
+    }
+    /// `health.json`: the last health check results.
+    pub fn health(&self) -> PathBuf {
+        self.0.join("health.json")
+    }
+    /// `exit.json`: how the last run ended, written by the shim.
+    pub fn exit(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+    /// `bundle/`: the OCI bundle the shim runs.
+    pub fn bundle(&self) -> PathBuf {
+        self.0.join("bundle")
+    }
+    /// `bundle/config.json`: the OCI runtime spec.
+    pub fn config_json(&self) -> PathBuf {
+        config_json(&self.bundle())
+    }
+    /// `container.log`: the container's output in CRI log format.
+    pub fn log(&self) -> PathBuf {
+        self.0.join("container.log")
+    }
+    /// `shim.log`: the shim's own stdout/stderr (its errors before the container runs).
+    pub fn shim_log(&self) -> PathBuf {
+        self.0.join("shim.log")
+    }
+    /// `cri-config.pb`: the kubelet's `ContainerConfig`, as given.
+    pub fn cri_config(&self) -> PathBuf {
+        self.0.join("cri-config.pb")
+    }
+    /// `cri.json`: the CRI's record of the container (pod, image, log path).
+    pub fn cri_record(&self) -> PathBuf {
+        self.0.join("cri.json")
+    }
+    /// `rootfs/`: the writable rootfs (overlay mount point, or a copy).
+    pub fn rootfs(&self) -> PathBuf {
+        self.0.join("rootfs")
+    }
+    /// `rootfs-upper/`: the overlay upper directory.
+    pub fn rootfs_upper(&self) -> PathBuf {
+        self.0.join("rootfs-upper")
+    }
+    /// `rootfs-work/`: the overlay work directory.
+    pub fn rootfs_work(&self) -> PathBuf {
+        self.0.join("rootfs-work")
+    }
+    /// `.rootfs-copied`: marks a rootfs that is a copy, not an overlay.
+    pub fn rootfs_copied(&self) -> PathBuf {
+        self.0.join(".rootfs-copied")
+    }
+}
+
+impl AsRef<Path> for ContainerDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// `<bundle>/config.json`, the one name the OCI runtime spec fixes.
+pub fn config_json(bundle: &Path) -> PathBuf {
+    bundle.join("config.json")
+}
+
+/// One CRI pod sandbox's directory, `sandboxes/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxDir(PathBuf);
+
+impl SandboxDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    /// `config.pb`: the kubelet's `PodSandboxConfig`, as given.
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.pb")
+    }
+    /// `state.json`: the sandbox's state (ready or not, its holder, its namespaces).
+    pub fn state(&self) -> PathBuf {
+        self.0.join("state.json")
+    }
+    /// `resolv.conf`: DNS settings bind-mounted into the pod's containers.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.0.join("resolv.conf")
+    }
+}
+
+impl AsRef<Path> for SandboxDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,13 +346,14 @@ mod tests {
             p.ingest(),
             p.images(),
             p.rootfs("cd"),
-            p.container("etcd"),
+            p.container("etcd").path().to_path_buf(),
+            p.container("etcd").config_json(),
             p.pki(),
             p.bootstrap_objects(),
             p.etcd_data(),
             p.runtime_root(),
             p.cri_socket(),
-            p.sandbox("ab"),
+            p.sandbox("ab").resolv_conf(),
             p.netns("ab"),
             p.cni_data(),
             p.registries_config(),

@@ -18,8 +18,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{Result, StoreError};
 use super::fsutil::{sync_dir, temp_name};
+use super::platform::PlatformSpec;
 use super::{parse_manifest, IndexEntry, Manifest, Store};
-use crate::registry::PlatformSpec;
 
 /// OCI annotation naming an image inside a layout.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";

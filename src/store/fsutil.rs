@@ -1,9 +1,8 @@
-//! Small filesystem helpers: atomic writes, directory fsync, advisory locks.
+//! Small filesystem helpers with store errors: directories, advisory locks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -18,51 +17,15 @@ pub(crate) fn create_dir(path: &Path) -> Result<()> {
 
 /// A name unique within this host for a temp file next to its destination.
 pub(crate) fn temp_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        ".{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::base::fs::temp_name(Path::new(prefix))
 }
 
 /// Makes a rename durable: the directory entry is on disk once this returns.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })
-}
-
-/// Writes `bytes` to `path` via temp file → fsync → rename → fsync(dir).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_dir(dir)?;
-    let tmp = dir.join(temp_name("tmp"));
-    let werr = |source: io::Error| StoreError::Write {
-        path: tmp.clone(),
+    crate::base::fs::sync_dir(dir).map_err(|source| StoreError::Write {
+        path: dir.to_path_buf(),
         source,
-    };
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(werr)?;
-        f.write_all(bytes).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        fs::rename(&tmp, path).map_err(|source| StoreError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir)
+    })
 }
 
 /// An advisory lock file under `locks/`, held until dropped.

@@ -9,7 +9,8 @@ use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
-use super::fsutil::{lock, write_atomic, LockGuard};
+use super::fsutil::{lock, LockGuard};
+use crate::base::fs::{write_atomic, Durability};
 
 /// One named image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +68,10 @@ impl IndexFile {
         let mut index = self.read_unlocked()?;
         let out = change(&mut index);
         let bytes = serde_json::to_vec_pretty(&index).expect("the index always serializes");
-        write_atomic(&self.path, &bytes)?;
+        write_atomic(&self.path, &bytes, Durability::Durable, None).map_err(|source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(out)
     }
 }

@@ -11,6 +11,7 @@ mod blob;
 mod error;
 mod fsutil;
 mod index;
+pub mod platform;
 mod reference;
 
 use std::collections::BTreeSet;
@@ -22,7 +23,6 @@ use oci_spec::distribution::Reference;
 use oci_spec::image::{Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Serialize;
 
-use crate::registry::PlatformSpec;
 use crate::state::Paths;
 
 pub use archive::LoadedImage;
@@ -30,6 +30,7 @@ pub use blob::{BlobWriter, Ingest};
 pub use error::StoreError;
 pub use fsutil::LockGuard;
 pub use index::IndexEntry;
+pub use platform::PlatformSpec;
 
 use blob::sha256_hex;
 use error::Result;

@@ -20,32 +20,14 @@ use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
+use crate::base::record::{now_ms, read_json};
 use crate::plan::{Healthcheck, RestartPolicy};
-use crate::shim::record::{now_ms, read_json, ExitRecord};
-use crate::shim::{self, exit_record_path};
+use crate::shim::record::ExitRecord;
+use crate::shim::{self, launch};
 use crate::state::Paths;
-
-/// How to start a shim: `program args… --id NAME --bundle DIR`.
-#[derive(Debug, Clone)]
-pub struct ShimCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-}
-
-impl Default for ShimCommand {
-    /// This very binary's hidden `shim` subcommand: `/proc/self/exe`, so the shim runs the
-    /// supervisor's sealed copy (crate::seal), which has no path of its own.
-    fn default() -> Self {
-        Self {
-            program: PathBuf::from("/proc/self/exe"),
-            args: vec!["shim".into()],
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
-    pub shim: ShimCommand,
     pub backoff: Backoff,
     /// How often records are re-read (adopted shims, `kboot start`, due restarts).
     pub tick: Duration,
@@ -62,7 +44,6 @@ pub struct SupervisorOptions {
 impl Default for SupervisorOptions {
     fn default() -> Self {
         Self {
-            shim: ShimCommand::default(),
             backoff: Backoff::default(),
             tick: Duration::from_millis(100),
             log_max_bytes: crate::shim::log::DEFAULT_MAX_BYTES,
@@ -259,7 +240,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return Ok(());
         }
-        let exit: Option<ExitRecord> = read_json(&exit_record_path(&self.paths, name));
+        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
         let Some(exit) = exit.filter(|e| e.finished_at_ms >= desired.requested_at_ms) else {
             // Wanted and not yet run since it was asked for.
             if self.deps_ready(&desired.service.depends_on) {
@@ -312,14 +293,8 @@ impl Supervisor {
         if now < rec.next_check_ms(check) {
             return;
         }
-        let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
-        cmd.arg("--root")
-            .arg(self.paths.root())
-            .arg("--state")
-            .arg(self.paths.state())
-            .arg("--config")
-            .arg(self.paths.config())
-            .args(["exec", name, "--"])
+        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
+        cmd.args(["exec", name, "--"])
             .args(&check.test)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -380,7 +355,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return true;
         }
-        let exit: Option<ExitRecord> = read_json(&exit_record_path(&self.paths, name));
+        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
         let status = read_status(&self.paths, name);
         exit.is_some_and(|e| e.finished_at_ms >= desired.requested_at_ms && status.handled_exit_ms >= e.finished_at_ms)
             && status.restart_at_ms.is_none()
@@ -389,24 +364,19 @@ impl Supervisor {
     fn spawn(&mut self, name: &str) -> Result<()> {
         let dir = self.paths.container(name);
         let io = |step, path: PathBuf| move |source| SupervisorError::Io { step, path, source };
+        let shim_log = dir.shim_log();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("shim.log"))
-            .map_err(io("open", dir.join("shim.log")))?;
-        let log2 = log.try_clone().map_err(io("open", dir.join("shim.log")))?;
-        let mut cmd = tokio::process::Command::new(&self.opts.shim.program);
-        cmd.args(&self.opts.shim.args)
-            .arg("--root")
-            .arg(self.paths.root())
-            .arg("--state")
-            .arg(self.paths.state())
-            .arg("--config")
-            .arg(self.paths.config())
+            .open(&shim_log)
+            .map_err(io("open", shim_log.clone()))?;
+        let log2 = log.try_clone().map_err(io("open", shim_log))?;
+        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
+        cmd.arg("shim")
             .arg("--id")
             .arg(name)
             .arg("--bundle")
-            .arg(records::bundle_dir(&self.paths, name))
+            .arg(self.paths.container(name).bundle())
             .arg("--log-max-bytes")
             .arg(self.opts.log_max_bytes.to_string())
             // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
@@ -417,7 +387,7 @@ impl Supervisor {
             .kill_on_drop(false);
         let mut child = cmd
             .spawn()
-            .map_err(io("start the shim", self.opts.shim.program.clone()))?;
+            .map_err(io("start the shim", PathBuf::from(launch::SELF_EXE)))?;
         tracing::info!(container = %name, shim = ?child.id(), "starting");
         self.own.insert(name.to_owned());
         let tx = self.tx.clone();

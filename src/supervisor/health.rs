@@ -4,12 +4,10 @@
 //! is kept in `paths.container(name)/health.json` for `ps`. Like Docker, an
 //! unhealthy container is reported, not restarted.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
+use crate::base::record::{read_json, write_json, Durability, RecordError};
 use crate::plan::Healthcheck;
-use crate::shim::record::{read_json, write_json, RecordError};
 use crate::state::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,16 +70,12 @@ impl HealthRecord {
     }
 }
 
-pub fn health_path(paths: &Paths, name: &str) -> PathBuf {
-    paths.container(name).join("health.json")
-}
-
 pub fn read_health(paths: &Paths, name: &str) -> Option<HealthRecord> {
-    read_json(&health_path(paths, name))
+    read_json(&paths.container(name).health())
 }
 
 pub fn write_health(paths: &Paths, name: &str, rec: &HealthRecord) -> Result<(), RecordError> {
-    write_json(&health_path(paths, name), rec)
+    write_json(&paths.container(name).health(), rec, Durability::Synced)
 }
 
 #[cfg(test)]

@@ -23,20 +23,20 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::base::record::{now_ms, read_json, RecordError};
 use crate::bundle::{self, BundleError, BundleRequest, Host};
 use crate::plan::{Plan, PlanFile};
-use crate::shim::record::{now_ms, read_json, ExitRecord, RecordError};
-use crate::shim::{self, exit_record_path, shim_record_path};
+use crate::shim;
+use crate::shim::record::ExitRecord;
 use crate::state::Paths;
 
 mod daemon;
 pub mod health;
-pub mod images;
 pub mod records;
 pub mod restart;
 
-pub use daemon::{supervise, termination, ShimCommand, SupervisorOptions};
-pub use images::{ImageError, ImageSource, LocalImages, PreparedImage};
+use crate::bundle::images::{ImageError, ImageSource, LocalImages};
+pub use daemon::{supervise, termination, SupervisorOptions};
 use records::{read_desired, read_status, write_desired, DesiredRecord, DesiredState};
 pub use restart::Backoff;
 
@@ -163,7 +163,7 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
                 },
                 &host,
             )?;
-            bundle::write_config(&records::bundle_dir(paths, &svc.name), &spec)?;
+            bundle::write_config(&paths.container(&svc.name).bundle(), &spec)?;
         }
         write_desired(
             paths,
@@ -180,24 +180,14 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
 }
 
 fn write_plan_file(f: &PlanFile) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |step| {
-        let path = f.path.clone();
-        move |source| SupervisorError::Io { step, path, source }
-    };
-    if let Some(dir) = f.path.parent() {
-        fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    }
-    let tmp = f.path.with_extension("kboot-tmp");
-    {
-        use std::io::Write;
-        let mut file = fs::File::create(&tmp).map_err(io("write"))?;
-        file.set_permissions(fs::Permissions::from_mode(f.mode))
-            .map_err(io("chmod"))?;
-        file.write_all(f.content.as_bytes()).map_err(io("write"))?;
-        file.sync_all().map_err(io("fsync"))?;
-    }
-    fs::rename(&tmp, &f.path).map_err(io("rename into place"))
+    use crate::base::fs::{write_atomic, Durability};
+    write_atomic(&f.path, f.content.as_bytes(), Durability::Synced, Some(f.mode)).map_err(|source| {
+        SupervisorError::Io {
+            step: "write",
+            path: f.path.clone(),
+            source,
+        }
+    })
 }
 
 /// One row of `kboot ps`.
@@ -230,7 +220,7 @@ impl ContainerView {
 pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
     let desired = read_desired(paths, name);
     let status = read_status(paths, name);
-    let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, name));
+    let exit: Option<ExitRecord> = read_json(&paths.container(name).exit());
     let shim = shim::running(paths, name);
     // Spawned, but the shim has not written its record yet (or died before it could).
     let spawning = status.spawned_at_ms > exit.as_ref().map_or(0, |e| e.finished_at_ms)
@@ -300,7 +290,7 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
         for v in views.iter_mut() {
             let desired = read_desired(paths, &v.name);
             let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
-            let exit: Option<ExitRecord> = read_json(&exit_record_path(paths, &v.name));
+            let exit: Option<ExitRecord> = read_json(&paths.container(&v.name).exit());
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
@@ -353,8 +343,6 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
-    // This very binary, even when it runs from a sealed copy without a path (crate::seal).
-    let exe = std::path::PathBuf::from("/proc/self/exe");
     fs::create_dir_all(paths.root()).map_err(|source| SupervisorError::Io {
         step: "create",
         path: paths.root().to_owned(),
@@ -370,14 +358,8 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
             source,
         })?;
     let log2 = log.try_clone().map_err(SupervisorError::SpawnDaemon)?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config())
-        .arg("supervise")
+    let mut cmd = crate::shim::launch::kboot_command(paths);
+    cmd.arg("supervise")
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -467,10 +449,10 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
     terminate(paths, name, timeout);
     let dir = paths.container(name);
     images.release(&dir);
-    let _ = fs::remove_file(shim_record_path(paths, name));
+    let _ = fs::remove_file(paths.shim_record(name));
     fs::remove_dir_all(&dir).map_err(|source| SupervisorError::Io {
         step: "remove container directory",
-        path: dir,
+        path: dir.path().to_path_buf(),
         source,
     })
 }
@@ -583,6 +565,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inspect(&paths, "x").status, "created");
+        let record_exit = |exit: &ExitRecord| {
+            use crate::base::record::{write_json, Durability};
+            write_json(&paths.container("x").exit(), exit, Durability::Volatile).unwrap()
+        };
         let exit = ExitRecord {
             exit_code: 137,
             signal: Some("SIGKILL".into()),
@@ -590,7 +576,7 @@ mod tests {
             finished_at_ms: 2,
             ..Default::default()
         };
-        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        record_exit(&exit);
         let v = inspect(&paths, "x");
         assert_eq!(
             (v.status.as_str(), v.exit_code, v.reason.as_deref()),
@@ -603,7 +589,7 @@ mod tests {
             finished_at_ms: 3,
             ..Default::default()
         };
-        crate::shim::record::write_json(&exit_record_path(&paths, "x"), &exit).unwrap();
+        record_exit(&exit);
         let v = inspect(&paths, "x");
         assert_eq!(v.status, "failed");
         assert!(v.reason.unwrap().contains("no such file"));

@@ -4,13 +4,12 @@
 //! reboot; together with the shim's `exit.json` they decide every restart.
 
 use std::fs;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::restart::RestartState;
+use crate::base::record::{read_json, write_json, Durability, RecordError};
 use crate::plan::Service;
-use crate::shim::record::{read_json, write_json, write_json_volatile, RecordError};
 use crate::state::Paths;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,29 +51,19 @@ pub struct StatusRecord {
     pub spawned_at_ms: u64,
 }
 
-pub fn desired_path(paths: &Paths, name: &str) -> PathBuf {
-    paths.container(name).join("desired.json")
-}
-pub fn status_path(paths: &Paths, name: &str) -> PathBuf {
-    paths.container(name).join("status.json")
-}
-pub fn bundle_dir(paths: &Paths, name: &str) -> PathBuf {
-    paths.container(name).join("bundle")
-}
-
 pub fn read_desired(paths: &Paths, name: &str) -> Option<DesiredRecord> {
-    read_json(&desired_path(paths, name))
+    read_json(&paths.container(name).desired())
 }
 pub fn write_desired(paths: &Paths, rec: &DesiredRecord) -> Result<(), RecordError> {
-    write_json(&desired_path(paths, &rec.service.name), rec)
+    write_json(&paths.container(&rec.service.name).desired(), rec, Durability::Synced)
 }
 pub fn read_status(paths: &Paths, name: &str) -> StatusRecord {
-    read_json(&status_path(paths, name)).unwrap_or_default()
+    read_json(&paths.container(name).status()).unwrap_or_default()
 }
 /// Not fsynced: after a crash the worst case is one restart decision applied
 /// again (the shim's `exit.json`, which is durable, is the source of truth).
 pub fn write_status(paths: &Paths, name: &str, rec: &StatusRecord) -> Result<(), RecordError> {
-    write_json_volatile(&status_path(paths, name), rec)
+    write_json(&paths.container(name).status(), rec, Durability::Volatile)
 }
 
 /// Names of every container kboot manages (directories with a desired record), sorted.
@@ -84,7 +73,7 @@ pub fn container_names(paths: &Paths) -> Vec<String> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| desired_path(paths, n).exists())
+        .filter(|n| paths.container(n).desired().exists())
         .collect();
     names.sort();
     names

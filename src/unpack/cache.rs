@@ -23,13 +23,9 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::{chain_id, io_err, unpack_verified, Layer, Result, UnpackError};
-use crate::state::Paths;
+use crate::state::{ContainerDir, Paths};
 
 const TMP_PREFIX: &str = ".tmp-";
-/// Inside a container directory: overlay upper, work and merged (or copied) rootfs.
-const UPPER: &str = "rootfs-upper";
-const WORK: &str = "rootfs-work";
-const MERGED: &str = "rootfs";
 
 /// How containers get a writable rootfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +106,10 @@ impl RootfsCache {
     /// A container's private writable view of a cached rootfs under `container_dir`
     /// (overlayfs upper/work/merged, or a copy if overlay is unavailable). Returns the
     /// rootfs path to put in config.json. Calling it again returns the same view.
-    pub fn container_rootfs(&self, lower: &Path, container_dir: &Path) -> Result<PathBuf> {
-        let merged = container_dir.join(MERGED);
+    pub fn container_rootfs(&self, lower: &Path, container_dir: &ContainerDir) -> Result<PathBuf> {
+        let merged = container_dir.rootfs();
         fs::create_dir_all(&merged).map_err(io_err("create", &merged))?;
-        if is_mount_point(&merged, container_dir)? || copied_marker(container_dir).exists() {
+        if is_mount_point(&merged, container_dir.path())? || container_dir.rootfs_copied().exists() {
             return Ok(merged);
         }
         if self.mode == ViewMode::Auto {
@@ -123,14 +119,14 @@ impl RootfsCache {
             }
         }
         copy_tree(lower, &merged)?;
-        touch(&copied_marker(container_dir))?;
+        touch(&container_dir.rootfs_copied())?;
         Ok(merged)
     }
 
     /// Unmounts a container's overlay view. Idempotent; a copied view is left for the
     /// caller to delete with the container directory.
-    pub fn release_container_rootfs(&self, container_dir: &Path) -> Result<()> {
-        let merged = container_dir.join(MERGED);
+    pub fn release_container_rootfs(&self, container_dir: &ContainerDir) -> Result<()> {
+        let merged = container_dir.rootfs();
         match umount2(&merged, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
             Err(e) => Err(io_err("unmount", &merged)(e.into())),
@@ -185,10 +181,6 @@ fn unpack_in_progress(rest: &str) -> bool {
     pid.is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists())
 }
 
-fn copied_marker(container_dir: &Path) -> PathBuf {
-    container_dir.join(".rootfs-copied")
-}
-
 fn touch(path: &Path) -> Result<()> {
     fs::write(path, b"").map_err(io_err("write", path))
 }
@@ -199,9 +191,9 @@ fn is_mount_point(path: &Path, parent: &Path) -> Result<bool> {
     Ok(a.dev() != b.dev())
 }
 
-fn mount_overlay(lower: &Path, container_dir: &Path, merged: &Path) -> Result<()> {
-    let upper = container_dir.join(UPPER);
-    let work = container_dir.join(WORK);
+fn mount_overlay(lower: &Path, container_dir: &ContainerDir, merged: &Path) -> Result<()> {
+    let upper = container_dir.rootfs_upper();
+    let work = container_dir.rootfs_work();
     for d in [&upper, &work] {
         fs::create_dir_all(d).map_err(io_err("create", d))?;
     }

@@ -47,8 +47,7 @@ struct LayerState<'a> {
 
 impl Extractor {
     pub(crate) fn new(root: OwnedFd) -> Self {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let chown = unsafe { libc::geteuid() } == 0;
+        let chown = nix::unistd::geteuid().is_root();
         Self {
             root,
             chown,

@@ -1,11 +1,12 @@
 //! The seam between containers and images: a service's image becomes a
-//! writable root filesystem and the image's run defaults.
+//! writable root filesystem and the image's run defaults, the two inputs of a
+//! bundle. Used by the supervisor and the CRI alike.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::bundle::ImageDefaults;
+use super::ImageDefaults;
 use crate::plan::Service;
-use crate::state::Paths;
+use crate::state::{ContainerDir, Paths};
 use crate::store::{Store, StoreError};
 use crate::unpack::{image_layers, RootfsCache};
 
@@ -40,9 +41,9 @@ pub struct PreparedImage {
 
 /// Turns an image reference into a root filesystem for one container.
 pub trait ImageSource {
-    fn prepare(&self, service: &Service, container_dir: &Path) -> Result<PreparedImage, ImageError>;
+    fn prepare(&self, service: &Service, container_dir: &ContainerDir) -> Result<PreparedImage, ImageError>;
     /// Undoes `prepare` when the container is removed.
-    fn release(&self, container_dir: &Path);
+    fn release(&self, container_dir: &ContainerDir);
 }
 
 /// Any reference comes from the local image store: resolved to its manifest
@@ -56,7 +57,7 @@ pub struct LocalImages {
 }
 
 impl ImageSource for LocalImages {
-    fn prepare(&self, service: &Service, container_dir: &Path) -> Result<PreparedImage, ImageError> {
+    fn prepare(&self, service: &Service, container_dir: &ContainerDir) -> Result<PreparedImage, ImageError> {
         if let Some(dir) = service.image.strip_prefix("dir:") {
             let path = PathBuf::from(dir);
             if !path.is_dir() {
@@ -104,9 +105,9 @@ impl ImageSource for LocalImages {
         })
     }
 
-    fn release(&self, container_dir: &Path) {
+    fn release(&self, container_dir: &ContainerDir) {
         if let Err(err) = RootfsCache::new(&self.paths).release_container_rootfs(container_dir) {
-            tracing::warn!(dir = %container_dir.display(), %err, "release the container's rootfs");
+            tracing::warn!(dir = %container_dir.path().display(), %err, "release the container's rootfs");
         }
     }
 }
