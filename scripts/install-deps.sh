@@ -4,7 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(
-  build-essential pkg-config libseccomp-dev protobuf-compiler   # build
+  build-essential pkg-config libseccomp-dev                     # build
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests
