@@ -3,8 +3,11 @@
 # Idempotent: packages already present are skipped quickly. Needs root.
 set -euo pipefail
 
+# The build's own packages (C toolchain, libseccomp.a) come from build-deps.sh.
+"$(dirname "$0")/build-deps.sh"
+
 APT_PACKAGES=(
-  build-essential pkg-config libseccomp-dev                     # build
+  pkg-config                                                      # build: libseccomp's version probe
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests

@@ -7,6 +7,7 @@ mod containers_cli;
 mod containers_support;
 mod cri;
 mod cri_client;
+mod portable_binary;
 mod registry;
 mod roles_cli;
 mod rootfs_tools_push;
