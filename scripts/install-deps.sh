@@ -15,6 +15,7 @@ APT_PACKAGES=(
   busybox-static etcd-server etcd-client                          # test images
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
   containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni
+  systemd groff-base                                              # service tests: systemd-analyze verify (no systemd as PID 1 needed), groff
 )
 
 missing=()

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod roles;
+pub mod service;
 pub mod shim;
 pub mod state;
 pub mod store;

@@ -11,6 +11,7 @@ mod portable_binary;
 mod registry;
 mod roles_cli;
 mod rootfs_tools_push;
+mod service_cli;
 mod shim_attach;
 mod store;
 mod unpack_cache;
