@@ -41,7 +41,7 @@ pub struct InstallArgs {
     #[arg(long)]
     pub now: bool,
     /// Where to write the unit.
-    #[arg(long, value_name = "FILE", default_value = "/etc/systemd/system/kboot.service")]
+    #[arg(long, value_name = "FILE", default_value = service::DEFAULT_UNIT_FILE)]
     pub unit_file: PathBuf,
     #[command(flatten)]
     pub role_flags: RoleFlags,
@@ -50,7 +50,7 @@ pub struct InstallArgs {
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
     /// The unit to remove.
-    #[arg(long, value_name = "FILE", default_value = "/etc/systemd/system/kboot.service")]
+    #[arg(long, value_name = "FILE", default_value = service::DEFAULT_UNIT_FILE)]
     pub unit_file: PathBuf,
 }
 
@@ -133,17 +133,13 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
     }
     enable.push(&name);
     service::systemctl(&enable)?;
-    writeln!(
-        out,
-        "enabled {name}{}",
-        if args.now {
-            " and started it"
-        } else {
-            ": it starts at the next boot (`systemctl start "
-        }
-    )?;
-    if !args.now {
-        writeln!(out, "{name}` starts it now)")?;
+    if args.now {
+        writeln!(out, "enabled and started {name}")?;
+    } else {
+        writeln!(
+            out,
+            "enabled {name}: it starts at the next boot (`systemctl start {name}` starts it now)"
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

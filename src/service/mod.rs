@@ -19,9 +19,8 @@ use std::process::Command;
 use crate::roles::config::{Key, Layer, Role};
 use crate::state::{paths_from, Paths};
 
-/// The unit's name and where `install` writes it by default.
-pub const UNIT_NAME: &str = "kboot.service";
-pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+/// Where `install` writes the unit by default (the local administrator's unit directory).
+pub const DEFAULT_UNIT_FILE: &str = "/etc/systemd/system/kboot.service";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
