@@ -103,6 +103,11 @@ fn service_install_writes_a_unit_systemd_analyze_accepts_and_uninstall_removes_i
     );
     // This host has no systemd as PID 1: the unit is written and the boot command named.
     assert!(stdout.contains("systemd is not running"), "{stdout}");
+    let env_hint = format!(
+        "with the variables of {}",
+        d.path().join("config/service.env").display()
+    );
+    assert!(stdout.contains(&env_hint), "{stdout}");
     assert!(
         !unit.contains(TOKEN) && !stdout.contains(TOKEN),
         "the token stays out of the unit:\n{unit}"

@@ -124,6 +124,9 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
              (e.g. from /etc/rc.local or your init system's service):\n  {}",
             plan.command.join(" ")
         )?;
+        if let Some(env) = &env_file {
+            writeln!(out, "  with the variables of {} in its environment", env.display())?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     service::systemctl(&["daemon-reload"])?;
