@@ -3,8 +3,11 @@
 # Idempotent: packages already present are skipped quickly. Needs root.
 set -euo pipefail
 
+# The build's own packages (C toolchain, libseccomp.a) come from build-deps.sh.
+"$(dirname "$0")/build-deps.sh"
+
 APT_PACKAGES=(
-  build-essential pkg-config libseccomp-dev protobuf-compiler   # build
+  pkg-config                                                      # build: libseccomp's version probe
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests
@@ -12,6 +15,7 @@ APT_PACKAGES=(
   busybox-static etcd-server etcd-client                          # test images
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
   containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni
+  systemd groff-base                                              # service tests: systemd-analyze verify (no systemd as PID 1 needed), groff
 )
 
 missing=()

@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("roles", &["base", "pki", "plan", "state"]),
     ("preflight", &["base", "roles", "state"]),
+    ("service", &["base", "roles", "state"]),
 ];
 
 fn src_dir() -> PathBuf {

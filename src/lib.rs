@@ -22,6 +22,7 @@ pub mod preflight;
 pub mod registry;
 pub mod roles;
 pub mod seal;
+pub mod service;
 pub mod shim;
 pub mod state;
 pub mod store;

@@ -353,6 +353,48 @@ fn containers_foreground_run_stops_everything_on_sigint_and_down_purge_clears_th
     assert_eq!(std::fs::read_dir(d.path().join("root")).unwrap().count(), 0);
 }
 
+/// The boot service's stop and restart (`KillSignal=SIGQUIT`, `KillMode=process`): the
+/// supervisor exits, its containers keep running, and the next foreground run adopts them.
+#[test]
+fn containers_foreground_run_leaves_containers_on_sigquit_and_the_next_run_adopts_them() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = sleepers_plan(&d, &rootfs, &["svc"], "/bin/sleep 1000");
+    let running_pid = |d: &Dir| {
+        ps(&mut kb(d))
+            .iter()
+            .find(|c| c["name"] == "svc" && c["status"] == "running")
+            .and_then(|c| c["pid"].as_i64())
+    };
+    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || running_pid(&d).is_some()));
+    let pid = running_pid(&d).unwrap();
+    // SAFETY: kill(2) on the foreground supervisor this test started.
+    assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGQUIT) }, 0);
+    let status = fg.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(pid_alive(pid), "SIGQUIT leaves the container running");
+    assert_eq!(running_pid(&d), Some(pid));
+
+    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
+    let pid_file = d.path().join("state/supervisor.pid");
+    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        running_pid(&d),
+        Some(pid),
+        "the next supervisor adopts the container, never starts a second"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
+    assert!(fg.wait().unwrap().success());
+    assert!(
+        wait_until(Duration::from_secs(5), || !pid_alive(pid)),
+        "SIGINT still stops everything"
+    );
+}
+
 #[test]
 fn containers_healthcheck_reports_unhealthy_then_healthy_in_ps() {
     let d = Dir::new();

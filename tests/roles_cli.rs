@@ -14,7 +14,7 @@ use crate::common::{run_ok, Dir};
 
 /// `kboot` with the default host layout (so plans print the real paths), a private config
 /// dir, and none of the caller's kube-deploy variables.
-fn plan_cmd(d: &Dir) -> Command {
+pub fn plan_cmd(d: &Dir) -> Command {
     let mut cmd = d.kboot();
     cmd.env("KBOOT_ROOT", "/var/lib/kboot").env("KBOOT_STATE", "/run/kboot");
     for k in Key::ALL {
@@ -28,7 +28,7 @@ fn golden_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
-fn check_golden(name: &str, actual: &str) {
+pub fn check_golden(name: &str, actual: &str) {
     let path = golden_path(name);
     if std::env::var_os("KBOOT_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -47,7 +47,7 @@ fn check_golden(name: &str, actual: &str) {
             .map(|(i, (e, a))| format!("line {}:\n  golden: {e}\n  actual: {a}", i + 1))
             .collect();
         panic!(
-            "`kboot plan` differs from {} ({} vs {} lines):\n{}\nregenerate with KBOOT_UPDATE_GOLDEN=1 if intended",
+            "output differs from {} ({} vs {} lines):\n{}\nregenerate with KBOOT_UPDATE_GOLDEN=1 if intended",
             path.display(),
             expected.lines().count(),
             actual.lines().count(),
@@ -127,7 +127,15 @@ fn plan_golden_master_and_worker_in_both_families_over_several_versions() {
                 .args(["plan", role, "--ip-address", "192.0.2.10", "--arch", "amd64"])
                 .args(*extra),
         );
-        check_golden(name, &String::from_utf8(out.stdout).unwrap());
+        // `command` names the binary under test and the test's config dir.
+        let text = String::from_utf8(out.stdout)
+            .unwrap()
+            .replace(
+                &crate::common::kboot_bin().display().to_string(),
+                "/usr/local/bin/kboot",
+            )
+            .replace(&d.path().display().to_string(), "/TMP");
+        check_golden(name, &text);
     }
 }
 

@@ -21,6 +21,15 @@ fn no_network(d: &Dir) {
     std::fs::write(d.path().join("config/registries.toml"), toml).unwrap();
 }
 
+/// `kboot` on the test's dirs, without the caller's kube-deploy variables.
+fn kboot_clean_env(d: &Dir) -> std::process::Command {
+    let mut cmd = d.kboot();
+    for k in Key::ALL {
+        cmd.env_remove(k.env());
+    }
+    cmd
+}
+
 fn local_ip() -> String {
     kboot::roles::netdetect::host_ipv4_addresses()
         .unwrap()
@@ -39,11 +48,8 @@ fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull(
     no_network(&d);
     let ip = local_ip();
     let run = || {
-        let mut cmd = d.kboot();
-        for k in Key::ALL {
-            cmd.env_remove(k.env());
-        }
-        cmd.args(["run", "master", "--detach", "--ip-address", &ip, "--arch", "amd64"])
+        kboot_clean_env(&d)
+            .args(["run", "master", "--detach", "--ip-address", &ip, "--arch", "amd64"])
             .output()
             .unwrap()
     };
@@ -101,6 +107,14 @@ fn rootfs(d: &Dir, name: &str, files: &[(&str, &str)], scripts: &[(&str, &str)])
 }
 
 fn etcdctl(pki: &std::path::Path, client_cert: bool) -> std::process::Output {
+    etcdctl_cmd(pki, client_cert)
+        .args(["endpoint", "health"])
+        .output()
+        .expect("etcd-client is installed")
+}
+
+/// `etcdctl` against the master's etcd, with the health-check client certificate or without.
+fn etcdctl_cmd(pki: &std::path::Path, client_cert: bool) -> std::process::Command {
     let mut cmd = std::process::Command::new("etcdctl");
     cmd.env("ETCDCTL_API", "3")
         .arg("--endpoints=https://127.0.0.1:2379")
@@ -110,26 +124,19 @@ fn etcdctl(pki: &std::path::Path, client_cert: bool) -> std::process::Output {
         cmd.arg(format!("--cert={}", pki.join("etcd/healthcheck-client.crt").display()))
             .arg(format!("--key={}", pki.join("etcd/healthcheck-client.key").display()));
     }
-    cmd.args(["endpoint", "health"])
-        .output()
-        .expect("etcd-client is installed")
+    cmd
 }
 
-#[test]
-#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
-fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
-    require_root();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
-    // Debian's etcd 3.4 stands in for registry.k8s.io/etcd; the Kubernetes components are not
-    // built yet, so stand-ins that stay up (kubelet) or succeed (kubectl) take their names.
+/// Debian's etcd 3.4 stands in for registry.k8s.io/etcd; the Kubernetes components are not
+/// built on every test machine, so stand-ins that stay up (kubelet) or succeed (kubectl) take
+/// their names.
+fn load_master_images(d: &Dir) {
     let libs = [
         ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
         ("/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2"),
     ];
     let etcd = rootfs(
-        &d,
+        d,
         "etcd",
         &[
             &libs[..],
@@ -141,9 +148,9 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
         .concat(),
         &[],
     );
-    load_image(&d, &etcd, &["registry.k8s.io/etcd:3.6.4-0"]);
+    load_image(d, &etcd, &["registry.k8s.io/etcd:3.6.4-0"]);
     let stub = rootfs(
-        &d,
+        d,
         "stub",
         &[],
         &[
@@ -152,7 +159,7 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
         ],
     );
     load_image(
-        &d,
+        d,
         &stub,
         &[
             "ghcr.io/siderolabs/kubelet:v1.34.4",
@@ -164,24 +171,31 @@ fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_d
             "registry.k8s.io/coredns/coredns:v1.12.1",
         ],
     );
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
+    require_root();
+    let d = Dir::new();
+    no_network(&d);
+    let ip = local_ip();
+    load_master_images(&d);
     let run = || {
-        let mut cmd = d.kboot();
-        for k in Key::ALL {
-            cmd.env_remove(k.env());
-        }
-        cmd.args([
-            "run",
-            "master",
-            "--detach",
-            "--timeout",
-            "90s",
-            "--ip-address",
-            &ip,
-            "--arch",
-            "amd64",
-        ])
-        .output()
-        .unwrap()
+        kboot_clean_env(&d)
+            .args([
+                "run",
+                "master",
+                "--detach",
+                "--timeout",
+                "90s",
+                "--ip-address",
+                &ip,
+                "--arch",
+                "amd64",
+            ])
+            .output()
+            .unwrap()
     };
     let paths = kboot::state::Paths::under(d.path());
     let mut guard = scopeguard_down(&d, &paths);
@@ -283,4 +297,189 @@ impl Drop for DownGuard<'_> {
             let _ = kboot::roles::down_role_host(&self.paths, true);
         }
     }
+}
+
+/// The boot unit's `ExecStart`, started as systemd starts it: its own session, `/` as working
+/// directory, stdin from /dev/null, and systemd's environment (PATH only), so nothing of the
+/// test's environment (KBOOT_ROOT, …) helps it.
+fn start_as_systemd(exec: &[String], log: &std::path::Path) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = std::process::Command::new(&exec[0]);
+    cmd.args(&exec[1..])
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Every process of a root's containers (memory cgroup subtree) and their shims (records).
+fn node_pids(paths: &kboot::state::Paths) -> Vec<i32> {
+    let parent = std::path::PathBuf::from(paths.cgroup("x"));
+    let parent = parent.parent().unwrap().strip_prefix("/").unwrap().to_path_buf();
+    let mut pids = Vec::new();
+    for cg in std::fs::read_dir(std::path::Path::new("/sys/fs/cgroup/memory").join(parent))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let procs = std::fs::read_to_string(cg.path().join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.parse::<i32>().ok()));
+    }
+    for rec in std::fs::read_dir(paths.state().join("shims"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(rec.path()).unwrap()).unwrap_or_default();
+        pids.extend(rec["shim_pid"].as_i64().map(|p| p as i32));
+    }
+    pids
+}
+
+fn etcd_pid(d: &Dir) -> Option<i64> {
+    let out = crate::common::run_ok(d.kboot().args(["ps", "--format", "json"]));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.iter()
+        .find(|c| c["name"] == "etcd" && c["status"] == "running")
+        .and_then(|c| c["pid"].as_i64())
+}
+
+fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Issue 15: the boot unit's command, run as systemd runs it after a reboot (every process
+/// killed, the state dir under /run gone, every mount gone), brings the master back with the
+/// same PKI and the same etcd data; stopping the unit as systemd does (`KillMode=process`,
+/// `KillSignal=SIGQUIT`) leaves the containers running, and the next start adopts them.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd_data() {
+    require_root();
+    let d = Dir::new();
+    no_network(&d);
+    let ip = local_ip();
+    load_master_images(&d);
+    let paths = kboot::state::Paths::under(d.path());
+    let _guard = scopeguard_down(&d, &paths);
+    let unit = crate::common::run_ok(kboot_clean_env(&d).args([
+        "service",
+        "install",
+        "master",
+        "--print",
+        "--ip-address",
+        &ip,
+    ]));
+    let unit = String::from_utf8(unit.stdout).unwrap();
+    assert!(
+        unit.contains("KillMode=process\n") && unit.contains("KillSignal=SIGQUIT\n"),
+        "{unit}"
+    );
+    let exec: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let log = d.path().join("service.log");
+    let up = |d: &Dir| {
+        wait_for("etcd over TLS", std::time::Duration::from_secs(90), || {
+            etcdctl(&paths.pki(), true).status.success()
+        });
+        wait_for("etcd in ps", std::time::Duration::from_secs(10), || {
+            etcd_pid(d).is_some()
+        });
+    };
+    let pki = paths.pki();
+    let mut sup = start_as_systemd(&exec, &log);
+    up(&d);
+    crate::common::run_ok(etcdctl_cmd(&pki, true).args(["put", "issue-15", "kept across the reboot"]));
+    let layout = PkiLayout::new(&pki);
+    let ca = std::fs::read(layout.ca_key(Authority::Kubernetes)).unwrap();
+    let etcd_ca = std::fs::read(layout.ca_key(Authority::Etcd)).unwrap();
+
+    // The reboot: every process goes at once, /run is empty, nothing is mounted.
+    // SAFETY: kill(2) on processes this test started.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGKILL) };
+    let _ = sup.wait();
+    for pid in node_pids(&paths) {
+        // SAFETY: as above: the node's own containers and shims.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    wait_for(
+        "the node's processes to die",
+        std::time::Duration::from_secs(10),
+        || {
+            node_pids(&paths)
+                .iter()
+                .all(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| s.contains(") Z ")))
+        },
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for dir in [d.path(), std::path::Path::new("/var/lib/kubelet")] {
+        for m in kboot::roles::cleanup::mounts_under(&mountinfo, dir) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    std::fs::remove_dir_all(paths.state()).unwrap();
+    assert!(!etcdctl(&pki, true).status.success(), "etcd is down");
+
+    let mut sup = start_as_systemd(&exec, &log);
+    up(&d);
+    let got = crate::common::run_ok(etcdctl_cmd(&pki, true).args(["get", "issue-15", "--print-value-only"]));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "kept across the reboot",
+        "same etcd data"
+    );
+    assert_eq!(
+        std::fs::read(layout.ca_key(Authority::Kubernetes)).unwrap(),
+        ca,
+        "same cluster CA"
+    );
+    assert_eq!(
+        std::fs::read(layout.ca_key(Authority::Etcd)).unwrap(),
+        etcd_ca,
+        "same etcd CA"
+    );
+
+    // `systemctl restart kboot` (an upgrade): SIGQUIT to the supervisor alone, then ExecStart.
+    let etcd = etcd_pid(&d).unwrap();
+    // SAFETY: kill(2) on the supervisor this test started.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGQUIT) };
+    let status = sup.wait().unwrap();
+    assert!(status.success(), "the supervisor exits cleanly on SIGQUIT: {status}");
+    assert!(
+        etcdctl(&pki, true).status.success(),
+        "etcd kept running without its supervisor"
+    );
+    let mut sup = start_as_systemd(&exec, &log);
+    wait_for("the new supervisor", std::time::Duration::from_secs(10), || {
+        paths.supervisor_pid().exists()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        etcd_pid(&d),
+        Some(etcd),
+        "the new supervisor adopted etcd, it did not start another"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    let _ = sup.wait();
 }

@@ -14,6 +14,7 @@ mod cri;
 mod images;
 mod progress;
 mod roles;
+mod service;
 mod unpack;
 
 /// Exit code for a command that ran and failed.
@@ -91,6 +92,12 @@ pub enum Command {
     Certs(roles::CertsArgs),
     /// Print the admin kubeconfig (certificates embedded).
     Kubeconfig(roles::KubeconfigArgs),
+    /// Install or remove the boot service (a systemd unit running `kboot run ROLE`).
+    Service(service::ServiceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(service::CompletionsArgs),
+    /// Print the man page (roff), or write one per subcommand with --dir.
+    Man(service::ManArgs),
 }
 
 impl Command {
@@ -219,6 +226,9 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Supervise(a) => containers::supervise(ctx, a),
         Command::Certs(a) => roles::certs(ctx, a),
         Command::Kubeconfig(a) => roles::kubeconfig(ctx, a),
+        Command::Service(a) => service::service(ctx, a),
+        Command::Completions(a) => service::completions(ctx, a),
+        Command::Man(a) => service::man(ctx, a),
     }
 }
 

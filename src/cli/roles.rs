@@ -134,13 +134,25 @@ fn parse_role(role: &str) -> anyhow::Result<Role> {
 }
 
 /// Resolves the configuration and builds the plan: the one code path `plan` and `run` share.
-fn resolve_plan(ctx: &Context, role: Role, flags: &RoleFlags) -> anyhow::Result<RolePlan> {
+pub(super) fn resolve_plan(ctx: &Context, role: Role, flags: &RoleFlags) -> anyhow::Result<RolePlan> {
     let usage = |e: &dyn std::fmt::Display| anyhow::Error::new(UsageError(e.to_string()));
     let file =
         config::file_layer(&ctx.paths.node_config()).map_err(|e| usage(&format!("{:#}", anyhow::Error::new(e))))?;
     let env = config::env_layer(|name| std::env::var(name).ok());
     let cfg = config::resolve(role, &flags.layer(), &env, &file, &RealHost::default()).map_err(|e| usage(&e))?;
-    roles::build(&cfg, &ctx.paths, &KubeDirs::default()).map_err(|e| usage(&e))
+    let mut plan = roles::build(&cfg, &ctx.paths, &KubeDirs::default()).map_err(|e| usage(&e))?;
+    // The boot unit's command: flag and environment values pinned (a unit has neither).
+    let pinned: Layer = env.into_iter().chain(flags.layer()).collect();
+    let join = crate::service::JoinArgs {
+        ca_cert_hash: flags.ca_cert_hash.clone(),
+        ca_cert: flags.ca_cert.clone(),
+    };
+    // Without /proc (a bare chroot), the name it was started by.
+    let exe = std::env::current_exe()
+        .or_else(|e| std::env::args_os().next().map(std::path::PathBuf::from).ok_or(e))
+        .context("find the kboot binary")?;
+    plan.command = crate::service::run_command(&exe, &ctx.paths, role, &pinned, &join);
+    Ok(plan)
 }
 
 #[allow(clippy::print_stdout)]

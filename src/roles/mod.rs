@@ -118,6 +118,11 @@ pub struct RolePlan {
     pub config: NodeConfig,
     /// `linux/ARCH`: which manifest of a multi-platform image to pull.
     pub platform: String,
+    /// The foreground command that runs this plan: what `kboot service install` puts in the
+    /// boot unit. Filled in by the caller, which knows the binary and the flags
+    /// ([`crate::service::run_command`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub pki: PkiPlan,
@@ -289,6 +294,7 @@ pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePla
         role: cfg.role,
         config: cfg.clone(),
         platform: format!("linux/{}", cfg.arch),
+        command: Vec::new(),
         warnings,
         pki: pki_plan,
         plan,

@@ -54,15 +54,31 @@ impl Default for SupervisorOptions {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn termination() {
+/// How a supervisor is asked to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT or SIGTERM (Ctrl-C, `kboot down`): stop every container, then exit.
+    StopContainers,
+    /// SIGQUIT: exit and leave the containers running in their shims; the next supervisor
+    /// adopts them. The boot service stops and restarts the supervisor this way, so
+    /// `systemctl restart kboot` after replacing the binary keeps the node's containers.
+    LeaveRunning,
+}
+
+/// Resolves on SIGINT or SIGTERM (stop the containers) or SIGQUIT (leave them running).
+pub async fn termination() -> Shutdown {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term), Ok(mut quit)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::quit()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+        _ = int.recv() => Shutdown::StopContainers,
+        _ = term.recv() => Shutdown::StopContainers,
+        _ = quit.recv() => Shutdown::LeaveRunning,
     }
 }
 
@@ -95,9 +111,14 @@ fn lock(paths: &Paths) -> Result<Flock<File>> {
     Ok(lock)
 }
 
-/// Runs the supervisor until `shutdown` resolves (then stops every container
-/// it manages) or, with `exit_when_idle`, until those containers are done.
-pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// Runs the supervisor until `shutdown` resolves (then stops every container it manages,
+/// unless told to leave them running) or, with `exit_when_idle`, until those containers are
+/// done.
+pub async fn supervise(
+    paths: &Paths,
+    opts: &SupervisorOptions,
+    shutdown: impl Future<Output = Shutdown>,
+) -> Result<()> {
     let _lock = lock(paths)?;
     restart_always_on_start(paths);
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -131,8 +152,11 @@ pub async fn supervise(paths: &Paths, opts: &SupervisorOptions, shutdown: impl F
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => {
-                sup.stop_all().await;
+            how = &mut shutdown => {
+                match how {
+                    Shutdown::StopContainers => sup.stop_all().await,
+                    Shutdown::LeaveRunning => tracing::info!("leaving the containers running for the next supervisor"),
+                }
                 break;
             }
             Some(name) = rx.recv() => { sup.own.remove(&name); }

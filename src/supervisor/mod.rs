@@ -36,7 +36,7 @@ pub mod records;
 pub mod restart;
 
 use crate::bundle::images::{ImageError, ImageSource, LocalImages};
-pub use daemon::{supervise, termination, SupervisorOptions};
+pub use daemon::{supervise, termination, Shutdown, SupervisorOptions};
 use records::{read_desired, read_status, write_desired, DesiredRecord, DesiredState};
 pub use restart::Backoff;
 
@@ -76,7 +76,8 @@ type Result<T> = std::result::Result<T, SupervisorError>;
 pub struct RunOptions {
     /// Return once every service runs (a background supervisor keeps them
     /// running); otherwise supervise in the foreground until SIGINT/SIGTERM,
-    /// or until every service has exited for good, then stop everything.
+    /// or until every service has exited for good, then stop everything (on
+    /// SIGQUIT: exit and leave them running, see [`Shutdown`]).
     pub detach: bool,
     /// How long `detach` waits for services to start.
     pub ready_timeout: Duration,
