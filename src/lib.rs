@@ -10,12 +10,14 @@
 pub mod bundle;
 pub mod cli;
 pub mod cri;
+pub mod inroot;
 pub mod logging;
 pub mod pki;
 pub mod plan;
 pub mod preflight;
 pub mod registry;
 pub mod roles;
+pub mod seal;
 pub mod shim;
 pub mod state;
 pub mod store;
