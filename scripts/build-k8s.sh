@@ -23,6 +23,8 @@ FLANNEL_VERSION=${FLANNEL_VERSION:-v0.26.7}
 # here (403 for every version), so it comes from where it lived before it moved out,
 # containernetworking/plugins' plugins/meta/flannel (last in v0.9.1; same config, same
 # /run/flannel/subnet.env contract, delegates to bridge + host-local).
+# The sample-apiserver image tag e2e.test --list-images names (1.29.2) ↔ this module version.
+SAMPLE_APISERVER_VERSION=${SAMPLE_APISERVER_VERSION:-v0.29.2}
 FLANNEL_CNI_SOURCE=${FLANNEL_CNI_SOURCE:-github.com/containernetworking/plugins/plugins/meta/flannel@v0.9.1}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
 JOBS=${KBOOT_BUILD_JOBS:-2}
@@ -90,36 +92,81 @@ build_flannel() {
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules at v0.0.0 with replace
 # directives, so `go install k8s.io/kubernetes/cmd/kubelet@v1.x` cannot work. A separate module
 # that requires k8s.io/kubernetes and replaces each staging module with its v0.X.Y tag can.
-build_k8s() {
-  local dir="$CACHE/k8s-$K8S_VERSION" v=${K8S_VERSION#v} minor gomod g ld
+# k8s_module: cd into $CACHE/k8s-<v>/src, creating that module unless it exists.
+k8s_module() {
+  local v=${K8S_VERSION#v} gomod g c
+  mkdir -p "$CACHE/k8s-$K8S_VERSION/src" "$CACHE/k8s-$K8S_VERSION/bin" && cd "$CACHE/k8s-$K8S_VERSION/src"
+  [ -f go.mod ] && return 0
+  go mod init kboot.local/k8sbuild >/dev/null 2>&1
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # Derive the staging list from upstream's go.mod: a missing replace fails, an extra one is harmless.
+  # Only exact v0.0.0 requires are staging: k8s.io/utils and kube-openapi use v0.0.0-<date>-<hash> pseudo-versions.
+  for m in $( { sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$gomod"
+                sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0[[:space:]]*$|\1|p' "$gomod"; } | sort -u ); do
+    go mod edit -replace="$m=$m@v0.${v#1.}"
+  done
+  # Upstream's godebug line is ignored for dependencies; copy it so TLS/x509 behave as in a release.
+  g=$(sed -n 's/^godebug //p' "$gomod"); if [ -n "$g" ]; then go mod edit -godebug="$g"; fi
+  for c in kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
+    go get -tool "k8s.io/kubernetes/cmd/$c@$K8S_VERSION"
+  done
+  go mod tidy
+}
+
+# Upstream's tags for release builds, test binaries included (hack/lib/golang.sh); the same tags
+# for e2e.test and agnhost also let them reuse the components' compiled packages.
+K8S_TAGS=selinux,notest,grpcnotrace
+
+# The -X flags that give the binaries their version (hack/lib/version.sh).
+k8s_ldflags() {
+  local v=${K8S_VERSION#v} minor p ld="-s -w"
   minor=${v#1.}; minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X '$p.gitVersion=$K8S_VERSION' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor' -X '$p.gitTreeState=clean' -X '$p.buildDate=2025-01-01T00:00:00Z'"
+  done
+  echo "$ld"
+}
+
+build_k8s() {
+  local dir="$CACHE/k8s-$K8S_VERSION"
   local bins=(kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
   local b missing=0
   for b in "${bins[@]}"; do [ -x "$dir/bin/$b" ] || missing=1; done
   [ "$missing" = 0 ] && return 0
-  mkdir -p "$dir/src" "$dir/bin" && cd "$dir/src"
-  if [ ! -f go.mod ]; then
-    go mod init kboot.local/k8sbuild >/dev/null 2>&1
-    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    # Derive the staging list from upstream's go.mod: a missing replace fails, an extra one is harmless.
-    # Only exact v0.0.0 requires are staging: k8s.io/utils and kube-openapi use v0.0.0-<date>-<hash> pseudo-versions.
-    for m in $( { sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*|\1|p' "$gomod"
-                  sed -n 's|^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) v0\.0\.0[[:space:]]*$|\1|p' "$gomod"; } | sort -u ); do
-      go mod edit -replace="$m=$m@v0.${v#1.}"
-    done
-    # Upstream's godebug line is ignored for dependencies; copy it so TLS/x509 behave as in a release.
-    g=$(sed -n 's/^godebug //p' "$gomod"); if [ -n "$g" ]; then go mod edit -godebug="$g"; fi
-    for c in kubelet kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
-      go get -tool "k8s.io/kubernetes/cmd/$c@$K8S_VERSION"
-    done
-    go mod tidy
-  fi
-  ld="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld="$ld -X '$p.gitVersion=$K8S_VERSION' -X '$p.gitMajor=1' -X '$p.gitMinor=$minor' -X '$p.gitTreeState=clean' -X '$p.buildDate=2025-01-01T00:00:00Z'"
-  done
-  go build -p "$JOBS" -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$dir/bin/" \
+  k8s_module
+  go build -p "$JOBS" -trimpath -tags "$K8S_TAGS" -ldflags "$(k8s_ldflags)" -o "$dir/bin/" \
     $(printf 'k8s.io/kubernetes/cmd/%s ' "${bins[@]}")
+}
+
+# The conformance suite (scripts/conformance.sh, docs/conformance.md): e2e.test and agnhost from
+# the wrapper module above, the ginkgo CLI at the version k8s' go.mod pins (parallel runs), and
+# the sample API server the aggregator test runs, in a module of its own (its go.mod has
+# replace directives, ignored for a dependency; its requires are real versions).
+build_e2e() {
+  local dir="$CACHE/k8s-$K8S_VERSION" kdir ginkgo_v agnhost_v
+  if [ ! -x "$dir/bin/e2e.test" ] || [ ! -x "$dir/bin/agnhost" ] || [ ! -x "$dir/bin/ginkgo" ]; then
+    k8s_module
+    kdir=$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+    # -mod=mod: test/e2e's imports (ginkgo, gomega, the e2e framework's) are added to the
+    # wrapper's go.mod at the versions k8s requires.
+    [ -x "$dir/bin/e2e.test" ] || GOFLAGS="$GOFLAGS -mod=mod" go test -c -p "$JOBS" -trimpath \
+      -tags "$K8S_TAGS" -ldflags "$(k8s_ldflags)" -o "$dir/bin/e2e.test" k8s.io/kubernetes/test/e2e
+    agnhost_v=$(cat "$kdir/test/images/agnhost/VERSION")
+    [ -x "$dir/bin/agnhost" ] || GOFLAGS="$GOFLAGS -mod=mod" go build -p "$JOBS" -trimpath -tags "$K8S_TAGS" \
+      -ldflags "-s -w -X main.Version=$agnhost_v" -o "$dir/bin/agnhost" k8s.io/kubernetes/test/images/agnhost
+    echo "$agnhost_v" > "$dir/bin/agnhost.version"
+    ginkgo_v=$(go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
+    [ -x "$dir/bin/ginkgo" ] || GOBIN="$dir/bin" go install -p "$JOBS" -trimpath -ldflags "-s -w" \
+      "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo_v"
+  fi
+  local sdir="$CACHE/sample-apiserver-$SAMPLE_APISERVER_VERSION"
+  [ -x "$sdir/bin/sample-apiserver" ] && return 0
+  mkdir -p "$sdir/src" "$sdir/bin" && cd "$sdir/src"
+  if [ ! -f go.mod ]; then
+    go mod init kboot.local/sampleapiserver >/dev/null 2>&1
+    go get "k8s.io/sample-apiserver@$SAMPLE_APISERVER_VERSION"
+  fi
+  GOFLAGS="$GOFLAGS -mod=mod" go build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$sdir/bin/sample-apiserver" k8s.io/sample-apiserver
 }
 
 # cri-tools first (small; the CRI tests need it), then etcd, then the long Kubernetes build.
@@ -130,6 +177,7 @@ case "$ONLY" in
   coredns) build_coredns ;;
   flannel) build_flannel ;;
   k8s) build_k8s ;;
-  *) echo "build-k8s: --only takes cri-tools, etcd, coredns, flannel or k8s" >&2; exit 2 ;;
+  e2e) build_e2e ;;
+  *) echo "build-k8s: --only takes cri-tools, etcd, coredns, flannel, k8s or e2e" >&2; exit 2 ;;
 esac
 echo "build-k8s: done ($ONLY) in $CACHE"

@@ -17,9 +17,10 @@
 # - nonewprivs:1.3: a setuid-root static program printing "Effective uid: N".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/images.sh
 NS_PID=${1:?usage: critest-images.sh NETNS_PID}
 ROOTFS_TOOLS=${ROOTFS_TOOLS:-${CARGO_TARGET_DIR:-$PWD/target}/debug/rootfs-tools}
-KEY=$(sha256sum "$0" | cut -c1-16)
+KEY=$(cat "$0" scripts/lib/images.sh | sha256sum | cut -c1-16)
 CACHE=${CACHE:-/var/cache/kboot-build/critest-images}/$KEY
 DEBS=${DEBS:-/var/cache/kboot-build/critest-debs}
 mkdir -p "$CACHE" "$DEBS"
@@ -30,12 +31,7 @@ in_ns() { nsenter --net=/proc/$NS_PID/ns/net -- "$@"; }
 stage=$CACHE/stage
 build_stages() {
   rm -rf "$stage" && mkdir -p "$stage"
-  local pkg
-  for pkg in busybox nginx; do
-    ls "$DEBS"/${pkg}_*.deb >/dev/null 2>&1 && continue
-    # `apt-get download` needs the package lists; fetch them once if it fails without.
-    (cd "$DEBS" && { apt-get download "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$pkg" >/dev/null; }; })
-  done
+  img_debs "$DEBS" busybox
   local bb=$stage/busybox
   mkdir -p "$bb/bin" "$bb/usr/bin" "$bb/etc" "$bb/tmp" "$bb/var/run" "$bb/root"
   dpkg-deb --fsys-tarfile "$DEBS"/busybox_*.deb | tar -x -C "$stage" ./bin/busybox
@@ -44,48 +40,15 @@ build_stages() {
     [ "$a" = busybox ] || ln -f "$bb/bin/busybox" "$bb/bin/$a"
   done
   cp /usr/bin/pgrep /usr/bin/ipcs "$bb/usr/bin/"
-  with_libs "$bb" "$bb/bin/busybox" /usr/bin/pgrep /usr/bin/ipcs
+  img_with_libs "$bb" "$bb/bin/busybox" /usr/bin/pgrep /usr/bin/ipcs
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\ndefault-user:x:1000:1000::/:/bin/sh\n' > "$bb/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\nwww-data:x:33:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n' > "$bb/etc/group"
   chmod 1777 "$bb/tmp"
 
-  local ng=$stage/nginx
-  mkdir -p "$ng/usr/sbin" "$ng/etc/nginx" "$ng/var/log/nginx" "$ng/var/lib/nginx" "$ng/usr/share/nginx/html"
-  dpkg-deb --fsys-tarfile "$DEBS"/nginx_*.deb | tar -x -O ./usr/sbin/nginx > "$ng/usr/sbin/nginx"
-  chmod 755 "$ng/usr/sbin/nginx"
-  with_libs "$ng" "$ng/usr/sbin/nginx"
-  echo '<html><body>Welcome to nginx!</body></html>' > "$ng/usr/share/nginx/html/index.html"
+  img_nginx_stage "$stage/nginx" "$DEBS"
   mkdir -p "$stage/www" && echo '<html><body>It works!</body></html>' > "$stage/www/index.html"
-  for port in 80 12003; do
-    cat > "$stage/nginx-$port.conf" <<CONF
-user nobody nogroup;
-worker_processes 1;
-pid /var/run/nginx.pid;
-error_log stderr;
-events { worker_connections 64; }
-http {
-  access_log off;
-  server { listen $port; root /usr/share/nginx/html; }
-}
-CONF
-  done
-
-  mkdir -p "$stage/nnp"
-  cat > "$stage/nnp/nnp.c" <<'C'
-#include <stdio.h>
-#include <unistd.h>
-int main(void) { printf("Effective uid: %d\n", geteuid()); return 0; }
-C
-  gcc -static -O2 -o "$stage/nnp/nnp" "$stage/nnp/nnp.c"
-}
-
-# Copies the shared libraries of the given binaries (ldd) into the stage at their paths.
-with_libs() {
-  local root=$1; shift
-  ldd "$@" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u | while read -r lib; do
-    mkdir -p "$root/$(dirname "$lib")"
-    cp -L "$lib" "$root/$lib"
-  done
+  for port in 80 12003; do img_nginx_conf "$stage/nginx-$port.conf" "$port"; done
+  img_nnp "$stage/nnp"
 }
 
 # --- images -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
+. "$HERE/lib/images.sh"
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.4}
 CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
@@ -142,13 +143,7 @@ done
 
 # The registry: loopback only, its own data dir, no auth.
 REG_DIR=$CACHE/e2e-registry
-mkdir -p "$REG_DIR/data"
-cat > "$REG_DIR/config.yml" <<EOF
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $REG_DIR/data}, delete: {enabled: true}, cache: {blobdescriptor: inmemory}}
-http: {addr: $REG, secret: kboot-e2e-local}
-EOF
+img_registry_config "$REG_DIR/config.yml" "$REG" "$REG_DIR/data"
 if ! curl -fsS "http://$REG/v2/" >/dev/null 2>&1; then
   stop_registry
   docker-registry serve "$REG_DIR/config.yml" >"$E2E_DIR/registry.log" 2>&1 &
@@ -162,14 +157,8 @@ fi
 for ref in $all_refs; do
   name=$(echo "$ref" | tr '/:' '__')
   [ -f "$OUT/$name.digest" ] || continue
-  repo=${ref%:*}; tag=${ref##*:}; path=${repo#*/}
-  want=$(cat "$OUT/$name.digest")
-  have=$(curl -fsS -o /dev/null -w '%header{docker-content-digest}' -I \
-           -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/$path/manifests/$tag" 2>/dev/null || true)
-  if [ "$have" != "$want" ]; then
-    log "pushing $ref -> $REG/$path:$tag"
-    skopeo copy -q --dest-tls-verify=false "oci:$OUT/$name:$tag" "docker://$REG/$path:$tag"
-  fi
+  repo=${ref%:*}
+  img_push "$OUT/$name" "${ref##*:}" "$REG" "${repo#*/}"
 done
 
 CONF=$E2E_DIR/config

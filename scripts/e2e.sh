@@ -28,39 +28,9 @@ if [ -z "${E2E_HERE:-}" ]; then
 fi
 HERE=$E2E_HERE
 REPO=$(dirname "$HERE")
-K8S_VERSION=${K8S_VERSION:-v1.34.4}
-CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
-export E2E_DIR=${E2E_DIR:-/var/tmp/kboot-e2e}
-# KBOOT=path: the kboot binary to test (e.g. target/release/kboot for the figures).
-KBOOT=${KBOOT:-${CARGO_TARGET_DIR:-$REPO/target}/debug/kboot}
-KUBECTL_BIN=$CACHE/k8s-$K8S_VERSION/bin/kubectl
-READY_TIMEOUT=${E2E_READY_TIMEOUT:-300s}
-MASTER_IP=10.213.0.1 WORKER_IP=10.213.0.2 NETNS=kboot-e2e-w VETH_M=kbe2e-m VETH_W=kbe2e-w
-# The worker's cgroup subtree (in every hierarchy): its kubelet's /kubepods must not be the
-# master's, a kubelet kills the processes of pod cgroups it does not know.
-W_CGROUP=kboot-e2e-w
-M_ROOT=$E2E_DIR/master/root M_STATE=$E2E_DIR/master/state CONF=$E2E_DIR/config
-W_ROOT=$E2E_DIR/worker/root W_STATE=$E2E_DIR/worker/state
+. "$HERE/lib/cluster.sh"
 RESULTS=$E2E_DIR/results.txt
-# E2E_USE_CNI=1: flannel (USE_CNI=true) instead of the bridge network; FLANNEL_BACKEND as given
-# (vxlan by default here: the worker's node is behind a veth pair, vxlan runs over it).
-USE_CNI=false NET_ARGS=()
-if [ "${E2E_USE_CNI:-0}" = 1 ]; then
-  USE_CNI=true NET_ARGS=(--use-cni --flannel-backend "${E2E_FLANNEL_BACKEND:-vxlan}")
-fi
-KUBECONFIG_FILE=$E2E_DIR/admin.conf
-
 log() { echo "e2e: $*" >&2; }
-# flannel_running SUBNET_FILE km|kw: kboot's flannel container of that node is running and
-# has written the node's subnet file (it exits and restarts until the node has a pod CIDR).
-flannel_running() {
-  local env=$1; shift
-  "$@" ps 2>/dev/null | grep -E '^flannel[[:space:]]' | grep -qw running && grep -q '^FLANNEL_SUBNET=' "$env"
-}
-km() { "$KBOOT" --root "$M_ROOT" --state "$M_STATE" --config "$CONF" "$@"; }
-kw() { ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" \
-         "$KBOOT" --root "$W_ROOT" --state "$W_STATE" --config "$CONF" "$@"; }
-kc() { "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=20s "$@"; }
 pass() { echo "PASS $*" | tee -a "$RESULTS" >&2; }
 FAILED=0
 # A failed check that does not block the next steps: recorded, the run goes on, exit 1 at the end.
@@ -72,48 +42,6 @@ fail() {
   [ "${E2E_KEEP:-0}" = 1 ] || cleanup
   exit 1
 }
-# wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND once a second.
-wait_for() {
-  local secs=$1 what=$2; shift 2
-  for _ in $(seq "$secs"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
-  log "timed out after ${secs}s waiting for $what"; return 1
-}
-
-diagnose() {
-  log "---- diagnostics ----"
-  km ps 2>&1 | sed 's/^/  ps: /' >&2
-  for c in etcd kubelet kube-bootstrap; do
-    km logs "$c" --tail 25 2>&1 | sed "s/^/  $c: /" >&2
-  done
-  local sup=$M_STATE/supervisor.log
-  [ -f "$sup" ] && tail -n 30 "$sup" | sed 's/^/  supervisor: /' >&2
-  km logs kubelet 2>/dev/null | grep -E '^E[0-9]{4}|error|Error|failed' | tail -n 25 | sed 's/^/  kubelet-errors: /' >&2
-  if [ -s "$KUBECONFIG_FILE" ]; then
-    kc get nodes -o wide 2>&1 | sed 's/^/  nodes: /' >&2
-    kc get pods -A -o wide 2>&1 | sed 's/^/  pods: /' >&2
-    kc get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 15 | sed 's/^/  events: /' >&2
-  fi
-}
-
-# Pids this run started: the supervisors (pid files in our own state dirs), their shims
-# (records under state/shims) and the shims' children (the containers).
-# Arguments: the state dirs (default: master and worker).
-our_pids() {
-  local st f p dirs=("$@")
-  [ $# -gt 0 ] || dirs=("$M_STATE" "$W_STATE")
-  for st in "${dirs[@]}"; do
-    [ -f "$st/supervisor.pid" ] && cat "$st/supervisor.pid"
-    # Shims (also the CRI's) carry --state on their command line: this run's own directory.
-    for p in $(pgrep -f -- "--state $st "); do echo "$p"; pgrep -P "$p"; done
-    for f in "$st"/shims/*.json; do
-      [ -f "$f" ] || continue
-      for p in $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r.get("shim_pid") or "", r.get("init_pid") or "")' "$f"); do
-        echo "$p"; pgrep -P "$p"
-      done
-    done
-  done | sort -u | while read -r p; do kill -0 "$p" 2>/dev/null && echo "$p"; done
-}
-
 # GAP (issue 6 integration): `kboot run` does not serve the CRI socket yet. Until it does,
 # start `kboot cri serve` on the same root/state as a stand-in so the kubelet gets further;
 # the results file records that the stand-in was used. E2E_CRI_STANDIN=0 disables it.
@@ -127,69 +55,6 @@ cri_standin() { # NAME [PREFIX COMMAND...]: PREFIX runs kboot in the node's name
   echo $! > "$E2E_DIR/$name/cri.pid"
   for _ in $(seq 20); do [ -S "$state/cri.sock" ] && return 0; sleep 0.5; done
   return 1
-}
-
-# Host paths kboot's roles use that are not under --root/--state: note what existed before,
-# so cleanup removes only what this run created.
-HOST_MARK=$E2E_DIR/host-before
-host_preflight() {
-  if mountpoint -q /var/lib/kubelet || [ -n "$(ls -A /etc/kubernetes/manifests 2>/dev/null)" ]; then
-    log "/var/lib/kubelet is mounted or /etc/kubernetes/manifests is not empty: another cluster runs here; not touching it"
-    exit 2
-  fi
-  { [ -e /var/lib/kubelet ] && echo kubelet-dir
-    [ -e /etc/kubernetes ] && echo etc-kubernetes
-    [ -e /etc/cni/net.d ] && echo cni-conf
-    [ -e /opt/cni/bin ] && echo cni-bin
-    [ -e /opt/cni/bin/flannel ] && echo cni-flannel; } > "$HOST_MARK"
-}
-host_restore() {
-  [ -f "$HOST_MARK" ] || return 0
-  if mountpoint -q /var/lib/kubelet; then
-    echo "FINDING kboot down --purge left mounts under /var/lib/kubelet: $(grep -c ' /var/lib/kubelet' /proc/self/mountinfo); unmounted by e2e cleanup" | tee -a "$RESULTS" >&2
-    umount -R /var/lib/kubelet
-  fi
-  grep -qx kubelet-dir "$HOST_MARK" || rm -rf /var/lib/kubelet
-  rm -rf /etc/kubernetes/manifests /etc/kubernetes/kubelet-config.yaml
-  rm -f /etc/kubernetes/kboot-root
-  grep -qx etc-kubernetes "$HOST_MARK" || rmdir /etc/kubernetes 2>/dev/null
-  rm -f /etc/cni/net.d/10-kboot-bridge.conflist /etc/cni/net.d/10-flannel.conflist
-  rm -rf /etc/kubernetes/flannel /run/flannel
-  grep -qx cni-flannel "$HOST_MARK" || rm -f /opt/cni/bin/flannel
-  grep -qx cni-bin "$HOST_MARK" || rmdir /opt/cni/bin /opt/cni 2>/dev/null
-  grep -qx cni-conf "$HOST_MARK" || rmdir /etc/cni/net.d /etc/cni 2>/dev/null
-  rm -f "$HOST_MARK"
-}
-
-stop_standin() { # NAME: the stand-in is part of "the supervisor" for the fault and down steps
-  local f=$E2E_DIR/$1/cri.pid
-  [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
-  rm -f "$f" "$E2E_DIR/$1/state/cri.sock"
-}
-
-cleanup() {
-  log "cleanup"
-  if [ -d "$E2E_DIR/worker" ] && ip netns list | grep -qw "$NETNS"; then
-    [ -e "$E2E_DIR/worker/mnt" ] && kw down --purge >/dev/null 2>&1
-  fi
-  [ -d "$M_ROOT" ] && km down --purge >/dev/null 2>&1
-  stop_standin master; stop_standin worker
-  local left; left=$(our_pids)
-  if [ -n "$left" ]; then
-    echo "FINDING processes left after kboot down --purge (killed by e2e cleanup): $(for p in $left; do tr '\0' ' ' < "/proc/$p/cmdline" | cut -c1-80; echo ';'; done | tr -d '\n')" | tee -a "$RESULTS" >&2
-    # shellcheck disable=SC2086
-    kill -9 $left 2>/dev/null
-  fi
-  host_restore
-  if [ -f "$E2E_DIR/worker/holder.pid" ]; then
-    kill "$(cat "$E2E_DIR/worker/holder.pid")" 2>/dev/null; rm -f "$E2E_DIR/worker/holder.pid"
-  fi
-  ip netns list | grep -qw "$NETNS" && ip netns delete "$NETNS"
-  ip link show "$VETH_M" >/dev/null 2>&1 && ip link delete "$VETH_M"
-  for d in /sys/fs/cgroup/*/"$W_CGROUP" /sys/fs/cgroup/"$W_CGROUP"; do
-    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-  done
-  "$HERE/e2e-images.sh" --stop
 }
 
 if [ "${1:-}" = "--clean" ]; then cleanup; exit 0; fi
@@ -208,13 +73,7 @@ mkdir -p "$E2E_DIR/master" "$E2E_DIR/worker"
 : > "$RESULTS"
 echo "# kboot e2e $(date -u +%FT%TZ) $(git -C "$REPO" rev-parse --short HEAD)" >> "$RESULTS"
 
-ip link add "$VETH_M" type veth peer name "$VETH_W"
-ip netns add "$NETNS"
-ip link set "$VETH_W" netns "$NETNS"
-ip addr add "$MASTER_IP/24" dev "$VETH_M"; ip link set "$VETH_M" up
-ip -n "$NETNS" addr add "$WORKER_IP/24" dev "$VETH_W"
-ip -n "$NETNS" link set "$VETH_W" up; ip -n "$NETNS" link set lo up
-ip -n "$NETNS" route add default via "$MASTER_IP"
+cluster_net_up
 
 # --- step 1: master --------------------------------------------------------------------------
 log "step 1: kboot run master --detach --wait-ready (empty store: pulls from the loopback registry)"
@@ -312,38 +171,8 @@ cri=$(cat "$E2E_DIR/master/cri.pid" 2>/dev/null)
 # worker's own --state dir.
 step2() {
 log "step 2: worker in netns $NETNS ($WORKER_IP)"
-join=$(grep -oE 'kboot run worker .*' "$E2E_DIR/master/run.out" "$E2E_DIR/master/run.err" | head -n1 | sed 's/^[^:]*://')
-[ -n "$join" ] || { soft_fail "step2 join command printed by the master"; return 1; }
-cp "$M_ROOT/pki/ca.crt" "$E2E_DIR/worker/ca.crt"
-ip netns exec "$NETNS" unshare --mount --propagation private env W_CGROUP="$W_CGROUP" sh -c '
-  # /run/flannel: each node'"'"'s flanneld writes its own subnet.env there.
-  for d in /etc/kubernetes /var/lib/kubelet /var/log/pods /var/log/containers /etc/cni/net.d /run/flannel; do
-    mkdir -p "$d" "$E2E_DIR/worker/fs$d"; mount --bind "$E2E_DIR/worker/fs$d" "$d"
-  done
-  mount --make-rshared /var/lib/kubelet
-  # ip netns exec mounted a fresh sysfs without the cgroup hierarchies: mount them again
-  # (same hierarchies as the host, libcontainer and the kubelet need them), each one showing
-  # only the subtree $W_CGROUP, as a second machine would have its own.
-  mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup
-  while read -r dev mnt type opts _; do
-    case $type in cgroup|cgroup2)
-      mkdir -p "$mnt"; mount -t "$type" -o "$opts" "$dev" "$mnt"
-      mkdir -p "$mnt/$W_CGROUP"
-      case ,$opts, in *,cpuset,*)
-        cat "$mnt/cpuset.cpus" > "$mnt/$W_CGROUP/cpuset.cpus"
-        cat "$mnt/cpuset.mems" > "$mnt/$W_CGROUP/cpuset.mems";;
-      esac
-      mount --bind "$mnt/$W_CGROUP" "$mnt";;
-    esac
-  done < /proc/1/mounts
-  for l in /proc/1/root/sys/fs/cgroup/*; do
-    [ -L "$l" ] && ln -sfn "$(readlink "$l")" "/sys/fs/cgroup/${l##*/}"
-  done
-  exec sleep infinity' &
-# ip netns exec, unshare and sh all exec: $! ends up being the sleep holding the namespace.
-echo $! > "$E2E_DIR/worker/holder.pid"
-ln -sfn "/proc/$!/ns/mnt" "$E2E_DIR/worker/mnt"
-wait_for 10 "worker mount namespace" sh -c "nsenter --mount='$E2E_DIR/worker/mnt' true" || { soft_fail "step2 worker mount namespace"; return 1; }
+grep -qE 'kboot run worker ' "$E2E_DIR/master/run.out" "$E2E_DIR/master/run.err" || { soft_fail "step2 join command printed by the master"; return 1; }
+worker_mount_ns || { soft_fail "step2 worker mount namespace"; return 1; }
 # The registry listens on the host's loopback only, which the worker's namespace does not
 # reach: carry the images over the air-gap way, kboot save on the master, kboot load here.
 flannel_images=()
@@ -354,12 +183,7 @@ km save -o "$E2E_DIR/worker/images.tar" "ghcr.io/siderolabs/kubelet:$K8S_VERSION
   "registry.k8s.io/kube-proxy:$K8S_VERSION" docker.io/library/busybox:1.36 "${flannel_images[@]}" >&2 \
   || { soft_fail "step2 kboot save on the master"; return 1; }
 kw load -i "$E2E_DIR/worker/images.tar" >&2 || { soft_fail "step2 kboot load on the worker"; return 1; }
-# shellcheck disable=SC2086 # the join line is split into its arguments on purpose
-set -- ${join#kboot run worker }
-# nsenter --mount resets the working directory: give the CA as an absolute path.
-args=(); for a in "$@"; do [ "$a" = ca.crt ] && a=$E2E_DIR/worker/ca.crt; args+=("$a"); done; set -- "${args[@]}"
-(cd "$E2E_DIR/worker" && kw run worker "$@" --ip-address "$WORKER_IP" "${NET_ARGS[@]}" --detach --wait-ready --timeout "$READY_TIMEOUT") \
-  > "$E2E_DIR/worker/run.out" 2>&1
+worker_join
 rc=$?; cat "$E2E_DIR/worker/run.out" >&2
 [ $rc = 0 ] || { soft_fail "step2 kboot run worker exited $rc"; return 1; }
 cri_standin worker ip netns exec "$NETNS" nsenter --mount="$E2E_DIR/worker/mnt" || { soft_fail "step2 worker CRI socket"; return 1; }
@@ -382,8 +206,7 @@ if [ "$USE_CNI" = true ]; then
 else
   # Each node's bridge network has the subnet the controller-manager allocated to it; routes
   # between nodes are not kboot's without flannel (USE_CNI): the "network" routes them here.
-  ip route replace "$w_cidr" via "$WORKER_IP"
-  ip -n "$NETNS" route replace "$m_cidr" via "$MASTER_IP"
+  pod_routes >/dev/null || { soft_fail "step2 routes between the pod CIDRs"; return 1; }
 fi
 # The pod's exit status is the check (Succeeded only if the master's pod answered with its
 # name), so it does not depend on `kubectl logs`.

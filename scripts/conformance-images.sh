@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Assembles the images Kubernetes' conformance tests run, with rootfs-tools from the Go builds
+# of scripts/build-k8s.sh (--only e2e) and Debian packages, under the names
+# `e2e.test --list-images` prints with KUBE_TEST_REPO_LIST pointing at the loopback registry
+# scripts/e2e-images.sh serves (127.0.0.1:5055), and pushes them there. vendor-images.md says
+# how each differs from upstream's; a site with internet pulls upstream's instead.
+#
+#   scripts/conformance-images.sh        # needs the registry up (scripts/e2e-images.sh)
+#
+# Output: $E2E_DIR/repo-list.yaml (the KUBE_TEST_REPO_LIST file), $E2E_DIR/images.txt (every
+# image e2e.test lists, and whether it was built). Layouts: $KBOOT_BUILD_CACHE/conformance-images/<key>,
+# <key> hashing this script, lib/images.sh and the input binaries.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+. "$HERE/lib/images.sh"
+export PATH=$PATH:/usr/local/go/bin
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+SAMPLE_APISERVER_VERSION=${SAMPLE_APISERVER_VERSION:-v0.29.2}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}
+CACHE=${KBOOT_BUILD_CACHE:-/var/cache/kboot-build}
+E2E_DIR=${E2E_DIR:-/var/tmp/kboot-e2e}
+REG=127.0.0.1:${E2E_REGISTRY_PORT:-5055}
+BIN=$CACHE/k8s-$K8S_VERSION/bin
+SAMPLE_BIN=$CACHE/sample-apiserver-$SAMPLE_APISERVER_VERSION/bin/sample-apiserver
+COREDNS_BIN=$CACHE/coredns-$COREDNS_VERSION/bin/coredns
+RT=${CARGO_TARGET_DIR:-$REPO/target}/debug/rootfs-tools
+log() { echo "conformance-images: $*" >&2; }
+
+[ -x "$BIN/e2e.test" ] && [ -x "$BIN/agnhost" ] && [ -x "$SAMPLE_BIN" ] || "$HERE/build-k8s.sh" --only e2e "$K8S_VERSION"
+curl -fsS "http://$REG/v2/" >/dev/null || { log "no registry on $REG: run scripts/e2e-images.sh first"; exit 1; }
+[ -x "$RT" ] || (cd "$REPO" && cargo build -q -p rootfs-tools)
+# Files from the k8s.io/kubernetes module (already in the module cache from the build).
+KMOD=$(cd "$CACHE/k8s-$K8S_VERSION/src" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+
+# Every registry the suite names, moved to the loopback one; the invalid, private and
+# authenticated registries stay as they are (tests expect pulls from them to fail).
+mkdir -p "$E2E_DIR"
+cat > "$E2E_DIR/repo-list.yaml" <<EOF
+promoterE2eRegistry: $REG/e2e-test-images
+gcRegistry: $REG
+gcEtcdRegistry: $REG
+dockerLibraryRegistry: $REG/library
+sigStorageRegistry: $REG/sig-storage
+buildImageRegistry: $REG/build-image
+cloudProviderGcpRegistry: $REG/cloud-provider-gcp
+EOF
+listed=$(KUBE_TEST_REPO_LIST=$E2E_DIR/repo-list.yaml "$BIN/e2e.test" --list-images 2>/dev/null | sort -u)
+[ -n "$listed" ] || { log "e2e.test --list-images printed nothing"; exit 1; }
+
+key=$( { cat "$0" "$HERE/lib/images.sh"; stat -c '%n %s %Y' "$BIN/agnhost" "$SAMPLE_BIN" /bin/busybox; } | sha256sum | cut -c1-16)
+OUT=$CACHE/conformance-images/$key
+S=$OUT/stage DEBS=$CACHE/conformance-debs
+mkdir -p "$OUT"
+
+# --- stages -----------------------------------------------------------------------------------
+# bb_tree DIR [APPLET...]: Debian's busybox-static (the host's) with its applet links in /bin,
+# except the applets named (a Debian package provides them in the image). /bin/sh is bash:
+# Debian's busybox ash (1.35 and trixie's 1.37 alike) drops environment variables whose names
+# are not shell identifiers (`data-1`), which upstream's busybox keeps and the ConfigMap/Secret
+# environment tests check.
+bb_tree() {
+  local dir=$1 a; shift
+  mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root" "$dir/var/run"
+  chmod 1777 "$dir/tmp"
+  cp /bin/busybox "$dir/bin/busybox"
+  for a in $(/bin/busybox --list); do
+    case " sh $* " in *" $a "*) continue;; esac
+    [ -e "$dir/bin/$a" ] || ln -s busybox "$dir/bin/$a"
+  done
+  # Debian's bash (the host's, from the same release) with its libraries.
+  cp /bin/bash "$dir/bin/bash" && img_with_libs "$dir" /bin/bash
+  ln -s bash "$dir/bin/sh"
+  printf '%s\n' root:x:0:0:root:/root:/bin/sh daemon:x:1:1:daemon:/usr/sbin:/bin/false \
+    www-data:x:33:33:www-data:/var/www:/bin/false nobody:x:65534:65534:nobody:/home:/bin/false > "$dir/etc/passwd"
+  printf '%s\n' root:x:0: daemon:x:1: www-data:x:33: nogroup:x:65534: nobody:x:65534: > "$dir/etc/group"
+}
+
+build_stages() {
+  rm -rf "$S" && mkdir -p "$S"
+  bb_tree "$S/busybox"
+  # agnhost: upstream's is alpine with bind-tools, curl, netcat-openbsd, iproute2, bash; the same
+  # tools come from Debian (--apt in the image), so busybox must not shadow nc or ip.
+  local a=$S/agnhost
+  bb_tree "$a" nc netcat ip
+  cp "$BIN/agnhost" "$a/agnhost" && ln -s agnhost "$a/agnhost-2"
+  cp "$KMOD/test/images/agnhost/porter/localhost.crt" "$KMOD/test/images/agnhost/porter/localhost.key" "$a/"
+  chmod 644 "$a/localhost.crt" "$a/localhost.key"
+  mkdir -p "$a/uploads" "$a/usr/bin"
+  [ -x "$COREDNS_BIN" ] && cp "$COREDNS_BIN" "$a/coredns"
+  # netcat-openbsd reaches `nc` through update-alternatives, which rootfs-tools does not run.
+  ln -s /bin/nc.openbsd "$a/usr/bin/nc"; ln -s /bin/nc.openbsd "$a/usr/bin/netcat"
+  printf '%s\n' user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh >> "$a/etc/passwd"
+  printf '%s\n' user-defined-in-image:x:1000: group-defined-in-image:x:50000:user-defined-in-image >> "$a/etc/group"
+  for pet in nautilus kitten; do
+    mkdir -p "$S/$pet"
+    cp "$KMOD/test/images/$pet/html/"* "$S/$pet/" 2>/dev/null || printf '{\n  "image": "%s.jpg"\n}\n' "$pet" > "$S/$pet/data.json"
+  done
+  # httpd: busybox's httpd where upstream's alpine httpd keeps its documents, started by an
+  # httpd-foreground script as upstream's CMD is.
+  local h=$S/httpd
+  mkdir -p "$h/usr/local/apache2/htdocs" "$h/usr/local/bin"
+  echo '<html><body><h1>It works!</h1></body></html>' > "$h/usr/local/apache2/htdocs/index.html"
+  printf '%s\n' '#!/bin/sh' 'echo "AH00558: httpd: could not determine the server FQDN (kboot test stand-in)" >&2' \
+    'exec httpd -f -v -p 80 -h /usr/local/apache2/htdocs' > "$h/usr/local/bin/httpd-foreground"
+  chmod 755 "$h/usr/local/bin/httpd-foreground"
+  img_nginx_stage "$S/nginx" "$DEBS"
+  img_nginx_conf "$S/nginx/etc/nginx/nginx.conf" 80
+  img_nnp "$S/nnp"
+  mkdir -p "$S/pause"
+  printf '%s\n' '#include <signal.h>' '#include <sys/wait.h>' '#include <unistd.h>' \
+    'static void down(int s) { (void)s; _exit(0); }' \
+    'static void reap(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }' \
+    'int main(void) { signal(SIGINT, down); signal(SIGTERM, down); signal(SIGCHLD, reap); for (;;) pause(); }' \
+    > "$S/pause/pause.c"
+  gcc -static -O2 -o "$S/pause/pause" "$S/pause/pause.c"
+  touch "$S/.done"
+}
+
+PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+EXCL=(--apt-exclude debconf --apt-exclude adduser --apt-exclude init-system-helpers)
+# recipe REPO: the rootfs-tools arguments for an image repository (last path element), or
+# nothing when there is no recipe (the image is not used by any [Conformance] test).
+recipe() {
+  local agn=(--add "$S/agnhost:/" --apt curl --apt netcat-openbsd --apt bind9-dnsutils --apt iproute2
+             --apt libc-bin "${EXCL[@]}" --env "$PATH_ENV")
+  case $1 in
+    agnhost) R=("${agn[@]}" --entrypoint /agnhost --cmd pause) ;;
+    nautilus|kitten) R=("${agn[@]}" --add "$S/$1:/" --entrypoint /agnhost --cmd test-webserver) ;;
+    busybox) R=(--add "$S/busybox:/" --env "$PATH_ENV" --cmd sh) ;;
+    httpd) R=(--add "$S/busybox:/" --add "$S/httpd:/" --env "$PATH_ENV" --cmd httpd-foreground) ;;
+    nginx) R=(--add "$S/busybox:/" --add "$S/nginx:/" --env "$PATH_ENV" --cmd nginx --cmd=-g '--cmd=daemon off;') ;;
+    # Upstream's is Debian jessie with dnsutils: dig, getent, a shell.
+    jessie-dnsutils) R=(--add "$S/busybox:/" --apt bind9-dnsutils --apt libc-bin "${EXCL[@]}" --env "$PATH_ENV" --cmd sh) ;;
+    nonewprivs) R=(--add "$S/busybox:/" --add "$S/nnp/nnp:/usr/local/bin/nnp:4755" --env "$PATH_ENV" --cmd nnp) ;;
+    nonroot) R=(--add "$S/busybox:/" --env "$PATH_ENV" --user 1234 --cmd sh) ;;
+    pause) R=(--add "$S/pause/pause:/pause:755" --user 65535:65535 --entrypoint /pause) ;;
+    sample-apiserver) R=(--add "$SAMPLE_BIN:/sample-apiserver:755" --entrypoint /sample-apiserver) ;;
+    *) R=() ;;
+  esac
+}
+
+: > "$E2E_DIR/images.txt"
+for ref in $listed; do
+  case $ref in "$REG"/*) ;; *) echo "$ref not-local (a test expects this pull to fail, or it is not mapped)" >> "$E2E_DIR/images.txt"; continue;; esac
+  path=${ref#"$REG"/}; repo=${path%:*}; tag=${ref##*:}
+  if [ "$repo" = etcd ]; then
+    # The plans' etcd (scripts/e2e-images.sh) under this name already: /usr/local/bin/etcd.
+    echo "$ref from-e2e-images" >> "$E2E_DIR/images.txt"; continue
+  fi
+  recipe "${repo##*/}"
+  if [ "${#R[@]}" = 0 ]; then echo "$ref not-built (no [Conformance] test uses it)" >> "$E2E_DIR/images.txt"; continue; fi
+  name=$(echo "$path" | tr '/:' '__')
+  mark=$OUT/$name.$(printf '%s\n' "${R[@]}" | sha256sum | cut -c1-12).done
+  if [ ! -f "$mark" ]; then
+    [ -f "$S/.done" ] || build_stages
+    log "building $ref"
+    rm -rf "${OUT:?}/$name" "$OUT/$name".*.done
+    "$RT" build "${R[@]}" -o "$OUT/$name" --tag "$tag" > "$OUT/$name.digest"
+    touch "$mark"
+  fi
+  img_push "$OUT/$name" "$tag" "$REG" "$repo"
+  echo "$ref built $(cat "$OUT/$name.digest")" >> "$E2E_DIR/images.txt"
+done
+log "ready: $(grep -c ' built ' "$E2E_DIR/images.txt") images built and pushed to $REG; list in $E2E_DIR/images.txt, KUBE_TEST_REPO_LIST=$E2E_DIR/repo-list.yaml"
