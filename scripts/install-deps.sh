@@ -5,6 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(
   build-essential pkg-config libseccomp-dev protobuf-compiler   # build
+  libelf-dev zlib1g-dev                                           # build: libbpf (libcontainer's cgroupsv2_devices)
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests
@@ -12,6 +13,7 @@ APT_PACKAGES=(
   busybox-static etcd-server etcd-client                          # test images
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
   containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni
+  qemu-system-x86 qemu-utils mmdebstrap                           # scripts/vm.sh: the cgroup v2 + systemd guest (its kernel comes from its own rootfs)
 )
 
 missing=()

@@ -229,7 +229,7 @@ cmd_exec() {
   else
     script="$*"
   fi
-  printf 'set -e\n%s\n' "$script" > "$base.sh.tmp"
+  printf 'set -eo pipefail\n%s\n' "$script" > "$base.sh.tmp"
   mv "$base.sh.tmp" "$base.sh"
   local t0 deadline
   t0=$(now)
