@@ -8,6 +8,7 @@
 //! path on disk. `cli` is the only module that prints.
 
 pub mod bundle;
+pub mod cgroups;
 pub mod cli;
 pub mod cri;
 pub mod logging;
