@@ -20,10 +20,10 @@ skips=(--skip containers_probe_matches_runc)
 t0=$(date +%s)
 cargo build --quiet --bin kboot
 exe=$(cargo test --no-run --test privileged --message-format=json 2>/dev/null \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  | grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$exe" ] || { echo "vm-test.sh: no privileged test binary from cargo" >&2; exit 1; }
 # The test binary runs kboot from the path cargo compiled into it.
-kboot_path=$(grep -ao '/[[:alnum:]_./-]*/debug/kboot' "$exe" | head -1)
+kboot_path=$(grep -m1 -ao '/[[:alnum:]_./-]*/debug/kboot' "$exe" | head -1)
 echo "vm-test.sh: built in $(( $(date +%s) - t0 )) s; kboot at $kboot_path in the guest"
 
 scripts/vm.sh start
