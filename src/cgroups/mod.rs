@@ -28,7 +28,9 @@ pub enum Layout {
     V1 { hierarchies: Vec<String> },
 }
 
-/// Controllers libcontainer's v1 manager creates container cgroups in.
+/// Controllers libcontainer's v1 manager creates container cgroups in (libcgroups 0.7's
+/// `v1::CONTROLLERS`: every container gets a directory in each of these that is mounted;
+/// not in `rdma` or `misc`, so a bind of those would have no source).
 const V1_CONTROLLERS: &[&str] = &[
     "cpu",
     "cpuacct",
@@ -42,7 +44,6 @@ const V1_CONTROLLERS: &[&str] = &[
     "net_prio",
     "perf_event",
     "hugetlb",
-    "rdma",
 ];
 
 impl Layout {
@@ -99,6 +100,7 @@ mod tests {
 34 30 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,cpu,cpuacct
 35 30 0:31 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,pids
 36 25 0:31 /x /elsewhere/pids rw,relatime shared:15 - cgroup cgroup rw,pids
+37 30 0:32 / /sys/fs/cgroup/rdma rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,rdma
 ";
 
     #[test]
