@@ -12,8 +12,8 @@
 # script, the tier is reported NOT RUN with the command to run it by hand, as issue 7 allows;
 # KBOOT_E2E=1 makes that an error instead.
 # KBOOT_VM (auto|0|1): the cgroup v2 + systemd tier, a Debian guest under qemu TCG
-# (scripts/vm-test.sh with the tests that depend on the cgroup layout). It costs about 9 min
-# with the guest image cached and 14 min cold (docs/hosts.md); with less budget left it is
+# (scripts/vm-test.sh with the tests that depend on the cgroup layout). It costs about 11 min
+# with the guest image cached and 16 min cold (docs/hosts.md); with less budget left it is
 # reported NOT RUN, never passed; KBOOT_VM=1 runs it whatever the budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +69,7 @@ fi
 VM_TESTS=(containers_unprivileged_cannot_open containers_see_their_own_cgroup containers_busybox_runs
   cri_update_container_resources cri_crictl_pod_network)
 if [ "${KBOOT_VM:-auto}" != 0 ]; then
-  ls /var/cache/kboot-build/vm-*/disk.raw >/dev/null 2>&1 && vm_cost=540 || vm_cost=840
+  ls /var/cache/kboot-build/vm-*/disk.raw >/dev/null 2>&1 && vm_cost=660 || vm_cost=960
   left=$(( BUDGET_S - ($(date +%s) - START) ))
   if [ "${KBOOT_VM:-auto}" = 1 ] || [ "$left" -gt "$vm_cost" ]; then
     echo "== cgroup v2 + systemd: scripts/vm-test.sh (Debian 12 guest, qemu TCG)"
