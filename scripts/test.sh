@@ -35,6 +35,13 @@ cargo fmt --all -- --check
 cargo build --workspace --all-targets --locked
 # Every tier, the root-only ones (marked #[ignore = "privileged…"]) included.
 KBOOT_PRIVILEGED_TESTS=1 cargo test --workspace --locked -- --include-ignored
+# A shipped build has no test-only switch: the feature that runs an image's process as a
+# plain host process is on only in what `cargo test` builds (Cargo.toml [features]).
+cargo build --release --locked --bin kboot
+if grep -q KBOOT_TEST_ONLY_PLAIN_PROCESS "${CARGO_TARGET_DIR:-target}/release/kboot"; then
+  echo "scripts/test.sh: the release binary contains the test-only KBOOT_TEST_ONLY_PLAIN_PROCESS switch" >&2
+  exit 1
+fi
 
 not_run=()
 if [ "${KBOOT_CRITEST:-auto}" != 0 ]; then

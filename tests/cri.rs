@@ -279,6 +279,27 @@ async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
     let err = rt.run_pod_sandbox(handler).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("kata"), "{}", err.message());
+    // hostUsers: false is refused, never run in the host's user namespace.
+    let mut userns = pod("x", true);
+    let mapping = cri::IdMapping {
+        host_id: 100_000,
+        container_id: 0,
+        length: 65_536,
+    };
+    userns
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap()
+        .userns_options = Some(cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: vec![mapping],
+        gids: vec![mapping],
+    });
+    let err = rt.run_pod_sandbox(run(userns)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("hostUsers: false"), "{}", err.message());
     // A pod network with no CNI configuration: refused with the reason.
     let err = rt.run_pod_sandbox(run(pod("x", false))).await.unwrap_err();
     assert!(err.message().contains("net.d"), "{}", err.message());

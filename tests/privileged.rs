@@ -14,6 +14,7 @@ mod cri_grpc;
 mod cri_security;
 #[path = "privileged/cri_streaming.rs"]
 mod cri_streaming;
+mod hostile_images;
 mod roles_privileged;
 mod store_full_disk;
 mod unpack_overlay;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
@@ -17,6 +17,7 @@ use oci_spec::runtime::{
     MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+use crate::inroot::{passwd, InRootError, RootFs};
 use crate::plan::compose::parse_capability;
 use crate::plan::{Propagation, Service};
 
@@ -42,6 +43,10 @@ pub enum BundleError {
     },
     #[error("service `{service}`: user `{user}` not found in the image's /etc/passwd or /etc/group; use a numeric uid[:gid]")]
     UnknownUser { service: String, user: String },
+    // The cause is in the message and not in the chain (not named `source`): the CRI
+    // passes only the message on, and a chain would print it twice.
+    #[error("service `{service}`: {error}")]
+    ImageFile { service: String, error: InRootError },
     #[error("service `{service}`: device {}: {source}", path.display())]
     Device {
         service: String,
@@ -227,14 +232,22 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
     let args = command_line(svc, req.image)?;
     let env = environment(svc, req.image);
     let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("");
-    check_executable(req.rootfs, &svc.name, &args[0], path_var)?;
+    let image_file = |error| BundleError::ImageFile {
+        service: svc.name.clone(),
+        error,
+    };
+    // Every look into the image goes through the in-rootfs reader (links resolved inside).
+    let rootfs = RootFs::open(req.rootfs).map_err(image_file)?;
+    check_executable(&rootfs, &svc.name, &args[0], path_var)?;
 
     let (uid, gid) = match svc.user.as_deref().or(req.image.user.as_deref()) {
         None => (0, 0),
-        Some(u) => resolve_user(req.rootfs, u).ok_or_else(|| BundleError::UnknownUser {
-            service: svc.name.clone(),
-            user: u.to_owned(),
-        })?,
+        Some(u) => passwd::resolve_user(&rootfs, u)
+            .map_err(image_file)?
+            .ok_or_else(|| BundleError::UnknownUser {
+                service: svc.name.clone(),
+                user: u.to_owned(),
+            })?,
     };
     let caps = security::capability_set(svc.privileged, &svc.cap_add, &[], host);
     let capabilities = security::capabilities(svc.privileged, &caps).map_err(spec_err)?;
@@ -532,56 +545,16 @@ fn cgroup_mounts(
     }
 }
 
-/// Resolves `path` inside `root` the way the kernel would after `chroot(root)`:
-/// absolute symlinks restart at `root`, `..` never leaves it.
-fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
-    let mut cur = PathBuf::new();
-    let mut todo: Vec<PathBuf> = vec![path.to_path_buf()];
-    let mut hops = 0;
-    while let Some(p) = todo.pop() {
-        let mut comps: Vec<Component> = p.components().collect();
-        if p.is_absolute() {
-            cur = PathBuf::new();
-        }
-        comps.reverse();
-        while let Some(c) = comps.pop() {
-            match c {
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                Component::ParentDir => {
-                    cur.pop();
-                }
-                Component::Normal(n) => {
-                    let next = cur.join(n);
-                    let meta = root.join(&next).symlink_metadata().ok()?;
-                    if meta.file_type().is_symlink() {
-                        hops += 1;
-                        if hops > 40 {
-                            return None;
-                        }
-                        let target = fs::read_link(root.join(&next)).ok()?;
-                        let rest: PathBuf = comps.iter().rev().collect();
-                        comps.clear();
-                        if !rest.as_os_str().is_empty() {
-                            todo.push(rest);
-                        }
-                        todo.push(target);
-                        break;
-                    }
-                    cur = next;
-                }
-            }
-        }
-    }
-    Some(root.join(cur))
-}
-
 /// Fails early, with a message naming the service, when the program is not in
 /// the image: a container that cannot exec is a confusing restart loop otherwise.
-fn check_executable(rootfs: &Path, service: &str, program: &str, path_var: &str) -> Result<()> {
+fn check_executable(rootfs: &RootFs, service: &str, program: &str, path_var: &str) -> Result<()> {
+    // A path that cannot be resolved inside the image (a loop, a magic link) is not there.
     let found = |p: &Path| {
-        resolve_in_root(rootfs, p)
-            .and_then(|r| fs::metadata(r).ok())
-            .is_some_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        rootfs
+            .metadata(p)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_file() && m.is_executable())
     };
     let (ok, searched) = if program.contains('/') {
         let p = if program.starts_with('/') {
@@ -606,71 +579,6 @@ fn check_executable(rootfs: &Path, service: &str, program: &str, path_var: &str)
             searched,
         })
     }
-}
-
-/// `uid[:gid]`, `name[:group]`, numeric or looked up in the image.
-fn resolve_user(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        file.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-        })
-    };
-    let (uid, primary_gid) = match u.parse::<u32>() {
-        Ok(n) => (
-            n,
-            passwd
-                .lines()
-                .find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() >= 4 && f[2] == u).then(|| f[3].parse().ok())?
-                })
-                .unwrap_or(0),
-        ),
-        Err(_) => lookup(&passwd, u)?,
-    };
-    let gid = match g {
-        None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-                group.lines().find_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
-                })?
-            }
-        },
-    };
-    Some((uid, gid))
-}
-
-/// The groups the image's `/etc/group` lists the user with `uid` as a member of (by the
-/// name `/etc/passwd` gives that uid), in file order: what containerd adds as supplementary
-/// groups under the `Merge` policy.
-pub fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let Some(name) = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[0].to_owned())
-    }) else {
-        return Vec::new();
-    };
-    let group = fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-    group
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name))
-                .then(|| f[2].parse().ok())
-                .flatten()
-        })
-        .collect()
 }
 
 /// Writes `<dir>/config.json` (temp file → fsync → rename) and returns its path.

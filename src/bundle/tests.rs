@@ -474,16 +474,3 @@ fn security_apply_sets_paths_nnp_groups_seccomp_and_readonly_root() {
     let linux = spec.linux().as_ref().unwrap();
     assert!(linux.masked_paths().as_ref().unwrap().is_empty() && linux.seccomp().is_none());
 }
-
-#[test]
-fn image_groups_lists_the_groups_naming_the_user() {
-    let r = rootfs();
-    fs::write(
-        r.path().join("etc/group"),
-        "root:x:0:\netcd:x:997:\nkvm:x:105:etcd\nwheel:x:10:root,etcd\n",
-    )
-    .unwrap();
-    assert_eq!(image_groups(r.path(), 998), vec![105, 10]);
-    assert_eq!(image_groups(r.path(), 0), vec![10]);
-    assert!(image_groups(r.path(), 4242).is_empty());
-}

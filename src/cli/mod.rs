@@ -93,6 +93,17 @@ pub enum Command {
     Kubeconfig(roles::KubeconfigArgs),
 }
 
+impl Command {
+    /// Commands whose process starts or joins a container, or spawns those that do: they
+    /// run from a copy of the binary that a container cannot write (crate::seal).
+    fn starts_or_joins_containers(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_) | Command::Supervise(_) | Command::Shim(_) | Command::Exec(_) | Command::Cri(_)
+        )
+    }
+}
+
 /// What every handler gets: resolved paths and global settings.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -150,6 +161,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if cli.command.starts_or_joins_containers() {
+        // Before anything else: from here on a container may see this process (seal.rs).
+        if let Err(err) = crate::seal::ensure_sealed() {
+            return report(&err.into());
+        }
+    }
     crate::logging::init(&cli.log_level);
     let ctx = Context {
         paths: paths_from(cli.root.clone(), cli.state.clone(), cli.config.clone()),

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic, Sandbox};
-use crate::bundle::{build_spec, image_groups, security, write_config, BundleRequest, Host, SeccompProfile, Security};
+use crate::bundle::{build_spec, security, write_config, BundleRequest, Host, SeccompProfile, Security};
+use crate::inroot::{passwd, RootFs};
 use crate::plan::{Device, Propagation, Service, Volume};
 use crate::shim::record::{read_json, ExitRecord, ShimRecord};
 use crate::shim::{exit_record_path, shim_record_path};
@@ -420,7 +421,7 @@ pub(crate) fn prepare(
     )
     .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
     adapt_spec(&mut spec, paths, config, pod)?;
-    let user = run_user(&spec, &prepared.rootfs, config);
+    let user = run_user(&spec, &prepared.rootfs, config)?;
     security::apply(&mut spec, &security_of(config, &user), &host, id)
         .map_err(|e| CriError::InvalidArgument(e.to_string()))?;
     let bundle = crate::supervisor::records::bundle_dir(paths, id);
@@ -492,7 +493,7 @@ fn seccomp_of(sc: &kboot_cri::v1::LinuxContainerSecurityContext) -> SeccompProfi
 /// Who the container runs as: the spec's uid and gid (resolved from the request or the
 /// image), then as containerd: the primary gid, the image's groups naming the user (unless
 /// the policy is `Strict`) and the request's supplemental groups, without repeats.
-fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) -> RunUser {
+fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) -> Result<RunUser> {
     use kboot_cri::v1::SupplementalGroupsPolicy;
     let sc = c
         .linux
@@ -504,7 +505,14 @@ fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) 
         .as_ref()
         .map_or((0, 0), |p| (p.user().uid(), p.user().gid()));
     let strict = sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32;
-    let image = if strict { Vec::new() } else { image_groups(rootfs, uid) };
+    let image = if strict {
+        Vec::new()
+    } else {
+        // Read inside the rootfs: a hostile image's /etc/group is a clear error, never a host file.
+        RootFs::open(rootfs)
+            .and_then(|r| passwd::supplementary_groups(&r, uid))
+            .map_err(|e| CriError::InvalidArgument(e.to_string()))?
+    };
     let requested = sc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok());
     let mut groups = vec![gid];
     for g in image.into_iter().chain(requested) {
@@ -512,7 +520,7 @@ fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &ContainerConfig) 
             groups.push(g);
         }
     }
-    RunUser { uid, gid, groups }
+    Ok(RunUser { uid, gid, groups })
 }
 
 /// What the Compose-shaped service cannot say: the pod's namespaces (its pinned network
@@ -1050,12 +1058,12 @@ mod tests {
             },
             ..Default::default()
         };
-        let merge = run_user(&spec, tmp.path(), &config(sc(false)));
+        let merge = run_user(&spec, tmp.path(), &config(sc(false))).unwrap();
         assert_eq!(
             (merge.uid, merge.gid, merge.groups),
             (1000, 1000, vec![1000, 50000, 1234])
         );
-        let strict = run_user(&spec, tmp.path(), &config(sc(true)));
+        let strict = run_user(&spec, tmp.path(), &config(sc(true))).unwrap();
         assert_eq!(strict.groups, vec![1000, 1234]);
     }
 }

@@ -26,6 +26,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use super::{running, Result, ShimError};
+use crate::inroot::{passwd, RootFs};
 use crate::state::Paths;
 
 /// Namespaces joined, the mount namespace last (the others are opened through its /proc).
@@ -161,9 +162,18 @@ fn join_cgroups(pid: i32) {
 /// In the forked child: become the container's process and exec. Returns only on failure.
 fn become_container_process(spec: &Spec, args: &[String]) -> (Errno, String) {
     let process = spec.process().clone().unwrap_or_default();
+    // Looked up while still root, in the container's mount namespace (so `/` is its root),
+    // through the in-rootfs reader: the container may have made /etc/passwd a FIFO or a
+    // link to /dev/zero since it started. As libcontainer does for init: the user's home
+    // from the image, else `/` (also when the file is unreadable that way).
+    let home = RootFs::open(Path::new("/"))
+        .and_then(|r| passwd::home_of(&r, process.user().uid()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "/".to_owned());
     match drop_to(spec, &process) {
         Err(e) => e,
-        Ok(()) => match exec(&process, args) {
+        Ok(()) => match exec(&process, &home, args) {
             Err(e) => e,
             Ok(never) => match never {},
         },
@@ -220,19 +230,9 @@ fn drop_to(spec: &Spec, process: &Process) -> std::result::Result<(), (Errno, St
     Ok(())
 }
 
-fn exec(process: &Process, args: &[String]) -> std::result::Result<Infallible, (Errno, String)> {
+fn exec(process: &Process, home: &str, args: &[String]) -> std::result::Result<Infallible, (Errno, String)> {
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        // As libcontainer does for init: the user's home from the image, else `/`.
-        let uid = process.user().uid().to_string();
-        let home = fs::read_to_string("/etc/passwd")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 6 && f[2] == uid).then(|| f[5].to_owned())
-            })
-            .unwrap_or_else(|| "/".to_owned());
         env.push(format!("HOME={home}"));
     }
     let path_var = env

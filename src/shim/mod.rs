@@ -40,8 +40,23 @@ use record::{now_ms, proc_stat, write_json_volatile, ExitRecord, ShimRecord};
 
 /// Test-only: when set to `1`, the shim runs the bundle's `process.args` as a
 /// plain host process (no namespaces, no cgroups, no libcontainer), so the
-/// supervisor, logs and restart policies can be tested without root.
+/// supervisor, logs and restart policies can be tested without root. Compiled only
+/// with the `test-plain-process` feature, which only `cargo test` turns on: a shipped
+/// binary has no switch that runs an image's process outside its container.
+#[cfg(feature = "test-plain-process")]
 pub const TEST_ONLY_PLAIN_PROCESS_ENV: &str = "KBOOT_TEST_ONLY_PLAIN_PROCESS";
+
+/// Whether the test-only plain-process mode is on.
+#[cfg(feature = "test-plain-process")]
+fn plain_process() -> bool {
+    std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1")
+}
+
+/// Never, without the feature.
+#[cfg(not(feature = "test-plain-process"))]
+fn plain_process() -> bool {
+    false
+}
 
 /// Signals the shim passes on to the container's init.
 const FORWARDED: &[Signal] = &[
@@ -204,8 +219,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     } = stdio;
     let tty = cfg.attach.is_some_and(|m| m.tty);
 
-    let plain = std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1");
-    let started = if plain {
+    let started = if plain_process() {
         start_plain(cfg, tty, stdin, out_w, err_w)
     } else {
         start_container(cfg, tty, stdin, out_w, err_w)
@@ -416,6 +430,12 @@ fn start_container(
     Ok((pid, Some(container), Some(spec)))
 }
 
+#[cfg(not(feature = "test-plain-process"))]
+fn start_plain(_: &ShimConfig, _: bool, _: Option<OwnedFd>, _: OwnedFd, _: OwnedFd) -> Result<Started> {
+    unreachable!("plain_process() is false without the test-plain-process feature")
+}
+
+#[cfg(feature = "test-plain-process")]
 fn start_plain(cfg: &ShimConfig, tty: bool, stdin: Option<OwnedFd>, out_w: OwnedFd, err_w: OwnedFd) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let id = cfg.id.clone();
@@ -650,7 +670,8 @@ fn oom_kills(spec: &Spec) -> u64 {
 /// cgroups and security settings, see [`exec`]) with the caller's stdio, and returns
 /// its exit code. Called from a single-threaded CLI process, like the shim.
 pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
-    if std::env::var(TEST_ONLY_PLAIN_PROCESS_ENV).as_deref() == Ok("1") {
+    #[cfg(feature = "test-plain-process")]
+    if plain_process() {
         // Test-only: the "container" is a host process, so is the exec.
         let status = std::process::Command::new(&args[0])
             .args(&args[1..])

@@ -33,10 +33,11 @@ pub struct ShimCommand {
 }
 
 impl Default for ShimCommand {
-    /// This very binary's hidden `shim` subcommand.
+    /// This very binary's hidden `shim` subcommand: `/proc/self/exe`, so the shim runs the
+    /// supervisor's sealed copy (crate::seal), which has no path of its own.
     fn default() -> Self {
         Self {
-            program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            program: PathBuf::from("/proc/self/exe"),
             args: vec!["shim".into()],
         }
     }

@@ -353,7 +353,8 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(SupervisorError::SpawnDaemon)?;
+    // This very binary, even when it runs from a sealed copy without a path (crate::seal).
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     fs::create_dir_all(paths.root()).map_err(|source| SupervisorError::Io {
         step: "create",
         path: paths.root().to_owned(),
