@@ -16,6 +16,7 @@ APT_PACKAGES=(
   iproute2 iptables cpio xz-utils zstd hyperfine time             # networking, archives, benchmarks
   containernetworking-plugins                                     # CRI tests: bridge, host-local, loopback, portmap in /usr/lib/cni
   systemd groff-base                                              # service tests: systemd-analyze verify (no systemd as PID 1 needed), groff
+  qemu-system-x86 qemu-utils mmdebstrap                           # scripts/vm.sh: the cgroup v2 + systemd guest (its kernel comes from its own rootfs)
 )
 
 missing=()

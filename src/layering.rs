@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("base", &[]),
     ("logging", &[]),
     ("inroot", &[]),
+    ("cgroups", &[]),
     ("seal", &[]),
     ("layering", &[]),
     ("state", &["base"]),
@@ -24,7 +25,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["base", "state"]),
     ("registry", &["base", "state", "store"]),
     ("unpack", &["base", "state", "store"]),
-    ("bundle", &["base", "inroot", "plan", "state", "store", "unpack"]),
+    (
+        "bundle",
+        &["base", "cgroups", "inroot", "plan", "state", "store", "unpack"],
+    ),
     ("shim", &["base", "bundle", "inroot", "state"]),
     (
         "cri",

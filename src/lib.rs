@@ -10,6 +10,7 @@
 
 pub mod base;
 pub mod bundle;
+pub mod cgroups;
 pub mod cli;
 pub mod cri;
 pub mod inroot;

@@ -26,7 +26,12 @@ fn port(offset: u16) -> u16 {
 
 fn cgroup_procs(d: &Dir, name: &str) -> Vec<i64> {
     let cg = kboot::state::Paths::under(d.path()).cgroup(name);
-    std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cg}/cgroup.procs"))
+    let hierarchy = if kboot::cgroups::Layout::probe().is_unified() {
+        ""
+    } else {
+        "/memory"
+    };
+    std::fs::read_to_string(format!("/sys/fs/cgroup{hierarchy}{cg}/cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.parse().ok())
@@ -80,10 +85,16 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
     let cg = kboot::state::Paths::under(d.path()).cgroup("box");
     let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", "/proc/self/cgroup"]));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.lines().any(|l| l.contains(":memory:") && l.ends_with(&cg)),
-        "{text}"
-    );
+    if kboot::cgroups::Layout::probe().is_unified() {
+        // Inside the container's cgroup namespace its own cgroup is the root; a process
+        // left outside it would show a `/..` path.
+        assert_eq!(text, "0::/\n");
+    } else {
+        assert!(
+            text.lines().any(|l| l.contains(":memory:") && l.ends_with(&cg)),
+            "{text}"
+        );
+    }
 
     run_ok(d.kboot().args(["stop", "-t", "1", "box"]));
     let b = find(&ps(&mut d.kboot()), "box").clone();
@@ -630,4 +641,118 @@ fn containers_down_unmounts_leftover_views_without_records() {
         !d.path().join("root/containers").exists(),
         "`--purge` left the containers dir"
     );
+}
+
+/// A block device of the host that this (root) process can open: a disk (`/sys/block`)
+/// when one opens, else a loop or ram device (these build machines' own root may not open
+/// their disk). Its name and `major:minor`.
+fn host_disk() -> (String, String) {
+    let mut disks: Vec<(bool, String, String)> = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dev = std::fs::read_to_string(e.path().join("dev")).ok()?;
+            std::fs::File::open(Path::new("/dev").join(&name)).ok()?;
+            let virtual_dev = name.starts_with("loop") || name.starts_with("ram") || name.starts_with("zram");
+            Some((virtual_dev, name, dev.trim().to_owned()))
+        })
+        .collect();
+    disks.sort();
+    let (_, name, dev) = disks
+        .into_iter()
+        .next()
+        .expect("a block device root can open in /sys/block");
+    (name, dev)
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn containers_unprivileged_cannot_open_a_host_disk_it_mknods_privileged_can() {
+    require_root();
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let (disk, dev) = host_disk();
+    let (major, minor) = dev.split_once(':').unwrap();
+    // CAP_MKNOD is in the default set (as Docker's): the node is made (one per service: a
+    // `dir:` image is the same rootfs for both); only the devices
+    // cgroup (v1) or its eBPF program (v2) stands between the container and the disk.
+    let script = format!(
+        "exec 2>&1; n=/tmp/disk-$(hostname); mknod $n b {major} {minor} && if head -c 512 $n > /dev/null 2> $n.err; then echo opened; else echo refused: $(cat $n.err); fi"
+    );
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  plain:\n    image: dir:{r}\n    command: [\"/bin/sh\", \"-c\", {s:?}]\n  priv:\n    image: dir:{r}\n    privileged: true\n    command: [\"/bin/sh\", \"-c\", {s:?}]\n",
+            r = rootfs.display(),
+            s = script
+        ),
+    );
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    let logs =
+        |name: &str| String::from_utf8_lossy(&d.kboot().args(["logs", name]).output().unwrap().stdout).into_owned();
+    assert!(
+        wait_until(Duration::from_secs(20), || !logs("plain").is_empty()
+            && !logs("priv").is_empty()),
+        "no output: {:?} {:?}",
+        logs("plain"),
+        logs("priv")
+    );
+    let plain = logs("plain");
+    assert!(
+        plain.contains("refused") && plain.contains("Operation not permitted"),
+        "{disk} {dev}: {plain}"
+    );
+    assert_eq!(
+        logs("priv"),
+        "opened\n",
+        "{disk} {dev}: a privileged container may open it"
+    );
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn containers_see_their_own_cgroup_limits_read_only_at_sys_fs_cgroup() {
+    require_root();
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = write_plan(
+        &d,
+        &format!(
+            "services:\n  box:\n    image: dir:{}\n    command: [\"/bin/sh\", \"-c\", \"exec sleep 1000\"]\n    mem_limit: 64m\n    cpus: 0.5\n",
+            rootfs.display()
+        ),
+    );
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    let sh = |cmd: &str| {
+        d.kboot()
+            .args(["exec", "box", "--", "/bin/sh", "-c", cmd])
+            .output()
+            .unwrap()
+    };
+    let (memory, cpu) = if kboot::cgroups::Layout::probe().is_unified() {
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max")
+    } else {
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        )
+    };
+    let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", memory, cpu]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("67108864"), "{text}");
+    assert!(lines.next().is_some_and(|l| l.starts_with("50000")), "{text}");
+    // Its own limits are not its to raise.
+    let out = sh(&format!("echo 1073741824 > {memory}"));
+    assert!(!out.status.success(), "raising its own memory limit succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", memory]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "67108864\n");
 }

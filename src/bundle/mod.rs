@@ -139,6 +139,8 @@ pub struct Host {
     pub bounding_caps: Vec<Capability>,
     /// Host device nodes a privileged container sees in its tmpfs `/dev`.
     pub devices: Vec<LinuxDevice>,
+    /// The host's cgroup layout: what an unprivileged container's `/sys/fs/cgroup` is.
+    pub cgroups: crate::cgroups::Layout,
 }
 
 impl Host {
@@ -148,6 +150,7 @@ impl Host {
         Ok(Self {
             bounding_caps: caps_from_status(&status),
             devices: host_devices(Path::new("/dev")),
+            cgroups: crate::cgroups::Layout::probe(),
         })
     }
 }
@@ -299,6 +302,11 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
     if !svc.network_host {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    // On cgroup v2 an unprivileged container gets a cgroup namespace, so the cgroup2 it
+    // mounts at /sys/fs/cgroup is its own cgroup (as runc, containerd and Docker do there).
+    if !svc.privileged && host.cgroups.is_unified() {
+        namespaces.push(LinuxNamespaceType::Cgroup);
+    }
     let namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
@@ -402,7 +410,7 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
         )
         .hostname(svc.name.clone())
         .process(process)
-        .mounts(mounts(svc).map_err(spec_err)?)
+        .mounts(mounts(svc, &host.cgroups, req.cgroups_path).map_err(spec_err)?)
         .linux(linux.build().map_err(spec_err)?)
         .build()
         .map_err(spec_err)
@@ -449,15 +457,22 @@ fn environment(svc: &Service, image: &ImageDefaults) -> Vec<String> {
     out
 }
 
-fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecError> {
-    let m = |dst: &str, typ: &str, src: &str, opts: &[&str]| {
-        MountBuilder::default()
-            .destination(dst)
-            .typ(typ)
-            .source(src)
-            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .build()
-    };
+/// One spec mount.
+fn mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> std::result::Result<Mount, oci_spec::OciSpecError> {
+    MountBuilder::default()
+        .destination(dst)
+        .typ(typ)
+        .source(src)
+        .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+}
+
+fn mounts(
+    svc: &Service,
+    cgroups: &crate::cgroups::Layout,
+    cgroups_path: &str,
+) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecError> {
+    let m = mount;
     let mut out = vec![
         m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         // A tmpfs /dev: never the host's (libcontainer rewrites /dev/ptmx and
@@ -491,6 +506,7 @@ fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecErr
         )?);
     } else {
         out.push(m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?);
+        out.extend(cgroup_mounts(cgroups, cgroups_path)?);
     }
     for v in &svc.volumes {
         let prop = match v.propagation {
@@ -508,6 +524,46 @@ fn mounts(svc: &Service) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecErr
         )?);
     }
     Ok(out)
+}
+
+/// An unprivileged container's own cgroup at `/sys/fs/cgroup`, read-only, so runtimes that
+/// size themselves from their cgroup (the JVM, Go's automaxprocs, .NET, Node) see their
+/// limits. Privileged containers keep the host's `/sys` and with it every cgroup (kboot's
+/// kubelet manages the pods' cgroups through it).
+///
+/// v2: a cgroup2 mount inside the container's cgroup namespace (libcontainer's `cgroup`
+/// mount type; the `ro` option is honoured). v1: what runc does without a cgroup namespace
+/// (Docker's default on v1): a tmpfs holding a read-only bind of the container's own
+/// directory of each hierarchy. libcontainer's own v1 `cgroup` mount would ignore `ro` and
+/// bind the supervisor's name=systemd cgroup, hence the explicit mounts.
+fn cgroup_mounts(
+    cgroups: &crate::cgroups::Layout,
+    cgroups_path: &str,
+) -> std::result::Result<Vec<Mount>, oci_spec::OciSpecError> {
+    use crate::cgroups::Layout;
+    let m = |dst: String, typ: &str, src: String, opts: &[&str]| mount(&dst, typ, &src, opts);
+    let opts = ["nosuid", "noexec", "nodev", "relatime", "ro"];
+    match cgroups {
+        Layout::Unified => Ok(vec![m("/sys/fs/cgroup".into(), "cgroup", "cgroup".into(), &opts)?]),
+        Layout::V1 { hierarchies } => {
+            let mut out = vec![m(
+                "/sys/fs/cgroup".into(),
+                "tmpfs",
+                "tmpfs".into(),
+                &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+            )?];
+            let rel = cgroups_path.trim_start_matches('/');
+            for h in hierarchies {
+                out.push(m(
+                    format!("/sys/fs/cgroup/{h}"),
+                    "bind",
+                    format!("{}/{h}/{rel}", crate::cgroups::ROOT),
+                    &["bind", "nosuid", "noexec", "nodev", "ro"],
+                )?);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Fails early, with a message naming the service, when the program is not in

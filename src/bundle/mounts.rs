@@ -18,7 +18,10 @@ pub fn prepare_volumes(spec: &Spec) -> Result<()> {
         let (Some(source), Some(opts)) = (m.source(), m.options()) else {
             continue;
         };
-        if m.typ().as_deref() != Some("bind") || source == Path::new("/sys") {
+        // /sys, and the container's own cgroups (libcontainer creates those: made here they
+        // would exist before the v1 cpuset controller initialises them).
+        if m.typ().as_deref() != Some("bind") || source == Path::new("/sys") || source.starts_with(crate::cgroups::ROOT)
+        {
             continue;
         }
         if !source.exists() {

@@ -34,10 +34,17 @@ fn host() -> Host {
             .minor(232)
             .build()
             .unwrap()],
+        cgroups: crate::cgroups::Layout::V1 {
+            hierarchies: vec!["cpu,cpuacct".into(), "memory".into()],
+        },
     }
 }
 
 fn spec_for(svc: &Service, image: &ImageDefaults, root: &Path) -> Result<Spec> {
+    spec_on(svc, image, root, &host())
+}
+
+fn spec_on(svc: &Service, image: &ImageDefaults, root: &Path, host: &Host) -> Result<Spec> {
     build_spec(
         &BundleRequest {
             service: svc,
@@ -45,8 +52,78 @@ fn spec_for(svc: &Service, image: &ImageDefaults, root: &Path) -> Result<Spec> {
             rootfs: root,
             cgroups_path: "/kboot/t",
         },
-        &host(),
+        host,
     )
+}
+
+/// (destination, type, source, options) of the mounts at or under `/sys/fs/cgroup`.
+fn cgroup_mounts_of(spec: &Spec) -> Vec<(String, String, String, Vec<String>)> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.destination().starts_with("/sys/fs/cgroup"))
+        .map(|m| {
+            (
+                m.destination().display().to_string(),
+                m.typ().clone().unwrap_or_default(),
+                m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_default(),
+                m.options().clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unprivileged_containers_see_their_own_cgroup_read_only_on_v1_and_v2() {
+    let r = rootfs();
+    let image = ImageDefaults {
+        entrypoint: vec!["/bin/sh".into()],
+        ..Default::default()
+    };
+    // v1: the container's own directory of each hierarchy, read-only, no cgroup namespace.
+    let spec = spec_for(&svc(), &image, r.path()).unwrap();
+    let mounts = cgroup_mounts_of(&spec);
+    assert_eq!(mounts[0].0, "/sys/fs/cgroup");
+    assert_eq!(mounts[0].1, "tmpfs");
+    let binds: Vec<(&str, &str, bool)> = mounts[1..]
+        .iter()
+        .map(|m| {
+            (
+                m.0.as_str(),
+                m.2.as_str(),
+                m.1 == "bind" && m.3.iter().any(|o| o == "ro"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        binds,
+        [
+            ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/kboot/t", true),
+            ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/memory/kboot/t", true),
+        ]
+    );
+    assert!(!ns_types(&spec).contains(&LinuxNamespaceType::Cgroup));
+
+    // v2: a cgroup namespace and a read-only cgroup2 of its own.
+    let v2 = Host {
+        cgroups: crate::cgroups::Layout::Unified,
+        ..host()
+    };
+    let spec = spec_on(&svc(), &image, r.path(), &v2).unwrap();
+    let mounts = cgroup_mounts_of(&spec);
+    assert_eq!(mounts.len(), 1);
+    assert_eq!((mounts[0].1.as_str(), mounts[0].2.as_str()), ("cgroup", "cgroup"));
+    assert!(mounts[0].3.iter().any(|o| o == "ro"), "{mounts:?}");
+    assert!(ns_types(&spec).contains(&LinuxNamespaceType::Cgroup));
+
+    // Privileged: the host's /sys (with every cgroup) and no cgroup namespace, on both.
+    let mut p = svc();
+    p.privileged = true;
+    for host in [host(), v2] {
+        let spec = spec_on(&p, &image, r.path(), &host).unwrap();
+        assert!(cgroup_mounts_of(&spec).is_empty());
+        assert!(!ns_types(&spec).contains(&LinuxNamespaceType::Cgroup));
+    }
 }
 
 fn svc() -> Service {

@@ -1,5 +1,6 @@
-//! `UpdateContainerResources` on cgroup v1 (the running container's cgroup files; the bundle
-//! of a created one), and pod sandbox stats summed over the pod's containers.
+//! `UpdateContainerResources` (the running container's cgroup files, v1 here and v2 through
+//! [`crate::cgroups::v2`]; the bundle of a created one), and pod sandbox stats summed over the
+//! pod's containers.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use kboot_cri::v1::{
 use super::container::{CriContainer, Phase};
 use super::error::{CriError, Result};
 use super::sandbox::Sandbox;
+use crate::cgroups::v2;
 use crate::state::Paths;
 
 /// Where the cgroup v1 hierarchies are mounted.
@@ -97,6 +99,22 @@ pub(crate) fn apply_v1(root: &Path, cgroup: &str, res: &LinuxContainerResources)
     ))
 }
 
+/// The CRI's resources in [`v2::Limits`] terms (the CRI keeps v1's units).
+fn v2_limits(res: &LinuxContainerResources) -> v2::Limits {
+    let mut unified: Vec<(String, String)> = res.unified.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    unified.sort();
+    v2::Limits {
+        cpu_period: res.cpu_period,
+        cpu_quota: res.cpu_quota,
+        cpu_shares: res.cpu_shares,
+        memory: res.memory_limit_in_bytes,
+        memory_swap: res.memory_swap_limit_in_bytes,
+        cpuset_cpus: res.cpuset_cpus.clone(),
+        cpuset_mems: res.cpuset_mems.clone(),
+        unified,
+    }
+}
+
 /// Records `res` in a created container's bundle, so its start applies them.
 fn apply_bundle(paths: &Paths, id: &str, res: &LinuxContainerResources) -> Result<()> {
     use oci_spec::runtime::{LinuxCpu, LinuxResources};
@@ -141,6 +159,15 @@ fn apply_bundle(paths: &Paths, id: &str, res: &LinuxContainerResources) -> Resul
 /// `UpdateContainerResources`: a running container's cgroup, or a created one's bundle.
 pub(crate) fn update(paths: &Paths, c: &CriContainer, res: &LinuxContainerResources) -> Result<()> {
     match c.phase(paths) {
+        Phase::Running(_) if crate::cgroups::Layout::probe().is_unified() => {
+            let dir = v2::dir(Path::new(CGROUP_ROOT), &c.record.cgroup);
+            v2::apply(&dir, &v2_limits(res)).map_err(|e| match e {
+                v2::V2Error::Write { path, value, source } => CriError::io("write the resource limit to", path)(
+                    std::io::Error::new(source.kind(), format!("{value}: {source}")),
+                ),
+                other => CriError::InvalidArgument(other.to_string()),
+            })
+        }
         Phase::Running(_) => apply_v1(Path::new(CGROUP_ROOT), &c.record.cgroup, res),
         Phase::Created => apply_bundle(paths, &c.id, res),
         Phase::Exited(_) => Err(CriError::FailedPrecondition(format!(
@@ -241,15 +268,14 @@ pub(crate) fn pod_stats(paths: &Paths, pod: &Sandbox, containers: &[&CriContaine
             _ => None,
         })
         .collect();
+    let unified = crate::cgroups::Layout::probe().is_unified();
     let process_count = sum(containers.iter().map(|c| {
-        fs::read_to_string(cgroup_file(
-            Path::new(CGROUP_ROOT),
-            "pids",
-            &c.record.cgroup,
-            "pids.current",
-        ))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
+        let file = if unified {
+            v2::dir(Path::new(CGROUP_ROOT), &c.record.cgroup).join("pids.current")
+        } else {
+            cgroup_file(Path::new(CGROUP_ROOT), "pids", &c.record.cgroup, "pids.current")
+        };
+        fs::read_to_string(file).ok().and_then(|t| t.trim().parse().ok())
     }));
     let network = if pod.host_network() {
         None

@@ -363,22 +363,37 @@ fn cri_v1alpha2_clients_run_a_host_network_pod_on_the_same_socket() {
     });
 }
 
-/// The container's cgroup v1 file `file` of `controller`, found through its init's
-/// `/proc/PID/cgroup` (the shim record names the init).
-fn cgroup_value(dir: &Dir, id: &str, controller: &str, file: &str) -> String {
+/// The memory limit's file on a cgroup v1 host.
+const MEM_V1: &str = "memory/memory.limit_in_bytes";
+
+/// The container's cgroup file: `v1` (`controller/file`) on a cgroup v1 host, `v2` on a
+/// unified one, found through its init's `/proc/PID/cgroup` (the shim record names the init).
+fn cgroup_value(dir: &Dir, id: &str, v1: &str, v2: &str) -> String {
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join(format!("state/shims/{id}.json"))).unwrap()).unwrap();
     let pid = rec["init_pid"].as_i64().expect("a running container has an init pid");
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = kboot::cgroups::Layout::probe().is_unified();
+    let (controller, file) = if unified { ("", v2) } else { v1.split_once('/').unwrap() };
     let path = cgroups
         .lines()
         .find_map(|l| {
             let mut parts = l.splitn(3, ':');
-            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-            ctrls.split(',').any(|c| c == controller).then(|| path.to_owned())
+            let (h, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let found = if unified {
+                h == "0"
+            } else {
+                ctrls.split(',').any(|c| c == controller)
+            };
+            found.then(|| path.to_owned())
         })
-        .unwrap_or_else(|| panic!("no {controller} cgroup in {cgroups}"));
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
+        .unwrap_or_else(|| panic!("no {v1} / {v2} cgroup in {cgroups}"));
+    let dir = if unified {
+        String::new()
+    } else {
+        format!("/{controller}")
+    };
+    std::fs::read_to_string(format!("/sys/fs/cgroup{dir}{path}/{file}"))
         .unwrap()
         .trim()
         .to_owned()
@@ -413,7 +428,7 @@ fn cri_update_container_resources_changes_the_running_cgroup_and_pod_stats_sum_c
             ..Default::default()
         });
         let (pod, id) = run_one(&mut c, pod_config, config).await;
-        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "134217728");
+        assert_eq!(cgroup_value(&dir, &id, MEM_V1, "memory.max"), "134217728");
 
         c.update_container_resources(cri::UpdateContainerResourcesRequest {
             container_id: id.clone(),
@@ -428,10 +443,16 @@ fn cri_update_container_resources_changes_the_running_cgroup_and_pod_stats_sum_c
         })
         .await
         .unwrap();
-        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "67108864");
-        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.cfs_quota_us"), "50000");
-        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.cfs_period_us"), "100000");
-        assert_eq!(cgroup_value(&dir, &id, "cpu", "cpu.shares"), "512");
+        assert_eq!(cgroup_value(&dir, &id, MEM_V1, "memory.max"), "67108864");
+        if kboot::cgroups::Layout::probe().is_unified() {
+            assert_eq!(cgroup_value(&dir, &id, "", "cpu.max"), "50000 100000");
+            // 512 shares in cpu.weight, as runc converts them.
+            assert_eq!(cgroup_value(&dir, &id, "", "cpu.weight"), "20");
+        } else {
+            assert_eq!(cgroup_value(&dir, &id, "cpu/cpu.cfs_quota_us", ""), "50000");
+            assert_eq!(cgroup_value(&dir, &id, "cpu/cpu.cfs_period_us", ""), "100000");
+            assert_eq!(cgroup_value(&dir, &id, "cpu/cpu.shares", ""), "512");
+        }
         let st = c
             .container_status(cri::ContainerStatusRequest {
                 container_id: id.clone(),
@@ -445,21 +466,24 @@ fn cri_update_container_resources_changes_the_running_cgroup_and_pod_stats_sum_c
         let res = st.resources.unwrap().linux.unwrap();
         assert_eq!((res.memory_limit_in_bytes, res.cpu_quota), (64 << 20, 50_000));
 
-        // A limit below what the container uses (no swap to reclaim into) is refused,
-        // and the old one stays.
-        let err = c
-            .update_container_resources(cri::UpdateContainerResourcesRequest {
-                container_id: id.clone(),
-                linux: Some(cri::LinuxContainerResources {
-                    memory_limit_in_bytes: 4096,
+        // On v1 a limit below what the container uses (no swap to reclaim into) is refused,
+        // and the old one stays. (On v2 the kernel takes it and OOM-kills instead, as under
+        // runc and containerd.)
+        if !kboot::cgroups::Layout::probe().is_unified() {
+            let err = c
+                .update_container_resources(cri::UpdateContainerResourcesRequest {
+                    container_id: id.clone(),
+                    linux: Some(cri::LinuxContainerResources {
+                        memory_limit_in_bytes: 4096,
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert!(err.message().contains("memory.limit_in_bytes"), "{err:?}");
-        assert_eq!(cgroup_value(&dir, &id, "memory", "memory.limit_in_bytes"), "67108864");
+                })
+                .await
+                .unwrap_err();
+            assert!(err.message().contains("memory.limit_in_bytes"), "{err:?}");
+            assert_eq!(cgroup_value(&dir, &id, MEM_V1, "memory.max"), "67108864");
+        }
         let err = c
             .update_container_resources(cri::UpdateContainerResourcesRequest {
                 container_id: "nope".into(),
