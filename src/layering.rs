@@ -33,7 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "cri",
         &[
-            "base", "bundle", "inroot", "plan", "registry", "shim", "state", "store", "unpack",
+            "base", "bundle", "cgroups", "inroot", "plan", "registry", "shim", "state", "store", "unpack",
         ],
     ),
     (
