@@ -9,6 +9,16 @@ use kboot::roles::config::Key;
 
 use crate::common::{require_root, Dir};
 
+/// A host runs one role (/etc/kubernetes, /var/lib/kubelet do not move with --root), and the
+/// test harness runs these tests on parallel threads of one process: each holds this lock
+/// for its whole life, so a role never meets another test's role and is refused.
+static HOST_ROLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn host_role() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still needs the host to itself.
+    HOST_ROLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Sends every registry the roles use to a closed loopback port, never to the network.
 fn no_network(d: &Dir) {
     let mut toml = String::new();
@@ -44,6 +54,7 @@ fn local_ip() -> String {
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull() {
     require_root();
+    let _host = host_role();
     let d = Dir::new();
     no_network(&d);
     let ip = local_ip();
@@ -177,6 +188,7 @@ fn load_master_images(d: &Dir) {
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
     require_root();
+    let _host = host_role();
     let d = Dir::new();
     no_network(&d);
     let ip = local_ip();
@@ -371,6 +383,7 @@ fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bo
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd_data() {
     require_root();
+    let _host = host_role();
     let d = Dir::new();
     no_network(&d);
     let ip = local_ip();
