@@ -2,13 +2,14 @@
 # The system packages `cargo build` needs, and nothing else: a C toolchain (the linker) and
 # libseccomp's static library (kboot links it in, so the binary needs only the C library),
 # and libelf and zlib headers for libbpf, which libcontainer's cgroupsv2_devices builds from
-# source and links in (device rules on cgroup v2).
+# source and links in (device rules on cgroup v2); libbpf-sys's build script needs pkg-config
+# to find them (a fresh Debian chroot failed without it).
 # The README's first command runs this before `cargo build`. Idempotent and quick when the
 # packages are there (one dpkg query, no root needed); otherwise installs them with apt-get,
 # through sudo when not run as root.
 set -euo pipefail
 
-PACKAGES=(build-essential libseccomp-dev libelf-dev zlib1g-dev)
+PACKAGES=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev)
 
 if ! command -v dpkg-query >/dev/null; then
   # Not Debian or Ubuntu: say what is needed instead of guessing a package manager.

@@ -7,7 +7,6 @@ set -euo pipefail
 "$(dirname "$0")/build-deps.sh"
 
 APT_PACKAGES=(
-  pkg-config                                                      # build: libseccomp's version probe
   docker-registry apache2-utils openssl                           # registry tests (htpasswd, TLS)
   skopeo umoci                                                    # differential tests and benchmarks
   runc crun                                                       # differential container tests
