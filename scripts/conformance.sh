@@ -48,6 +48,7 @@ HERE=$CONFORMANCE_HERE
 REPO=$(dirname "$HERE")
 export E2E_DIR=${CONFORMANCE_DIR:-/var/tmp/kboot-conformance}
 . "$HERE/lib/cluster.sh"
+. "$HERE/lib/images.sh"   # img_registry_config for the worker's registry
 OUT=${CONFORMANCE_RESULTS:-$E2E_DIR/results}
 RESULTS=$OUT/cluster.txt
 BIN=$CACHE/k8s-$K8S_VERSION/bin
