@@ -394,7 +394,9 @@ fn start_container(
         .with_stderr(err_w)
         .with_executor(UnblockingExecutor { tty })
         .as_init(&cfg.bundle)
-        .with_systemd(false)
+        // A `slice:prefix:name` cgroupsPath (the systemd driver, src/cgroups/driver.rs) is a
+        // scope systemd creates over D-Bus; an absolute one is made on cgroupfs.
+        .with_systemd(cgroups_path_of(&spec).is_some_and(|p| crate::cgroups::driver::is_systemd_path(&p)))
         .with_detach(false)
         .build()
         .map_err(lc("create the container"))?;
@@ -623,13 +625,18 @@ fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter, attach: &mut Option
     }
 }
 
+fn cgroups_path_of(spec: &Spec) -> Option<String> {
+    let p = spec.linux().as_ref()?.cgroups_path().clone()?;
+    Some(p.to_string_lossy().into_owned())
+}
+
 /// OOM kills recorded by the container's memory cgroup (v1 `memory.oom_control`,
 /// v2 `memory.events`). Read before `delete` removes the cgroup.
 fn oom_kills(spec: &Spec) -> u64 {
-    let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+    let Some(cg) = cgroups_path_of(spec).and_then(|p| crate::cgroups::driver::fs_path(&p).ok()) else {
         return 0;
     };
-    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
+    let rel = cg.trim_start_matches('/');
     let candidates = [
         Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),
