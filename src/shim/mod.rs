@@ -400,6 +400,14 @@ fn start_container(
         .with_detach(false)
         .build()
         .map_err(lc("create the container"))?;
+    if let Err(e) = systemd_scope_devices(&spec) {
+        let _ = container.delete(true);
+        return Err(ShimError::Io {
+            id: id.clone(),
+            step: "load the device rules into the container's systemd scope",
+            source: std::io::Error::other(e),
+        });
+    }
     if let Err(source) = container.start() {
         let _ = container.delete(true);
         return Err(lc("start the container")(source));
@@ -623,6 +631,26 @@ fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter, attach: &mut Option
             _ => return,
         }
     }
+}
+
+/// The spec's device rules on a systemd-managed cgroup, before the container's process runs.
+/// libcgroups 0.7's systemd manager sets cpu, memory, pids and io through systemd but no
+/// device rules (it has no DeviceAllow= and skips its own eBPF program), so without this an
+/// unprivileged container could open any device node it makes (a host disk, with CAP_MKNOD).
+/// runc's systemd driver does the same: unit properties, then the cgroupfs manager's rules.
+/// On cgroupfs paths libcontainer's v2 manager loads the program itself.
+fn systemd_scope_devices(spec: &Spec) -> std::result::Result<(), String> {
+    let Some(path) = cgroups_path_of(spec).filter(|p| crate::cgroups::driver::is_systemd_path(p)) else {
+        return Ok(());
+    };
+    let dir = crate::cgroups::driver::fs_path(&path).map_err(|e| e.to_string())?;
+    let rules = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone());
+    let full = Path::new(crate::cgroups::ROOT).join(dir.trim_start_matches('/'));
+    libcgroups::v2::devices::Devices::apply_devices(&full, &rules).map_err(|e| format!("{}: {e}", full.display()))
 }
 
 fn cgroups_path_of(spec: &Spec) -> Option<String> {
