@@ -9,10 +9,14 @@ mod container;
 mod error;
 pub mod holder;
 mod image;
+mod log;
 mod netns;
+mod record;
 mod resources;
 mod runtime;
 mod sandbox;
+mod spec;
+mod stats;
 mod streaming;
 mod v1alpha2;
 
@@ -30,9 +34,9 @@ use tokio::sync::Mutex;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use cni::CniDirs;
-use container::CriContainer;
 pub use error::CriError;
 use error::Result;
+use record::CriContainer;
 use sandbox::{Sandbox, SandboxState};
 
 use crate::state::Paths;
@@ -546,7 +550,7 @@ impl Cri {
     async fn start_container(&self, id: &str) -> Result<()> {
         let inner = self.inner.lock().await;
         let c = Self::resolve_container(&inner, id)?.clone();
-        if !matches!(c.phase(&self.config.paths), container::Phase::Created) {
+        if !matches!(c.phase(&self.config.paths), record::Phase::Created) {
             return Err(CriError::FailedPrecondition(format!(
                 "container {} was already started",
                 c.id
