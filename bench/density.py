@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -31,46 +32,58 @@ def pct(values, p):
 
 
 def watch(kubectl, kubeconfig, ns, selector, n, timeout, out, ready):
-    url = f"/api/v1/namespaces/{ns}/pods?watch=1&labelSelector={selector}&allowWatchBookmarks=false"
     t0 = time.time()
-    proc = subprocess.Popen([kubectl, "--kubeconfig", kubeconfig, "get", "--raw", url],
-                            stdout=subprocess.PIPE, text=True, bufsize=1)
-    pods = {}
     deadline = t0 + timeout
-    done = False
-    import select
-    while not done and time.time() < deadline:
-        r, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if not r:
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        now = time.time()
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        obj = ev.get("object", {})
-        name = obj.get("metadata", {}).get("name")
-        if not name:
-            continue
-        p = pods.setdefault(name, {"seen": now})
-        st = obj.get("status", {})
-        if st.get("phase") == "Running" and "running" not in p:
-            p["running"] = now
-        conds = {c.get("type"): c.get("status") for c in st.get("conditions", [])}
-        if conds.get("Ready") == "True" and "ready" not in p:
-            p["ready"] = now
-        key = "ready" if ready else "running"
-        done = sum(1 for q in pods.values() if key in q) >= n
-    proc.terminate()
-    proc.wait()
+    pods = {}
+    key = "ready" if ready else "running"
+    reached = 0
+    rv = ""
+    restarts = 0
+    while reached < n and time.time() < deadline:
+        # The API server ends a watch whose client falls behind (a loaded host): resume
+        # from the last resourceVersion seen, so no event is lost.
+        url = (f"/api/v1/namespaces/{ns}/pods?watch=1&labelSelector={selector}"
+               f"&allowWatchBookmarks=true" + (f"&resourceVersion={rv}" if rv else ""))
+        proc = subprocess.Popen([kubectl, "--kubeconfig", kubeconfig, "get", "--raw", url],
+                                stdout=subprocess.PIPE, text=True, bufsize=1)
+        # The deadline kills kubectl, which ends the loop below. (select() on the pipe
+        # cannot tell when lines already sit in Python's buffer: the first version hung.)
+        timer = threading.Timer(max(0.0, deadline - time.time()), proc.terminate)
+        timer.start()
+        for line in proc.stdout:
+            now = time.time()
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            obj = ev.get("object", {})
+            rv = obj.get("metadata", {}).get("resourceVersion", rv)
+            name = obj.get("metadata", {}).get("name")
+            if ev.get("type") in ("BOOKMARK", "ERROR") or not name:
+                if ev.get("type") == "ERROR":
+                    rv = ""  # e.g. 410 Gone: start over (pods already seen keep their times)
+                continue
+            p = pods.setdefault(name, {"seen": now})
+            st = obj.get("status", {})
+            if st.get("phase") == "Running" and "running" not in p:
+                p["running"] = now
+                reached += key == "running"
+            conds = {c.get("type"): c.get("status") for c in st.get("conditions", [])}
+            if conds.get("Ready") == "True" and "ready" not in p:
+                p["ready"] = now
+                reached += key == "ready"
+            if reached >= n:
+                break
+        timer.cancel()
+        proc.terminate()
+        proc.wait()
+        restarts += 1
     run = [p["running"] - p["seen"] for p in pods.values() if "running" in p]
     rdy = [p["ready"] - p["seen"] for p in pods.values() if "ready" in p]
     first = min((p["seen"] for p in pods.values()), default=t0)
     res = {
         "pods_seen": len(pods),
+        "watch_restarts": restarts - 1,
         "pods_running": len(run),
         "pods_ready": len(rdy),
         "all_running_s": (max(p["running"] for p in pods.values() if "running" in p) - first) if len(run) >= n else None,
