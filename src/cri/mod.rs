@@ -10,10 +10,14 @@ mod error;
 mod events;
 pub mod holder;
 mod image;
+mod log;
 mod netns;
+mod record;
 mod resources;
 mod runtime;
 mod sandbox;
+mod spec;
+mod stats;
 mod streaming;
 mod v1alpha2;
 
@@ -31,9 +35,9 @@ use tokio::sync::Mutex;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use cni::CniDirs;
-use container::CriContainer;
 pub use error::CriError;
 use error::Result;
+use record::CriContainer;
 use sandbox::{Sandbox, SandboxState};
 
 use crate::state::Paths;
@@ -570,7 +574,7 @@ impl Cri {
     async fn start_container(&self, id: &str) -> Result<()> {
         let inner = self.inner.lock().await;
         let c = Self::resolve_container(&inner, id)?.clone();
-        if !matches!(c.phase(&self.config.paths), container::Phase::Created) {
+        if !matches!(c.phase(&self.config.paths), record::Phase::Created) {
             return Err(CriError::FailedPrecondition(format!(
                 "container {} was already started",
                 c.id

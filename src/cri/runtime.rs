@@ -35,7 +35,7 @@ impl Runtime {
         }
         let inner = self.cri.inner.lock().await;
         let c = Cri::resolve_container(&inner, id)?;
-        if !matches!(c.phase(&self.cri.config.paths), super::container::Phase::Running(_)) {
+        if !matches!(c.phase(&self.cri.config.paths), super::record::Phase::Running(_)) {
             return Err(CriError::FailedPrecondition(format!(
                 "container {} is not running",
                 c.id
@@ -201,7 +201,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ReopenContainerLogResponse> {
         let id = req.into_inner().container_id;
         let c = Cri::resolve_container(&*self.cri.inner.lock().await, &id)?.clone();
-        super::container::reopen_log(&self.cri.config.paths, &c).await?;
+        super::log::reopen_log(&self.cri.config.paths, &c).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
