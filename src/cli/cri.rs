@@ -20,7 +20,21 @@ pub enum CriCommand {
     Serve(ServeArgs),
     /// Internal: start the init of a new PID namespace for a pod; prints its PID.
     #[command(hide = true)]
-    PodHolder,
+    PodHolder(PodHolderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PodHolderArgs {
+    /// Make the namespaces inside a new user namespace with this uid range (`C:H:N`).
+    #[arg(long, requires = "gid_map", value_parser = parse_range)]
+    pub uid_map: Option<crate::bundle::userns::IdRange>,
+    /// Its gid range (`C:H:N`).
+    #[arg(long, requires = "uid_map", value_parser = parse_range)]
+    pub gid_map: Option<crate::bundle::userns::IdRange>,
+}
+
+fn parse_range(s: &str) -> Result<crate::bundle::userns::IdRange, String> {
+    crate::cri::holder::parse_range(s).ok_or_else(|| format!("{s:?} is not CONTAINER_ID:HOST_ID:LENGTH"))
 }
 
 #[derive(Debug, Args)]
@@ -36,8 +50,8 @@ pub struct ServeArgs {
 pub fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<ExitCode> {
     let serve = match args.command {
         CriCommand::Serve(serve) => serve,
-        CriCommand::PodHolder => {
-            let pid = crate::cri::holder::spawn_in_new_pid_namespace()
+        CriCommand::PodHolder(a) => {
+            let pid = crate::cri::holder::spawn_in_new_pid_namespace(a.uid_map.zip(a.gid_map))
                 .map_err(|e| anyhow::anyhow!("start a PID namespace holder: {e}"))?;
             std::io::Write::write_all(&mut std::io::stdout(), format!("{pid}\n").as_bytes())?;
             return Ok(ExitCode::SUCCESS);
