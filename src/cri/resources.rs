@@ -10,8 +10,8 @@ use kboot_cri::v1::{
     NetworkUsage, PodSandboxAttributes, PodSandboxStats, ProcessUsage, UInt64Value,
 };
 
-use super::container::{CriContainer, Phase};
 use super::error::{CriError, Result};
+use super::record::{CriContainer, Phase};
 use super::sandbox::Sandbox;
 use crate::cgroups::v2;
 use crate::state::Paths;
