@@ -50,6 +50,7 @@ scripts/vm.sh start
 share=$RUN/share
 mkdir -p "$share/bin"
 objcopy --strip-debug "$TARGET/debug/kboot" "$share/bin/kboot"
+cp scripts/lib/e2e-web.yaml "$share/"
 echo "vm-master.sh: built and booted in $(( $(date +%s) - t0 )) s"
 
 # Setup: kboot on the PATH, every public registry mirrored to the host's registry.
@@ -85,40 +86,16 @@ wait_for() { # SECS WHAT CMD...
 start=\$(date +%s)
 echo \"kubelet cgroupDriver: \$(grep cgroupDriver /etc/kubernetes/kubelet-config.yaml /var/lib/kubelet/config.yaml 2>/dev/null | head -1)\"
 kc get nodes -o wide || true
-cat > /root/workload.yaml <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: vm-web, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: vm-web}}
-  template:
-    metadata: {labels: {app: vm-web}}
-    spec:
-      containers:
-      - name: web
-        image: docker.io/library/busybox:1.36
-        command: [sh, -c, 'mkdir -p /www && echo hello-from-\$(hostname) > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www']
-        ports: [{containerPort: 8080}]
-        resources: {limits: {cpu: 250m, memory: 64Mi}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: vm-web, namespace: default}
-spec:
-  selector: {app: vm-web}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-kc apply -f /root/workload.yaml
-wait_for 900 'busybox Deployment available' sh -c \"\$KC --kubeconfig /root/admin.conf get deploy vm-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1\"
-pod=\$(kc get pod -l app=vm-web -o jsonpath='{.items[0].metadata.name}')
+kc apply -f /mnt/host/e2e-web.yaml
+wait_for 900 'busybox Deployment available' sh -c \"\$KC --kubeconfig /root/admin.conf get deploy e2e-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1\"
+pod=\$(kc get pod -l app=e2e-web -o jsonpath='{.items[0].metadata.name}')
 check 'kubectl logs' sh -c \"\$KC --kubeconfig /root/admin.conf logs \$pod | grep -q serving\"
 check 'kubectl exec' [ \"\$(kc exec \"\$pod\" -- cat /www/index.html || true)\" = \"hello-from-\$pod\" ]
 limit=\$(kc exec \"\$pod\" -- cat /sys/fs/cgroup/memory.max || true)
 echo \"pod's /sys/fs/cgroup/memory.max: \$limit\"
 check 'the pod sees its 64Mi limit in /sys/fs/cgroup/memory.max' [ \"\$limit\" = 67108864 ]
 echo \"pod's /sys/fs/cgroup/cpu.max: \$(kc exec \"\$pod\" -- cat /sys/fs/cgroup/cpu.max || true)\"
-svc=\$(kc get svc vm-web -o jsonpath='{.spec.clusterIP}')
+svc=\$(kc get svc e2e-web -o jsonpath='{.spec.clusterIP}')
 wait_for 120 \"ClusterIP \$svc answers\" sh -c \"busybox wget -qO- -T 3 http://\$svc/ | grep -q hello-from-\$pod\"
 check 'pods under /sys/fs/cgroup/kubepods.slice' sh -c \"find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | grep -q .\"
 find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | head -5
