@@ -7,9 +7,8 @@ use futures_util::future::join_all;
 use kboot_cri::v1 as cri;
 
 use crate::common::{require_root, Dir};
-use crate::containers_support::{load_busybox_image, wait_until, Down};
-use crate::cri_client::Server;
-use crate::cri_grpc::{container, host_pod, rt, run_one, BUSYBOX};
+use crate::containers_support::wait_until;
+use crate::cri_grpc::{busybox_server, container, host_pod, rt, run_one};
 
 const PODS: usize = 110;
 
@@ -42,9 +41,7 @@ fn mounts_under(dir: &Dir) -> usize {
 fn cri_110_pods_started_at_once_all_run_and_leave_nothing_behind() {
     require_root();
     let dir = Dir::new();
-    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
-    let _down = Down { dir: &dir, env: vec![] };
-    let server = Server::start(&dir, &[], &[]);
+    let (server, _down) = busybox_server(&dir);
     let rt = rt();
     rt.block_on(async {
         let c = server.runtime().await;
