@@ -53,8 +53,7 @@ pub(crate) async fn start(paths: &Paths, sandbox: &str) -> Result<PidHolder> {
         let id = sandbox.to_owned();
         move |source| CriError::Netns { id, step, source }
     };
-    let out = tokio::process::Command::from(crate::shim::launch::kboot_command(paths))
-        .args(["cri", "pod-holder"])
+    let out = tokio::process::Command::from(crate::shim::launch::Internal::PodHolder.command(paths))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output()

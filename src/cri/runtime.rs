@@ -397,10 +397,16 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListPodSandboxMetricsResponse::default()))
     }
 
+    /// Kubelets from v1.31 take their cgroup driver from this answer (KubeletCgroupDriverFromCRI)
+    /// and name pod cgroups accordingly: slices with systemd, directories with cgroupfs.
     async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        let driver = match crate::cgroups::Driver::load(&self.cri.config.paths.cgroup_driver_file()) {
+            crate::cgroups::Driver::Systemd => cri::CgroupDriver::Systemd,
+            crate::cgroups::Driver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        };
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: driver as i32,
             }),
         }))
     }
