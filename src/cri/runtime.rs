@@ -45,6 +45,19 @@ impl Runtime {
     }
 }
 
+/// Runs a change to the end even when the kubelet gives up on the call (its deadline drops
+/// the request's future): a sandbox or container half made, or a name left reserved in
+/// `Inner::making`, would otherwise outlive the request.
+async fn to_the_end<T, Fut>(cri: &Arc<Cri>, change: impl FnOnce(Arc<Cri>) -> Fut) -> Result<T, CriError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, CriError>> + Send + 'static,
+{
+    tokio::spawn(change(Arc::clone(cri)))
+        .await
+        .map_err(|e| CriError::Unavailable(format!("the request's task failed: {e}")))?
+}
+
 fn unsupported<T>(what: &'static str) -> Reply<T> {
     Err(CriError::Unsupported(what).into())
 }
@@ -65,7 +78,8 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
-        let pod_sandbox_id = self.cri.run_sandbox(config, req.runtime_handler).await?;
+        let handler = req.runtime_handler;
+        let pod_sandbox_id = to_the_end(&self.cri, |cri| async move { cri.run_sandbox(config, handler).await }).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -112,12 +126,14 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
-        let container_id = self.cri.create_container(&req.pod_sandbox_id, config).await?;
+        let pod = req.pod_sandbox_id;
+        let container_id = to_the_end(&self.cri, |cri| async move { cri.create_container(&pod, config).await }).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
-        self.cri.start_container(&req.into_inner().container_id).await?;
+        let id = req.into_inner().container_id;
+        to_the_end(&self.cri, |cri| async move { cri.start_container(&id).await }).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
