@@ -1,6 +1,5 @@
 //! `runtime.v1.RuntimeService`: thin gRPC glue over [`Cri`]; the logic lives there.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,13 +65,6 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
-        refuse_user_namespace(
-            config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref()),
-        )?;
         let pod_sandbox_id = self.cri.run_sandbox(config, req.runtime_handler).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
@@ -120,13 +112,6 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
-        refuse_user_namespace(
-            config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref()),
-        )?;
         let container_id = self.cri.create_container(&req.pod_sandbox_id, config).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
@@ -166,11 +151,7 @@ impl RuntimeService for Runtime {
         let id = req.into_inner().container_id;
         let inner = self.cri.inner.lock().await;
         let c = Cri::resolve_container(&inner, &id)?;
-        let mut status = c.status(&self.cri.config.paths);
-        status.resources = c.config.linux.as_ref().map(|l| cri::ContainerResources {
-            linux: l.resources.clone(),
-            windows: None,
-        });
+        let status = Cri::full_status(&self.cri.config.paths, c);
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(status),
             ..Default::default()
@@ -347,12 +328,13 @@ impl RuntimeService for Runtime {
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
             }),
-            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`.
+            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`,
+            // and gives pods a user namespace where this host can (probed once).
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: super::userns::support(&self.cri.config.paths).await.is_ok(),
                 }),
             }],
             ..Default::default()
@@ -366,12 +348,10 @@ impl RuntimeService for Runtime {
         unsupported("CheckpointContainer")
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+    type GetContainerEventsStream = super::events::EventStream;
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        // Evented PLEG is alpha and off by default; the kubelet falls back to relisting.
-        unsupported("GetContainerEvents")
+        Ok(Response::new(self.cri.subscribe_events()))
     }
 
     async fn list_metric_descriptors(
@@ -407,18 +387,5 @@ impl RuntimeService for Runtime {
         _: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
         unsupported("UpdatePodSandboxResources")
-    }
-}
-
-/// A pod or container asking for its own user namespace (`hostUsers: false`) is refused:
-/// kboot runs every container in the host's user namespace (docs/security.md), and running
-/// such a pod there would give it the root it asked not to have. The runtime handler
-/// already reports `user_namespaces: false`, so a kubelet does not send one.
-fn refuse_user_namespace(ns: Option<&cri::NamespaceOption>) -> Result<(), CriError> {
-    match ns.and_then(|n| n.userns_options.as_ref()) {
-        Some(u) if u.mode != cri::NamespaceMode::Node as i32 => Err(CriError::Unsupported(
-            "a user namespace (hostUsers: false, NamespaceOption.userns_options mode POD)",
-        )),
-        _ => Ok(()),
     }
 }
