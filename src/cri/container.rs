@@ -34,9 +34,7 @@ pub(crate) fn prepare(
 ) -> Result<ContainerRecord> {
     let dir = paths.container(id);
     let service = service_of(paths, id, &image.0, config, pod)?;
-    let prepared = LocalImages { paths: paths.clone() }
-        .prepare(&service, &dir)
-        .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
+    let prepared = LocalImages { paths: paths.clone() }.prepare(&service, &dir)?;
     let parent = pod
         .config
         .linux
