@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "bundle",
         &["base", "cgroups", "inroot", "plan", "state", "store", "unpack"],
     ),
-    ("shim", &["base", "bundle", "inroot", "state"]),
+    ("shim", &["base", "bundle", "cgroups", "inroot", "state"]),
     (
         "cri",
         &[
@@ -38,9 +38,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "supervisor",
-        &["base", "bundle", "cri", "plan", "shim", "state", "store", "unpack"],
+        &[
+            "base", "bundle", "cgroups", "cri", "plan", "shim", "state", "store", "unpack",
+        ],
     ),
-    ("roles", &["base", "pki", "plan", "state"]),
+    ("roles", &["base", "cgroups", "pki", "plan", "state"]),
     ("preflight", &["base", "roles", "state"]),
     ("service", &["base", "roles", "state"]),
 ];

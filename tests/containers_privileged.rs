@@ -24,8 +24,14 @@ fn port(offset: u16) -> u16 {
     20000 + (std::process::id() % 4000) as u16 * 4 + offset
 }
 
+/// The directory of container `name`'s cgroup under a hierarchy: its cgroupfs path, or with
+/// the systemd driver (detected on systemd hosts with cgroup v2) the scope systemd made.
+fn cgroup_dir(paths: &kboot::state::Paths, name: &str) -> String {
+    kboot::cgroups::Driver::load(&paths.cgroup_driver_file()).fs_dir(&paths.cgroup(name))
+}
+
 fn cgroup_procs(d: &Dir, name: &str) -> Vec<i64> {
-    let cg = kboot::state::Paths::under(d.path()).cgroup(name);
+    let cg = cgroup_dir(&kboot::state::Paths::under(d.path()), name);
     let hierarchy = if kboot::cgroups::Layout::probe().is_unified() {
         ""
     } else {
@@ -82,7 +88,7 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7));
     // exec joins the container's cgroup, not just its namespaces.
-    let cg = kboot::state::Paths::under(d.path()).cgroup("box");
+    let cg = cgroup_dir(&kboot::state::Paths::under(d.path()), "box");
     let out = run_ok(d.kboot().args(["exec", "box", "--", "cat", "/proc/self/cgroup"]));
     let text = String::from_utf8_lossy(&out.stdout);
     if kboot::cgroups::Layout::probe().is_unified() {
@@ -105,12 +111,20 @@ fn containers_busybox_runs_isolated_with_logs_exec_stop_and_clean_down() {
 
     run_ok(d.kboot().arg("down"));
     let paths = kboot::state::Paths::under(d.path());
-    let cg = paths.cgroup("box");
+    let cg = cgroup_dir(&paths, "box");
     let parent = Path::new(&cg).parent().unwrap().to_string_lossy().into_owned();
-    assert!(
-        !Path::new(&format!("/sys/fs/cgroup/memory{parent}")).exists(),
-        "cgroups left after down"
-    );
+    let left = match (
+        kboot::cgroups::Layout::probe().is_unified(),
+        kboot::cgroups::driver::is_systemd_path(
+            &kboot::cgroups::Driver::load(&paths.cgroup_driver_file()).container_path(&paths.cgroup("box")),
+        ),
+    ) {
+        (false, _) => format!("/sys/fs/cgroup/memory{parent}"),
+        // systemd removes the scope; the slice is its to keep or collect.
+        (true, true) => format!("/sys/fs/cgroup{cg}"),
+        (true, false) => format!("/sys/fs/cgroup{parent}"),
+    };
+    assert!(!Path::new(&left).exists(), "cgroup {left} left after down");
     assert_eq!(
         std::fs::read_dir(paths.runtime_root()).map(|r| r.count()).unwrap_or(0),
         0

@@ -552,7 +552,9 @@ fn cgroup_mounts(
                 "tmpfs".into(),
                 &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
             )?];
-            let rel = cgroups_path.trim_start_matches('/');
+            // The systemd driver's `slice:prefix:name` names a directory too.
+            let dir = crate::cgroups::driver::fs_path(cgroups_path).unwrap_or_else(|_| cgroups_path.to_owned());
+            let rel = dir.trim_start_matches('/');
             for h in hierarchies {
                 out.push(m(
                     format!("/sys/fs/cgroup/{h}"),

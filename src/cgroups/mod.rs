@@ -1,11 +1,14 @@
 //! The host's cgroup layout, and what a container sees of its own cgroup.
 //!
 //! kboot's containers get their cgroups from libcontainer (cgroupfs paths under
-//! `/sys/fs/cgroup`); this module answers the layout questions around them: v1 (legacy or
+//! `/sys/fs/cgroup`, or systemd scopes: [`driver`]); this module answers the layout questions around them: v1 (legacy or
 //! hybrid, one hierarchy per controller) or v2 (unified), which hierarchies a container's
 //! `/sys/fs/cgroup` is made of, and (in [`v2`]) usage and limits on a unified host.
 
+pub mod driver;
 pub mod v2;
+
+pub use driver::{Driver, DriverError, HostCgroups};
 
 use std::fs;
 use std::path::Path;

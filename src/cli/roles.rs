@@ -74,6 +74,10 @@ pub struct RoleFlags {
     /// Seconds to wait for each service to become healthy [env TIMEOUT_FOR_SERVICES; default 20].
     #[arg(long, value_name = "SECONDS")]
     pub timeout_for_services: Option<String>,
+    /// cgroup driver of kboot's containers and the kubelet: cgroupfs or systemd
+    /// [env KBOOT_CGROUP_DRIVER; default: systemd where it is PID 1 on a cgroup v2 host].
+    #[arg(long, value_name = "DRIVER")]
+    pub cgroup_driver: Option<String>,
     /// Worker: the bootstrap token printed by the master [env KBOOT_TOKEN].
     #[arg(long, value_name = "TOKEN", env = "KBOOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -121,6 +125,7 @@ impl RoleFlags {
             (Key::UseContainerized, &self.use_containerized),
             (Key::Arch, &self.arch),
             (Key::TimeoutForServices, &self.timeout_for_services),
+            (Key::CgroupDriver, &self.cgroup_driver),
         ];
         pairs
             .into_iter()
@@ -182,6 +187,7 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::RunArgs) -> anyhow::Res
     }
     let host = RealHost::default();
     config::verify_ip_address(&plan.config, &host).map_err(|e| UsageError(e.to_string()))?;
+    config::verify_cgroup_driver(&plan.config, &host).map_err(|e| UsageError(e.to_string()))?;
     // Worker join parameters are checked before touching the host.
     let join = match role {
         Role::Worker => Some(worker_join_inputs(ctx, flags, &plan)?),
@@ -216,6 +222,15 @@ pub fn run_role(ctx: &Context, role: &str, args: &super::RunArgs) -> anyhow::Res
         }
     }
     pull_missing_images(ctx, &plan)?;
+    // The supervisor and the CRI (another process with --detach) read the choice from here.
+    let driver_file = ctx.paths.cgroup_driver_file();
+    crate::base::fs::write_atomic(
+        &driver_file,
+        plan.config.cgroup_driver.as_str().as_bytes(),
+        crate::base::fs::Durability::Volatile,
+        Some(0o644),
+    )
+    .with_context(|| format!("record the cgroup driver in {}", driver_file.display()))?;
     let opts = crate::supervisor::RunOptions {
         detach: args.detach,
         ready_timeout: flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT),

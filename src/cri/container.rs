@@ -41,18 +41,22 @@ pub(crate) fn prepare(
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    let cgroup = if parent.is_empty() {
-        paths.cgroup(id)
+    let cgroups_path = if parent.is_empty() {
+        crate::cgroups::Driver::load(&paths.cgroup_driver_file()).container_path(&paths.cgroup(id))
     } else {
-        format!("/{}/kboot-{id}", parent.trim_matches('/'))
+        crate::cgroups::driver::under_parent(&parent, id)
     };
+    // The record keeps the cgroup's directory (for stats and updates); with the systemd
+    // driver systemd places it (`kubepods-….slice/kboot-<id>.scope`).
+    let cgroup = crate::cgroups::driver::fs_path(&cgroups_path)
+        .map_err(|e| CriError::InvalidArgument(format!("cgroup_parent: {e}")))?;
     let host = Host::probe()?;
     let mut spec = build_spec(
         &BundleRequest {
             service: &service,
             image: &prepared.defaults,
             rootfs: &prepared.rootfs,
-            cgroups_path: &cgroup,
+            cgroups_path: &cgroups_path,
         },
         &host,
     )?;

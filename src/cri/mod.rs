@@ -7,6 +7,7 @@
 mod cni;
 mod container;
 mod error;
+mod events;
 pub mod holder;
 mod image;
 mod log;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use kboot_cri::v1::image_service_server::ImageServiceServer;
 use kboot_cri::v1::runtime_service_server::RuntimeServiceServer;
-use kboot_cri::v1::PodSandboxConfig;
+use kboot_cri::v1::{ContainerEventType, PodSandboxConfig};
 use kboot_cri::v1alpha2::image_service_server::ImageServiceServer as AlphaImageServer;
 use kboot_cri::v1alpha2::runtime_service_server::RuntimeServiceServer as AlphaRuntimeServer;
 use tokio::net::UnixListener;
@@ -89,6 +90,7 @@ pub async fn serve_with(config: CriConfig, shutdown: impl Future<Output = ()> + 
     }
     let cri = Arc::new(Cri::open(config));
     cri.check_networks().await;
+    cri.start_events().await;
     let streams = streaming::Streams::start(cri.clone()).await;
     // Counted before logging: an `.await` inside the macro's arguments would make this future !Send.
     let sandboxes = cri.inner.lock().await.sandboxes.len();
@@ -144,6 +146,7 @@ pub async fn remove_all(paths: Paths) -> Result<Vec<String>, CriError> {
 pub(crate) struct Cri {
     config: CriConfig,
     inner: Mutex<Inner>,
+    events: events::Events,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +189,7 @@ impl Cri {
                 containers,
                 ..Default::default()
             }),
+            events: events::Events::new(),
         }
     }
 
@@ -345,6 +349,9 @@ impl Cri {
         }
         tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace, host_network = s.host_network(), ips = ?s.state.ips, "sandbox ready");
         inner.sandboxes.insert(id.clone(), s);
+        // No pause container: the sandbox's own events carry its ID, as containerd's do.
+        self.emit(&inner, &id, &id, ContainerEventType::ContainerCreatedEvent);
+        self.emit(&inner, &id, &id, ContainerEventType::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -430,7 +437,9 @@ impl Cri {
         s.state.ready = false;
         s.save(&self.config.paths)?;
         tracing::info!(sandbox = %s.id, "sandbox stopped");
-        inner.sandboxes.insert(s.id.clone(), s);
+        let id = s.id.clone();
+        inner.sandboxes.insert(id.clone(), s);
+        self.emit(&inner, &id, &id, ContainerEventType::ContainerStoppedEvent);
         Ok(())
     }
 
@@ -460,8 +469,11 @@ impl Cri {
                 container::remove(&self.config.paths, c)?;
             }
             inner.containers.remove(&cid);
+            self.emit(&inner, &cid, &full, ContainerEventType::ContainerDeletedEvent);
         }
         Sandbox::delete(&self.config.paths, &full)?;
+        // With the sandbox's last status, so the kubelet can tell which pod went away.
+        self.emit(&inner, &full, &full, ContainerEventType::ContainerDeletedEvent);
         inner.sandboxes.remove(&full);
         tracing::info!(sandbox = %full, "sandbox removed");
         Ok(())
@@ -469,6 +481,17 @@ impl Cri {
 }
 
 impl Cri {
+    /// A container's status as `ContainerStatus` and the events report it: the shim's
+    /// records, and the resources in force.
+    fn full_status(paths: &Paths, c: &CriContainer) -> kboot_cri::v1::ContainerStatus {
+        let mut status = c.status(paths);
+        status.resources = c.config.linux.as_ref().map(|l| kboot_cri::v1::ContainerResources {
+            linux: l.resources.clone(),
+            windows: None,
+        });
+        status
+    }
+
     fn resolve_container<'a>(inner: &'a Inner, id: &str) -> Result<&'a CriContainer> {
         if id.is_empty() {
             return Err(CriError::InvalidArgument("container_id is required".into()));
@@ -544,6 +567,7 @@ impl Cri {
         }
         tracing::info!(container = %id, sandbox = %pod.id, name = %meta.name, image = %c.record.image, "container created");
         inner.containers.insert(id.clone(), c);
+        self.emit(&inner, &id, &pod.id, ContainerEventType::ContainerCreatedEvent);
         Ok(id)
     }
 
@@ -558,6 +582,23 @@ impl Cri {
         }
         container::start(&self.config.paths, &c).await?;
         tracing::info!(container = %c.id, "container started");
+        self.emit(
+            &inner,
+            &c.id,
+            &c.record.sandbox_id,
+            ContainerEventType::ContainerStartedEvent,
+        );
+        match c.phase(&self.config.paths) {
+            container::Phase::Running(shim) => self.events.watch_exit(c.id.clone(), shim),
+            // Ended already (a short command): its STOPPED follows its STARTED now.
+            container::Phase::Exited(_) => self.emit(
+                &inner,
+                &c.id,
+                &c.record.sandbox_id,
+                ContainerEventType::ContainerStoppedEvent,
+            ),
+            container::Phase::Created => {}
+        }
         Ok(())
     }
 
@@ -581,6 +622,12 @@ impl Cri {
         container::stop(&self.config.paths, &c, std::time::Duration::ZERO).await?;
         container::remove(&self.config.paths, &c)?;
         inner.containers.remove(&c.id);
+        self.emit(
+            &inner,
+            &c.id,
+            &c.record.sandbox_id,
+            ContainerEventType::ContainerDeletedEvent,
+        );
         tracing::info!(container = %c.id, "container removed");
         Ok(())
     }

@@ -1,6 +1,5 @@
 //! `runtime.v1.RuntimeService`: thin gRPC glue over [`Cri`]; the logic lives there.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,11 +165,7 @@ impl RuntimeService for Runtime {
         let id = req.into_inner().container_id;
         let inner = self.cri.inner.lock().await;
         let c = Cri::resolve_container(&inner, &id)?;
-        let mut status = c.status(&self.cri.config.paths);
-        status.resources = c.config.linux.as_ref().map(|l| cri::ContainerResources {
-            linux: l.resources.clone(),
-            windows: None,
-        });
+        let status = Cri::full_status(&self.cri.config.paths, c);
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(status),
             ..Default::default()
@@ -366,12 +361,10 @@ impl RuntimeService for Runtime {
         unsupported("CheckpointContainer")
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+    type GetContainerEventsStream = super::events::EventStream;
 
     async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        // Evented PLEG is alpha and off by default; the kubelet falls back to relisting.
-        unsupported("GetContainerEvents")
+        Ok(Response::new(self.cri.subscribe_events()))
     }
 
     async fn list_metric_descriptors(
@@ -388,10 +381,16 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListPodSandboxMetricsResponse::default()))
     }
 
+    /// Kubelets from v1.31 take their cgroup driver from this answer (KubeletCgroupDriverFromCRI)
+    /// and name pod cgroups accordingly: slices with systemd, directories with cgroupfs.
     async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        let driver = match crate::cgroups::Driver::load(&self.cri.config.paths.cgroup_driver_file()) {
+            crate::cgroups::Driver::Systemd => cri::CgroupDriver::Systemd,
+            crate::cgroups::Driver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+        };
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: driver as i32,
             }),
         }))
     }

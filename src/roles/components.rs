@@ -177,7 +177,7 @@ fn kubelet_config(ctx: &Ctx) -> Value {
         "containerRuntimeEndpoint": cri,
         "imageServiceEndpoint": cri,
         "staticPodPath": ctx.dirs.manifests(),
-        "cgroupDriver": "cgroupfs",
+        "cgroupDriver": ctx.cfg.cgroup_driver.as_str(),
         // Kubelets from v1.35 refuse cgroup v1 hosts unless told otherwise.
         "failCgroupV1": false,
         "clusterDNS": [CLUSTER_DNS.to_string()],
@@ -794,6 +794,23 @@ mod tests {
         assert_eq!(node_cidr_mask_size(28), Some(30));
         let (plan, _) = plan(&[(Key::FlannelNetwork, "10.9.0.0/24")]);
         assert!(manifest_args(&plan, "kube-controller-manager").contains("--node-cidr-mask-size=26"));
+    }
+
+    #[test]
+    fn the_kubelet_uses_the_nodes_cgroup_driver() {
+        let file = |plan: &crate::roles::RolePlan, dirs: &KubeDirs| {
+            let f = plan
+                .plan
+                .files
+                .iter()
+                .find(|f| f.path == dirs.kubelet_config())
+                .unwrap();
+            serde_yaml::from_str::<serde_yaml::Value>(&f.content).unwrap()["cgroupDriver"].clone()
+        };
+        let (p, dirs) = plan(&[]);
+        assert_eq!(file(&p, &dirs), "cgroupfs", "the test host has no systemd");
+        let (p, dirs) = plan(&[(Key::CgroupDriver, "systemd")]);
+        assert_eq!(file(&p, &dirs), "systemd");
     }
 
     #[test]

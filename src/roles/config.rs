@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::netdetect;
 use super::version::{default_etcd_version, Family, KubeVersion, DEFAULT_FLANNEL_VERSION, DEFAULT_K8S_VERSION};
+use crate::cgroups::{Driver, HostCgroups};
 use crate::plan::RestartPolicy;
 
 /// One configurable variable: its kube-deploy name (also the environment variable),
@@ -35,10 +36,12 @@ pub enum Key {
     UseContainerized,
     Arch,
     TimeoutForServices,
+    /// kboot's own: `cgroupfs` or `systemd` (env `KBOOT_CGROUP_DRIVER`).
+    CgroupDriver,
 }
 
 impl Key {
-    pub const ALL: [Key; 14] = [
+    pub const ALL: [Key; 15] = [
         Key::K8sVersion,
         Key::Family,
         Key::EtcdVersion,
@@ -53,6 +56,7 @@ impl Key {
         Key::UseContainerized,
         Key::Arch,
         Key::TimeoutForServices,
+        Key::CgroupDriver,
     ];
 
     /// The environment variable (kube-deploy's name, so old habits keep working).
@@ -72,6 +76,7 @@ impl Key {
             Key::UseContainerized => "USE_CONTAINERIZED",
             Key::Arch => "ARCH",
             Key::TimeoutForServices => "TIMEOUT_FOR_SERVICES",
+            Key::CgroupDriver => "KBOOT_CGROUP_DRIVER",
         }
     }
 
@@ -79,6 +84,7 @@ impl Key {
     pub fn file_key(self) -> String {
         match self {
             Key::Family => "family".to_string(),
+            Key::CgroupDriver => "cgroup_driver".to_string(),
             k => k.env().to_ascii_lowercase(),
         }
     }
@@ -100,6 +106,7 @@ impl Key {
             Key::UseContainerized => "--use-containerized",
             Key::Arch => "--arch",
             Key::TimeoutForServices => "--timeout-for-services",
+            Key::CgroupDriver => "--cgroup-driver",
         }
     }
 }
@@ -331,12 +338,19 @@ pub struct NodeConfig {
     pub arch: String,
     #[serde(serialize_with = "secs")]
     pub timeout_for_services: Duration,
+    /// Who creates the containers' cgroups, kboot's and the kubelet's alike.
+    #[serde(serialize_with = "ser_display")]
+    pub cgroup_driver: Driver,
     /// Where every value came from.
     pub sources: BTreeMap<Key, Source>,
 }
 
 fn ser_restart<S: serde::Serializer>(p: &RestartPolicy, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(p)
+}
+
+fn ser_display<S: serde::Serializer>(d: &Driver, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(d)
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -353,6 +367,8 @@ pub trait HostFacts {
     fn has_address(&self, ip: Ipv4Addr) -> Result<bool, netdetect::DetectError>;
     /// `uname -m`.
     fn machine(&self) -> String;
+    /// systemd as PID 1, cgroup v2: what the cgroup driver depends on.
+    fn cgroups(&self) -> HostCgroups;
 }
 
 /// The running host: `/proc/net/route` and the interface list.
@@ -380,6 +396,9 @@ impl HostFacts for RealHost {
         nix::sys::utsname::uname()
             .map(|u| u.machine().to_string_lossy().into_owned())
             .unwrap_or_else(|_| std::env::consts::ARCH.to_string())
+    }
+    fn cgroups(&self) -> HostCgroups {
+        HostCgroups::probe()
     }
 }
 
@@ -415,6 +434,19 @@ pub fn verify_ip_address(cfg: &NodeConfig, host: &dyn HostFacts) -> Result<(), C
             cfg.ip_address
         ),
     })
+}
+
+/// Checks that this host can use the cgroup driver asked for (`run` does; `plan` may
+/// describe another node): systemd needs systemd as PID 1 and cgroup v2.
+pub fn verify_cgroup_driver(cfg: &NodeConfig, host: &dyn HostFacts) -> Result<(), ConfigError> {
+    cfg.cgroup_driver
+        .check(host.cgroups())
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid {
+            key: Key::CgroupDriver,
+            from: cfg.sources.get(&Key::CgroupDriver).copied().unwrap_or(Source::Default),
+            message: e.to_string(),
+        })
 }
 
 /// Merges the layers (flag > env > file) and validates every value.
@@ -535,6 +567,15 @@ pub fn resolve(
     })?
     .map(|(d, _)| d)
     .unwrap_or(Duration::from_secs(20));
+    let cgroup_driver = match parsed(pick(Key::CgroupDriver), Key::CgroupDriver, |s| {
+        s.parse::<Driver>().map_err(|e| e.to_string())
+    })? {
+        Some((d, _)) => d,
+        None => {
+            sources.insert(Key::CgroupDriver, Source::Detected);
+            Driver::for_host(host.cgroups())
+        }
+    };
 
     let parse_ip = |s: &str| -> Result<Ipv4Addr, String> {
         let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
@@ -579,6 +620,7 @@ pub fn resolve(
         use_containerized,
         arch,
         timeout_for_services,
+        cgroup_driver,
         sources,
     })
 }
@@ -591,6 +633,7 @@ pub(crate) mod tests {
     pub(crate) struct FakeHost {
         pub default: Ipv4Addr,
         pub addresses: Vec<Ipv4Addr>,
+        pub cgroups: HostCgroups,
     }
 
     impl HostFacts for FakeHost {
@@ -603,12 +646,20 @@ pub(crate) mod tests {
         fn machine(&self) -> String {
             "x86_64".into()
         }
+        fn cgroups(&self) -> HostCgroups {
+            self.cgroups
+        }
     }
 
     pub(crate) fn host() -> FakeHost {
         FakeHost {
             default: Ipv4Addr::new(192, 0, 2, 10),
             addresses: vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(198, 51, 100, 7)],
+            // This build machine: hybrid cgroup v1, no systemd.
+            cgroups: HostCgroups {
+                systemd: false,
+                unified: false,
+            },
         }
     }
 
@@ -630,6 +681,52 @@ pub(crate) mod tests {
         assert_eq!(c.restart, RestartPolicy::UnlessStopped);
         assert_eq!(c.arch, "amd64");
         assert_eq!(c.flannel_network.to_string(), "10.1.0.0/16");
+    }
+
+    #[test]
+    fn the_cgroup_driver_is_detected_overridable_and_checked_against_the_host() {
+        let systemd_v2 = FakeHost {
+            cgroups: HostCgroups {
+                systemd: true,
+                unified: true,
+            },
+            ..host()
+        };
+        let none = Layer::new();
+        let c = resolve(Role::Master, &none, &none, &none, &systemd_v2).unwrap();
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Systemd, Source::Detected)
+        );
+        let c = resolve(Role::Master, &none, &none, &none, &host()).unwrap();
+        assert_eq!(c.cgroup_driver, Driver::Cgroupfs, "no systemd on the host");
+        verify_cgroup_driver(&c, &host()).unwrap();
+
+        let file = layer(&[(Key::CgroupDriver, "cgroupfs")]);
+        let c = resolve(Role::Master, &none, &none, &file, &systemd_v2).unwrap();
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Cgroupfs, Source::File)
+        );
+
+        let flags = layer(&[(Key::CgroupDriver, "systemd")]);
+        let c = resolve(Role::Master, &flags, &none, &none, &host()).unwrap();
+        let e = verify_cgroup_driver(&c, &host()).unwrap_err().to_string();
+        assert!(
+            e.contains("--cgroup-driver") && e.contains("/run/systemd/system"),
+            "{e}"
+        );
+
+        let e = resolve(
+            Role::Master,
+            &layer(&[(Key::CgroupDriver, "docker")]),
+            &none,
+            &none,
+            &host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cgroupfs or systemd"), "{e}");
     }
 
     #[test]

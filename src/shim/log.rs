@@ -1,6 +1,9 @@
 //! Container log files: one line per output line, in the CRI format the kubelet
 //! also reads: `<RFC 3339 nanos> <stdout|stderr> <F|P> <text>`. `P` marks a
-//! piece of a line longer than [`MAX_LINE`]. Files rotate by size:
+//! piece of a line longer than [`MAX_LINE`], and output that ends without a
+//! newline (`echo -n DONE`): the kubelet ends every `F` line's text with a
+//! newline, so an unterminated last line tagged `F` would gain one it never
+//! had (a termination message read from the log, `kubectl logs`). Files rotate by size:
 //! `container.log` → `container.log.1` (one generation kept), unless the
 //! kubelet rotates them (CRI containers): then the writer only reopens its
 //! path when told to ([`LogWriter::reopen`]).
@@ -91,12 +94,13 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes out unfinished lines (at exit).
+    /// Writes out unfinished lines (at exit) as partial (`P`) lines: the output had no
+    /// newline there, and a reader must not add one.
     pub fn flush_partial(&mut self) -> io::Result<()> {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let rest = std::mem::take(&mut self.pending[stream as usize]);
             if !rest.is_empty() {
-                self.emit(stream, 'F', &rest)?;
+                self.emit(stream, 'P', &rest)?;
             }
         }
         Ok(())
@@ -277,6 +281,30 @@ mod tests {
             ]
         );
         assert!(humantime::parse_rfc3339(&lines[0].timestamp).is_ok());
+        let complete: Vec<_> = lines.iter().map(|l| l.complete).collect();
+        assert_eq!(complete, [true, true, false], "no newline after `wor`: a partial line");
+    }
+
+    #[test]
+    fn log_output_without_a_final_newline_stays_without_one() {
+        // `echo -n DONE`: the CRI format's `P` tag, so the kubelet reads `DONE`, not `DONE\n`.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = LogWriter::open(&p, 0).unwrap();
+        w.write(Stream::Stdout, b"DONE").unwrap();
+        w.flush_partial().unwrap();
+        let raw = fs::read_to_string(&p).unwrap();
+        let fields: Vec<_> = raw.trim_end_matches('\n').splitn(4, ' ').collect();
+        assert_eq!(fields[1..], ["stdout", "P", "DONE"], "{raw}");
+        // A line longer than the limit: pieces and the unterminated rest are all partial.
+        let mut w = LogWriter::open(&p, 0).unwrap();
+        w.write(Stream::Stderr, &vec![b'y'; 2 * MAX_LINE + 5]).unwrap();
+        w.flush_partial().unwrap();
+        let tags: Vec<_> = read_all(&p).unwrap()[1..]
+            .iter()
+            .map(|l| (l.complete, l.text.len()))
+            .collect();
+        assert_eq!(tags, [(false, MAX_LINE), (false, MAX_LINE), (false, 5)]);
     }
 
     #[test]

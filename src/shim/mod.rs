@@ -388,10 +388,20 @@ fn start_container(
         .with_stderr(err_w)
         .with_executor(UnblockingExecutor { tty })
         .as_init(&cfg.bundle)
-        .with_systemd(false)
+        // A `slice:prefix:name` cgroupsPath (the systemd driver, src/cgroups/driver.rs) is a
+        // scope systemd creates over D-Bus; an absolute one is made on cgroupfs.
+        .with_systemd(cgroups_path_of(&spec).is_some_and(|p| crate::cgroups::driver::is_systemd_path(&p)))
         .with_detach(false)
         .build()
         .map_err(lc("create the container"))?;
+    if let Err(e) = systemd_scope_devices(&spec) {
+        let _ = container.delete(true);
+        return Err(ShimError::Io {
+            id: id.clone(),
+            step: "load the device rules into the container's systemd scope",
+            source: std::io::Error::other(e),
+        });
+    }
     if let Err(source) = container.start() {
         let _ = container.delete(true);
         return Err(lc("start the container")(source));
@@ -617,13 +627,38 @@ fn drain(fd: &OwnedFd, stream: Stream, logw: &mut LogWriter, attach: &mut Option
     }
 }
 
+/// The spec's device rules on a systemd-managed cgroup, before the container's process runs.
+/// libcgroups 0.7's systemd manager sets cpu, memory, pids and io through systemd but no
+/// device rules (it has no DeviceAllow= and skips its own eBPF program), so without this an
+/// unprivileged container could open any device node it makes (a host disk, with CAP_MKNOD).
+/// runc's systemd driver does the same: unit properties, then the cgroupfs manager's rules.
+/// On cgroupfs paths libcontainer's v2 manager loads the program itself.
+fn systemd_scope_devices(spec: &Spec) -> std::result::Result<(), String> {
+    let Some(path) = cgroups_path_of(spec).filter(|p| crate::cgroups::driver::is_systemd_path(p)) else {
+        return Ok(());
+    };
+    let dir = crate::cgroups::driver::fs_path(&path).map_err(|e| e.to_string())?;
+    let rules = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone());
+    let full = Path::new(crate::cgroups::ROOT).join(dir.trim_start_matches('/'));
+    libcgroups::v2::devices::Devices::apply_devices(&full, &rules).map_err(|e| format!("{}: {e}", full.display()))
+}
+
+fn cgroups_path_of(spec: &Spec) -> Option<String> {
+    let p = spec.linux().as_ref()?.cgroups_path().clone()?;
+    Some(p.to_string_lossy().into_owned())
+}
+
 /// OOM kills recorded by the container's memory cgroup (v1 `memory.oom_control`,
 /// v2 `memory.events`). Read before `delete` removes the cgroup.
 fn oom_kills(spec: &Spec) -> u64 {
-    let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+    let Some(cg) = cgroups_path_of(spec).and_then(|p| crate::cgroups::driver::fs_path(&p).ok()) else {
         return 0;
     };
-    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
+    let rel = cg.trim_start_matches('/');
     let candidates = [
         Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),

@@ -106,9 +106,10 @@ impl Paths {
         ContainerDir(self.containers().join(name))
     }
 
-    /// The kernel cgroup path of a container: `/kboot/<name>` for the default
+    /// The cgroupfs path of a container: `/kboot/<name>` for the default
     /// root, `/kboot-<hash of root>/<name>` otherwise, so two roots on one host
-    /// (tests, side-by-side installs) never share a cgroup.
+    /// (tests, side-by-side installs) never share a cgroup. With the systemd driver this
+    /// becomes a scope in `kboot.slice` (`cgroups::Driver::container_path`).
     pub fn cgroup(&self, name: &str) -> String {
         if self.root == Path::new(DEFAULT_ROOT) {
             format!("/kboot/{name}")
@@ -117,6 +118,13 @@ impl Paths {
             let h = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
             format!("/kboot-{}/{name}", &hex::encode(h)[..12])
         }
+    }
+
+    /// `cgroup-driver`: the cgroup driver `kboot run` chose (`cgroupfs` or `systemd`), read
+    /// by the supervisor and the CRI; without it they detect the host's
+    /// (`cgroups::Driver::load`).
+    pub fn cgroup_driver_file(&self) -> PathBuf {
+        self.state.join("cgroup-driver")
     }
 
     /// `supervisor.log`: output of the background supervisor (`run --detach`).

@@ -141,6 +141,7 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
         write_plan_file(f)?;
     }
     let host = Host::probe()?;
+    let driver = crate::cgroups::Driver::load(&paths.cgroup_driver_file());
     let mut names = Vec::new();
     for svc in &plan.services {
         let dir = paths.container(&svc.name);
@@ -155,7 +156,7 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
         }
         if !running {
             let prepared = images.prepare(svc, &dir)?;
-            let cgroup = paths.cgroup(&svc.name);
+            let cgroup = driver.container_path(&paths.cgroup(&svc.name));
             let spec = bundle::build_spec(
                 &BundleRequest {
                     service: svc,

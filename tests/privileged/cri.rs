@@ -203,6 +203,27 @@ fn cri_crictl_pod_network_container_exec_logs_stop_and_remove() {
     let out = c.run(&["logs", &ctr]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello"));
 
+    // Output that ends without a newline (`echo -n DONE`, a termination message the kubelet
+    // reads from the log) is a partial line, which no reader ends with a newline.
+    let done_json = write_json(
+        &dir,
+        "done.json",
+        serde_json::json!({"metadata": {"name": "done"}, "image": {"image": "kboot.test/busybox:1"},
+                           "command": ["sh", "-c", "echo -n DONE"], "log_path": "done/0.log"}),
+    );
+    let done = c.ok(&["create", &pod, &done_json, &pod_json(&dir, "web")]);
+    c.ok(&["start", &done]);
+    assert!(wait_until(Duration::from_secs(10), || c
+        .json(&["inspect", "-o", "json", &done])["status"]["state"]
+        == "CONTAINER_EXITED"));
+    let text = std::fs::read_to_string(dir.path().join("pod-logs/web/done/0.log")).unwrap();
+    assert!(
+        text.ends_with(" stdout P DONE\n") && text.lines().count() == 1,
+        "{text:?}"
+    );
+    assert_eq!(c.run(&["logs", &done]).stdout, b"DONE", "crictl logs adds no newline");
+    c.ok(&["rm", &done]);
+
     assert_eq!(c.ok(&["ps", "-q", "--label", "role=main"]), ctr);
     assert_eq!(c.ok(&["ps", "-q", "--label", "role=other"]), "");
 

@@ -551,3 +551,128 @@ fn cri_update_container_resources_changes_the_running_cgroup_and_pod_stats_sum_c
             .unwrap();
     });
 }
+
+/// The kubelet's evented PLEG: `GetContainerEvents` streams each change of a pod and its
+/// container in the order it happened, with the sandbox's status and the containers' statuses
+/// as they were right after it (a container exiting on its own included).
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_container_events_follow_a_container_lifecycle_in_order() {
+    use cri::ContainerEventType as E;
+    require_root();
+    let dir = Dir::new();
+    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
+    let _down = Down { dir: &dir, env: vec![] };
+    let server = Server::start(&dir, &[], &[]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut c = server.runtime().await;
+        let mut events = c
+            .get_container_events(cri::GetEventsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        // Exits on its own after a moment: its STOPPED comes from the shim's end.
+        let (pod, id) = run_one(
+            &mut c,
+            host_pod(&dir, "events"),
+            container("short", &["sh", "-c", "sleep 1; exit 3"], "short/0.log"),
+        )
+        .await;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(next_event(&mut events).await);
+        }
+        let kinds: Vec<(String, E)> = seen
+            .iter()
+            .map(|e| (e.container_id.clone(), E::try_from(e.container_event_type).unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (pod.clone(), E::ContainerCreatedEvent),
+                (pod.clone(), E::ContainerStartedEvent),
+                (id.clone(), E::ContainerCreatedEvent),
+                (id.clone(), E::ContainerStartedEvent),
+                (id.clone(), E::ContainerStoppedEvent),
+            ]
+        );
+        for e in &seen {
+            let s = e
+                .pod_sandbox_status
+                .as_ref()
+                .expect("every event carries the sandbox status");
+            assert_eq!(s.id, pod);
+            assert_eq!(s.metadata.as_ref().unwrap().uid, "events-uid");
+        }
+        assert!(seen.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+        let state = |e: &cri::ContainerEventResponse| {
+            let st = e
+                .containers_statuses
+                .iter()
+                .find(|s| s.id == id)
+                .expect("the container's status");
+            (cri::ContainerState::try_from(st.state).unwrap(), st.exit_code)
+        };
+        assert_eq!(
+            seen[1].containers_statuses.len(),
+            0,
+            "no container yet when the sandbox started"
+        );
+        assert_eq!(state(&seen[2]).0, cri::ContainerState::ContainerCreated);
+        assert_eq!(state(&seen[3]).0, cri::ContainerState::ContainerRunning);
+        assert_eq!(state(&seen[4]), (cri::ContainerState::ContainerExited, 3));
+
+        c.remove_container(cri::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        let e = next_event(&mut events).await;
+        assert_eq!(
+            (e.container_id.as_str(), e.container_event_type),
+            (id.as_str(), E::ContainerDeletedEvent as i32)
+        );
+        assert!(
+            e.containers_statuses.is_empty(),
+            "the removed container is gone from the statuses"
+        );
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        let e = next_event(&mut events).await;
+        assert_eq!(
+            (e.container_id.as_str(), e.container_event_type),
+            (pod.as_str(), E::ContainerStoppedEvent as i32)
+        );
+        assert_eq!(
+            e.pod_sandbox_status.unwrap().state,
+            cri::PodSandboxState::SandboxNotready as i32
+        );
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        let e = next_event(&mut events).await;
+        assert_eq!(
+            (e.container_id.as_str(), e.container_event_type),
+            (pod.as_str(), E::ContainerDeletedEvent as i32)
+        );
+        assert_eq!(
+            e.pod_sandbox_status.unwrap().id,
+            pod,
+            "the last status names the pod that went away"
+        );
+    });
+}
+
+async fn next_event(events: &mut tonic::Streaming<cri::ContainerEventResponse>) -> cri::ContainerEventResponse {
+    tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("an event within 20 s")
+        .unwrap()
+        .expect("the stream stays open")
+}

@@ -29,17 +29,24 @@ fn show(out: &Output) -> String {
 
 /// `crictl exec` (streaming, not `-s`) with `stdin` piped in.
 fn exec(c: &Crictl, flags: &[&str], ctr: &str, cmd: &[&str], stdin: &[u8]) -> Output {
+    let args: Vec<&str> = std::iter::once("exec")
+        .chain(flags.iter().copied())
+        .chain([ctr])
+        .chain(cmd.iter().copied())
+        .collect();
+    crictl_with_input(c, &args, stdin)
+}
+
+/// `crictl ARGS` with `stdin` piped in (then closed), to its end.
+fn crictl_with_input(c: &Crictl, args: &[&str], stdin: &[u8]) -> Output {
     let mut child: Child = c
         .command()
-        .arg("exec")
-        .args(flags)
-        .arg(ctr)
-        .args(cmd)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run crictl exec");
+        .expect("run crictl");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -319,16 +326,7 @@ fn cri_streaming_attach_through_crictl() {
     // What is typed reaches the container's stdin; its live stdout and stderr come back
     // (not what it wrote before the attach); closing stdin (stdin_once) closes the
     // container's, which ends it and the attach.
-    let mut child = c
-        .command()
-        .args(["attach", "-i", &ctr])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run crictl attach");
-    child.stdin.take().unwrap().write_all(b"hello\nworld\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crictl_with_input(c, &["attach", "-i", &ctr], b"hello\nworld\n");
     assert!(out.status.success(), "{}\n{}", show(&out), env.server.log_text());
     assert_eq!(text(&out.stdout), "got:hello\ngot:world\nbye\n", "{}", show(&out));
     assert!(text(&out.stderr).contains("err:hello\nerr:world\n"), "{}", show(&out));
@@ -359,4 +357,147 @@ fn cri_streaming_attach_through_crictl() {
     let out = on_a_terminal(c, &["attach", "-it", &tty_ctr], b"typed\nquit\n");
     assert!(text(&out.stdout).contains("tty:typed:45 123"), "{}", show(&out));
     assert!(exited(&tty_ctr), "quit ends the container");
+}
+
+/// Runs `cmd` in `ctr` through the CRI's `Exec` and a WebSocket client of this test's own
+/// (tungstenite) speaking `protocol`, from inside the server's network namespace (the URL
+/// is on its loopback): the negotiated protocol and every message as (channel, data).
+fn exec_over_websocket(env: &Netns, ctr: &str, cmd: &[&str], protocol: &str) -> (String, Vec<(u8, Vec<u8>)>) {
+    use base64::Engine as _;
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(async {
+        let req = kboot_cri::v1::ExecRequest {
+            container_id: ctr.to_owned(),
+            cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        env.server.runtime().await.exec(req).await.unwrap().into_inner().url
+    });
+    let ns = env.join.trim_start_matches("--net=").to_owned();
+    let protocol = protocol.to_owned();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("join the server's namespace");
+        let mut req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (mut ws, response) = tungstenite::connect(req).expect("WebSocket handshake");
+        let chosen = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let mut got = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(Message::Binary(b)) => got.push((b[0], b[1..].to_vec())),
+                Ok(Message::Text(t)) => {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(&t.as_bytes()[1..])
+                        .unwrap();
+                    got.push((t.as_bytes()[0] - b'0', data));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (chosen, got)
+    })
+    .join()
+    .unwrap()
+}
+
+/// The data of one channel, joined.
+fn channel(got: &[(u8, Vec<u8>)], n: u8) -> String {
+    let data: Vec<u8> = got
+        .iter()
+        .filter(|(c, _)| *c == n)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    text(&data)
+}
+
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_streaming_exec_and_attach_over_websocket() {
+    require_root();
+    let dir = Dir::new();
+    cni_config(&dir, "10.231.11.0/24");
+    load_busybox_image(&dir, "kboot.test/busybox:1", vec![], |b| {
+        b.cmd(["sh", "-c", "echo ready; while read l; do echo got:$l; done; echo bye"])
+    });
+    let env = serve_in_netns(&dir);
+    let c = &env.crictl;
+    let _cleanup = RemovePods(c);
+    let pod = c.ok(&["runp", &pod_json(&dir, "ws")]);
+    let ctr_json = write_json(
+        &dir,
+        "ctr.json",
+        serde_json::json!({"metadata": {"name": "main"}, "image": {"image": "kboot.test/busybox:1"},
+                           "stdin": true, "stdin_once": true, "log_path": "main/0.log"}),
+    );
+    let ctr = c.ok(&["create", &pod, &ctr_json, &pod_json(&dir, "ws")]);
+    c.ok(&["start", &ctr]);
+    let ws = ["--transport", "websocket"];
+
+    // client-go's WebSocket executor (remotecommand v5, what kubectl speaks): both output
+    // channels, the exit code from the status channel, and stdin whose end (v5's close
+    // message) is the command's end of file.
+    let out = exec(c, &ws, &ctr, &["sh", "-c", "echo out; echo oops >&2; exit 3"], b"");
+    assert!(
+        text(&out.stderr).contains("command terminated with exit code 3"),
+        "{}\n{}",
+        show(&out),
+        env.server.log_text()
+    );
+    assert_eq!(text(&out.stdout), "out\n", "{}", show(&out));
+    assert!(text(&out.stderr).contains("oops"), "{}", show(&out));
+    let out = exec(
+        c,
+        &["-i", ws[0], ws[1]],
+        &ctr,
+        &["sh", "-c", "cat; echo done"],
+        b"hello\nworld\n",
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout), "hello\nworld\ndone\n", "{}", show(&out));
+
+    // The older protocols, by hand: v4 (JSON status), its base64 text form, and the
+    // original channel.k8s.io (only a failure's message) the conformance test uses.
+    let script = ["sh", "-c", "echo remote execution test; echo oops >&2; exit 3"];
+    for protocol in ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", "channel.k8s.io"] {
+        let (chosen, got) = exec_over_websocket(&env, &ctr, &script, protocol);
+        assert_eq!(chosen, protocol);
+        assert_eq!(
+            got.first(),
+            Some(&(1, Vec::new())),
+            "{protocol}: an empty stdout message opens"
+        );
+        assert_eq!(channel(&got, 1), "remote execution test\n", "{protocol}: {got:?}");
+        assert_eq!(channel(&got, 2), "oops\n", "{protocol}: {got:?}");
+        let status = channel(&got, 3);
+        if protocol.starts_with("v4") {
+            let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+            assert_eq!(status["reason"], "NonZeroExitCode", "{protocol}: {status}");
+            assert_eq!(status["details"]["causes"][0]["message"], "3", "{protocol}: {status}");
+        } else {
+            assert!(status.contains("non-zero exit code"), "{protocol}: {status:?}");
+        }
+    }
+    let (_, got) = exec_over_websocket(&env, &ctr, &["true"], "channel.k8s.io");
+    assert_eq!(channel(&got, 3), "", "success says nothing before v4: {got:?}");
+    let (_, got) = exec_over_websocket(&env, &ctr, &["true"], "v4.channel.k8s.io");
+    assert!(channel(&got, 3).contains("\"Success\""), "{got:?}");
+
+    // Attach over the same transport: typed lines reach the container, its answers come back,
+    // and closing stdin (v5) ends it.
+    let out = crictl_with_input(c, &["attach", "-i", ws[0], ws[1], &ctr], b"one\n");
+    assert!(out.status.success(), "{}\n{}", show(&out), env.server.log_text());
+    assert_eq!(text(&out.stdout), "got:one\nbye\n", "{}", show(&out));
 }

@@ -1,4 +1,4 @@
-//! `Attach` over a SPDY session (remotecommand v4, the same streams as exec): connects to
+//! `Attach` over a SPDY session or a WebSocket (remotecommand, the same streams as exec): connects to
 //! the container's shim on its attach socket ([`crate::shim::attach`]), sends the client's
 //! stdin there and the container's live stdout/stderr back. The session ends when the
 //! container exits (the shim closes the socket; the error stream then reports success, as

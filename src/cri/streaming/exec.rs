@@ -1,4 +1,5 @@
-//! `Exec` over a SPDY session (remotecommand v4): the client opens `error`, `stdin`,
+//! `Exec` over a SPDY session (remotecommand v4) or a WebSocket ([`super::websocket`], whose
+//! channels arrive as the same streams): the client opens `error`, `stdin`,
 //! `stdout`, `stderr` and, with a TTY, `resize` streams; the command runs in the container
 //! (as `ExecSync` does, [`container::enter_command`]) with pipes or a pseudo-terminal; its
 //! exit status goes back on the error stream as a `metav1.Status`.

@@ -1,13 +1,16 @@
 //! The CRI streaming server: `Exec`, `Attach` and `PortForward` answer with a one-time URL on
 //! a small HTTP server on loopback; the kubelet (or crictl) connects there, upgrades to
-//! SPDY/3.1 and the session runs the command or forwards the ports ([`exec`],
-//! [`portforward`]); attach joins the container's stdio through its shim ([`attach`]). As the kubelet's own streaming library: a token is valid once and for
-//! [`TOKEN_TTL`], at most [`MAX_PENDING`] wait at a time.
+//! SPDY/3.1 or, for exec and attach, to a WebSocket ([`websocket`], chosen by the `Upgrade`
+//! header), and the session runs the command or forwards the ports ([`exec`],
+//! [`portforward`]); attach joins the container's stdio through its shim ([`attach`]). As the
+//! kubelet's own streaming library: a token is valid once and for [`TOKEN_TTL`], at most
+//! [`MAX_PENDING`] wait at a time.
 
 mod attach;
 mod exec;
 mod portforward;
 mod spdy;
+mod websocket;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -178,11 +181,14 @@ impl Streams {
                 .flat_map(|v| v.split(','))
                 .any(|t| t.trim().eq_ignore_ascii_case(want))
         };
+        if has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket") {
+            return Self::websocket(cri, req, request);
+        }
         if !has_token(CONNECTION, "upgrade") || !has_token(UPGRADE, "SPDY/3.1") {
             return plain(
                 StatusCode::BAD_REQUEST,
-                "kboot streams over SPDY/3.1 only: send Connection: Upgrade and Upgrade: SPDY/3.1 \
-                 (WebSocket streaming is not supported)",
+                "kboot streams over SPDY/3.1 or WebSocket: send Connection: Upgrade and Upgrade: SPDY/3.1 \
+                 (or Upgrade: websocket for exec and attach)",
             );
         }
         let supported = match request {
@@ -216,15 +222,7 @@ impl Streams {
             }
         };
         tracing::debug!(kind, protocol = ?protocol, "streaming session starts");
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let io = match upgrade.await {
-                Ok(io) => TokioIo::new(io),
-                Err(e) => {
-                    tracing::warn!(error = %e, "streaming upgrade failed");
-                    return;
-                }
-            };
+        let mut response = switch_protocols(&mut req, "SPDY/3.1", move |io| async move {
             let session = spdy::Session::new(io);
             match request {
                 Pending::Exec(r) => exec::serve(cri, session, r).await,
@@ -232,16 +230,81 @@ impl Streams {
                 Pending::PortForward(r) => portforward::serve(cri, session, r).await,
             }
         });
-        let mut response = Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = response.headers_mut();
-        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
-            h.insert(PROTOCOL_HEADER, p);
+            response.headers_mut().insert(PROTOCOL_HEADER, p);
         }
         response
     }
+}
+
+impl Streams {
+    /// An exec or attach over a WebSocket: the remotecommand channel protocols the kubelet's
+    /// own streaming server speaks ([`websocket::PROTOCOLS`]).
+    fn websocket(cri: Arc<Cri>, mut req: Request<Incoming>, request: Pending) -> Response<Full<Bytes>> {
+        let wanted = match &request {
+            Pending::Exec(r) => exec::Wanted {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Pending::Attach(r) => exec::Wanted {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Pending::PortForward(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "kboot forwards ports over SPDY/3.1 only: send Upgrade: SPDY/3.1",
+                )
+            }
+        };
+        let (name, protocol, accept) = match websocket::negotiate(req.headers()) {
+            Ok(n) => n,
+            Err(why) => return plain(StatusCode::BAD_REQUEST, &why),
+        };
+        tracing::debug!(kind = request.kind(), protocol = %name, "WebSocket streaming session starts");
+        let mut response = switch_protocols(&mut req, "websocket", move |io| async move {
+            let session = websocket::session(io, protocol, wanted).await;
+            match request {
+                Pending::Exec(r) => exec::serve(cri, session, r).await,
+                Pending::Attach(r) => attach::serve(cri, session, r).await,
+                Pending::PortForward(_) => {}
+            }
+        });
+        let h = response.headers_mut();
+        h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);
+        if let Ok(p) = HeaderValue::from_str(&name) {
+            if !name.is_empty() {
+                h.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, p);
+            }
+        }
+        response
+    }
+}
+
+/// Answers `101 Switching Protocols` to `upgrade` and runs `serve` on the connection once
+/// hyper hands it over.
+fn switch_protocols<F, Fut>(req: &mut Request<Incoming>, upgrade: &'static str, serve: F) -> Response<Full<Bytes>>
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on.await {
+            Ok(io) => serve(TokioIo::new(io)).await,
+            Err(e) => tracing::warn!(error = %e, upgrade, "streaming upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static(upgrade));
+    response
 }
 
 fn plain(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

@@ -578,7 +578,8 @@ pub(super) async fn copy_to(data: &mut mpsc::Receiver<Vec<u8>>, mut to: impl Asy
     let _ = to.shutdown().await;
 }
 
-enum Out {
+/// What goes to a session's writer task.
+pub(super) enum Out {
     Frame(Frame),
     /// Flush, close the write side, and stop writing.
     Close,
@@ -598,6 +599,11 @@ impl std::fmt::Debug for StreamWriter {
 }
 
 impl StreamWriter {
+    /// A writer for stream `id` of a session whose writer task reads `tx`.
+    pub(super) fn new(id: u32, tx: mpsc::Sender<Out>) -> Self {
+        Self { id, tx }
+    }
+
     /// Sends `data` in DATA frames; false once the connection is gone.
     pub(super) async fn write(&self, data: &[u8]) -> bool {
         for chunk in data.chunks(MAX_DATA) {
@@ -774,6 +780,23 @@ impl Session {
                 }
             }
         });
+        Self {
+            streams,
+            out,
+            reader,
+            writer,
+        }
+    }
+
+    /// A session another transport drives (WebSocket channels, [`super::websocket`]):
+    /// `streams` yields its streams and ends when the client goes; `writer` turns what
+    /// arrives on `out`'s receiver into that transport's messages and stops at [`Out::Close`].
+    pub(super) fn from_parts(
+        streams: mpsc::Receiver<Stream>,
+        out: mpsc::Sender<Out>,
+        reader: tokio::task::JoinHandle<()>,
+        writer: tokio::task::JoinHandle<()>,
+    ) -> Self {
         Self {
             streams,
             out,
