@@ -35,9 +35,7 @@ pub(crate) fn prepare(
     let dir = paths.container(id);
     let service = service_of(paths, id, &image.0, config, pod)?;
     let userns = super::userns::of_container(config, pod)?;
-    let prepared = LocalImages { paths: paths.clone() }
-        .prepare_for(&service, &dir, userns.as_ref())
-        .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
+    let prepared = LocalImages { paths: paths.clone() }.prepare_for(&service, &dir, userns.as_ref())?;
     let parent = pod
         .config
         .linux

@@ -177,9 +177,7 @@ pub(super) fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &Contai
         Vec::new()
     } else {
         // Read inside the rootfs: a hostile image's /etc/group is a clear error, never a host file.
-        RootFs::open(rootfs)
-            .and_then(|r| passwd::supplementary_groups(&r, uid))
-            .map_err(|e| CriError::InvalidArgument(e.to_string()))?
+        RootFs::open(rootfs).and_then(|r| passwd::supplementary_groups(&r, uid))?
     };
     let requested = sc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok());
     let mut groups = vec![gid];
