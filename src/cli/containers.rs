@@ -1,7 +1,7 @@
 //! `run`, `ps`, `logs`, `exec`, `stop`, `start`, `rm`, `down`, and the hidden `shim`.
 
+use crate::shim::launch::{ExecArgs, ShimArgs, SuperviseArgs};
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,13 +33,6 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ExecArgs {
-    pub name: String,
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-#[derive(Debug, Args)]
 pub struct NamesArgs {
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
@@ -54,35 +47,6 @@ pub struct DownArgs {
     #[arg(long)]
     pub purge: bool,
 }
-
-#[derive(Debug, Args)]
-pub struct ShimArgs {
-    #[arg(long)]
-    pub id: String,
-    #[arg(long)]
-    pub bundle: PathBuf,
-    /// Rotate the container log beyond this size; 0 never rotates (the kubelet does).
-    #[arg(long, default_value_t = crate::shim::log::DEFAULT_MAX_BYTES)]
-    pub log_max_bytes: u64,
-    /// Write the log there instead of the container directory (CRI `log_directory/log_path`).
-    #[arg(long)]
-    pub log_path: Option<PathBuf>,
-    /// Serve the attach socket (CRI containers).
-    #[arg(long)]
-    pub attach: bool,
-    /// With --attach: give the container a stdin pipe that attach clients write to.
-    #[arg(long, requires = "attach")]
-    pub stdin: bool,
-    /// With --stdin: the first attach client closing its stdin closes the container's.
-    #[arg(long, requires = "stdin")]
-    pub stdin_once: bool,
-    /// With --attach: the container's stdio is a pseudo-terminal.
-    #[arg(long, requires = "attach")]
-    pub tty: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SuperviseArgs {}
 
 /// `run -f FILE` (`run master|worker` is [`super::roles::run_role`]).
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {

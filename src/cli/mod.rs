@@ -70,7 +70,7 @@ pub enum Command {
     /// Show a container's output.
     Logs(containers::LogsArgs),
     /// Run a command inside a running container.
-    Exec(containers::ExecArgs),
+    Exec(crate::shim::launch::ExecArgs),
     /// Stop containers (remembered: they stay stopped).
     Stop(containers::NamesArgs),
     /// Start stopped containers.
@@ -81,13 +81,13 @@ pub enum Command {
     Down(containers::DownArgs),
     /// Per-container libcontainer wrapper (internal).
     #[command(hide = true)]
-    Shim(containers::ShimArgs),
+    Shim(crate::shim::launch::ShimArgs),
     /// Serve the kubelet's CRI on its own, without running a plan (debugging, tests).
     #[command(hide = true)]
     Cri(cri::CriArgs),
     /// Background supervisor started by `run --detach` and `start` (internal).
     #[command(hide = true)]
-    Supervise(containers::SuperviseArgs),
+    Supervise(crate::shim::launch::SuperviseArgs),
     /// Check certificate expiry or renew leaf certificates of the cluster PKI.
     Certs(roles::CertsArgs),
     /// Print the admin kubeconfig (certificates embedded).
@@ -252,5 +252,57 @@ fn report(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::launch::{global_args, ExecArgs, Internal, ShimArgs, SuperviseArgs};
+    use crate::state::Paths;
+
+    /// What a parent asks for is what the child's CLI parses: paths and the request.
+    #[test]
+    fn every_internal_launch_parses_back_into_its_request() {
+        let paths = Paths::under("/r");
+        let shim = ShimArgs {
+            id: "c".into(),
+            bundle: "/r/b".into(),
+            log_max_bytes: 0,
+            log_path: Some("/l/0.log".into()),
+            attach: true,
+            stdin: true,
+            stdin_once: false,
+            tty: true,
+        };
+        let exec = ExecArgs {
+            name: "c".into(),
+            command: vec!["ls".into(), "-l".into()],
+        };
+        for launch in [
+            Internal::Shim(shim),
+            Internal::Supervise(SuperviseArgs {}),
+            Internal::PodHolder,
+            Internal::Exec(exec),
+        ] {
+            let argv = std::iter::once("kboot".into())
+                .chain(global_args(&paths))
+                .chain(launch.argv());
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(
+                (cli.root.as_deref(), cli.state.as_deref(), cli.config.as_deref()),
+                (Some(paths.root()), Some(paths.state()), Some(paths.config()))
+            );
+            let parsed = match cli.command {
+                Command::Shim(a) => Internal::Shim(a),
+                Command::Supervise(a) => Internal::Supervise(a),
+                Command::Exec(a) => Internal::Exec(a),
+                Command::Cri(cri::CriArgs {
+                    command: cri::CriCommand::PodHolder(a),
+                }) if a.uid_map.is_none() && a.gid_map.is_none() => Internal::PodHolder,
+                other => panic!("{launch:?} parsed as {other:?}"),
+            };
+            assert_eq!(parsed, launch);
+        }
     }
 }

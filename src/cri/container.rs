@@ -21,6 +21,7 @@ use super::sandbox::Sandbox;
 use super::spec::{adapt_spec, run_user, security_of, service_of};
 use crate::bundle::images::{ImageSource, LocalImages};
 use crate::bundle::{build_spec, security, write_config, BundleRequest, Host};
+use crate::shim::launch::{ExecArgs, Internal, ShimArgs};
 use crate::state::Paths;
 
 /// Image, rootfs, spec and bundle for a new container; returns the record.
@@ -85,11 +86,6 @@ pub(crate) fn prepare(
         user: Some(user),
     })
 }
-/// This kboot on the same root, state and config (see [`crate::shim::launch`]).
-fn kboot_command(paths: &Paths) -> tokio::process::Command {
-    crate::shim::launch::kboot_command(paths).into()
-}
-
 /// Starts the shim and waits until the container runs or has failed to start.
 pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
@@ -100,29 +96,23 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .open(&shim_log)
         .map_err(CriError::io("open", &shim_log))?;
     let log2 = log.try_clone().map_err(CriError::io("open", &shim_log))?;
-    let mut command = kboot_command(paths);
-    command
-        .arg("shim")
-        .arg("--id")
-        .arg(&c.id)
-        .arg("--bundle")
-        .arg(paths.container(&c.id).bundle());
-    // The kubelet rotates CRI logs itself (rename, then ReopenContainerLog).
-    if let Some(log) = &c.record.log_path {
-        command.arg("--log-path").arg(log).arg("--log-max-bytes").arg("0");
-    }
-    // Every CRI container can be attached to; stdin only when its config asks for one.
-    command.arg("--attach");
-    if c.config.stdin {
-        command.arg("--stdin");
-        if c.config.stdin_once {
-            command.arg("--stdin-once");
-        }
-    }
-    if c.config.tty {
-        command.arg("--tty");
-    }
-    let mut child = command
+    let shim = ShimArgs {
+        id: c.id.clone(),
+        bundle: paths.container(&c.id).bundle(),
+        log_path: c.record.log_path.clone(),
+        // The kubelet rotates CRI logs itself (rename, then ReopenContainerLog).
+        log_max_bytes: if c.record.log_path.is_some() {
+            0
+        } else {
+            crate::shim::log::DEFAULT_MAX_BYTES
+        },
+        // Every CRI container can be attached to; stdin only when its config asks for one.
+        attach: true,
+        stdin: c.config.stdin,
+        stdin_once: c.config.stdin && c.config.stdin_once,
+        tty: c.config.tty,
+    };
+    let mut child = tokio::process::Command::from(Internal::Shim(shim).command(paths))
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
         .stdin(std::process::Stdio::null())
@@ -293,11 +283,12 @@ pub(crate) fn enter_command(paths: &Paths, c: &CriContainer, cmd: &[String]) -> 
     if cmd.is_empty() {
         return Err(CriError::InvalidArgument("exec needs a command".into()));
     }
-    let mut command = kboot_command(paths);
-    command
-        .args(["exec", &c.id, "--"])
-        .args(cmd)
-        .env("KBOOT_LOG", "error,libcontainer=off,libcgroups=off");
+    let exec = Internal::Exec(ExecArgs {
+        name: c.id.clone(),
+        command: cmd.to_vec(),
+    });
+    let mut command = tokio::process::Command::from(exec.command(paths));
+    command.env("KBOOT_LOG", "error,libcontainer=off,libcgroups=off");
     Ok((command, init))
 }
 

@@ -69,8 +69,9 @@ pub(crate) async fn start(paths: &Paths, sandbox: &str, userns: Option<&Ranges>)
         let id = sandbox.to_owned();
         move |source| CriError::Netns { id, step, source }
     };
-    let out = tokio::process::Command::from(crate::shim::launch::kboot_command(paths))
-        .args(["cri", "pod-holder"])
+    // The mapping flags follow the typed launcher's `cri pod-holder` (parsed by the CLI's
+    // `PodHolderArgs`).
+    let out = tokio::process::Command::from(crate::shim::launch::Internal::PodHolder.command(paths))
         .args(userns.map(holder_args).into_iter().flatten())
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CriError, Result};
 use super::sandbox::{labels_match, write_atomic};
-use crate::base::record::read_json;
-use crate::shim::record::{ExitRecord, ShimRecord};
+use crate::shim::record::{self, ExitRecord, ShimRecord};
 use crate::state::{ContainerDir, Paths};
 
 /// kboot's side of a CRI container.
@@ -67,10 +66,10 @@ impl CriContainer {
     }
 
     pub fn phase(&self, paths: &Paths) -> Phase {
-        if let Some(exit) = read_json::<ExitRecord>(&paths.container(&self.id).exit()) {
+        if let Some(exit) = record::read_exit(paths, &self.id) {
             return Phase::Exited(exit);
         }
-        match read_json::<ShimRecord>(&paths.shim_record(&self.id)) {
+        match record::read_running(paths, &self.id) {
             Some(rec) if rec.is_alive() => Phase::Running(rec),
             // A shim that died without an exit record (SIGKILL): the container is gone too.
             Some(rec) => Phase::Exited(ExitRecord {

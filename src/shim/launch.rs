@@ -1,9 +1,17 @@
 //! How kboot starts its own processes (`kboot shim`, `kboot supervise`,
-//! `kboot cri pod-holder`, `kboot exec`): the running binary, on the same root,
-//! state and config as the process that starts them. The one binary-path policy:
-//! every internal process runs [`SELF_EXE`], never a path looked up again.
+//! `kboot cri pod-holder`, `kboot exec`): one typed [`Internal`] request, whose
+//! argv is built by the `to_args` beside each clap struct that parses it (the CLI
+//! takes these very structs), run by the running binary on the same root, state
+//! and config as the process that starts them.
+//!
+//! The one binary-path policy: every internal process runs [`SELF_EXE`], never a
+//! path looked up again. In a process that starts or joins containers that is the
+//! sealed copy `crate::seal` re-executed it from, so its children are sealed too.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
 
 use crate::state::Paths;
 
@@ -12,18 +20,204 @@ use crate::state::Paths;
 /// always matches the server that wrote the bundle.
 pub const SELF_EXE: &str = "/proc/self/exe";
 
-/// `kboot --root R --state S --config C`, for the caller to add a subcommand to.
-/// `argv[0]` is `kboot`, so `ps` and `pgrep -f` show what runs.
-pub fn kboot_command(paths: &Paths) -> std::process::Command {
+/// `kboot shim`: runs one container and records its life (`super::record`).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub id: String,
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Rotate the container log beyond this size; 0 never rotates (the kubelet does).
+    #[arg(long, default_value_t = super::log::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
+    /// Write the log there instead of the container directory (CRI `log_directory/log_path`).
+    #[arg(long)]
+    pub log_path: Option<PathBuf>,
+    /// Serve the attach socket (CRI containers).
+    #[arg(long)]
+    pub attach: bool,
+    /// With --attach: give the container a stdin pipe that attach clients write to.
+    #[arg(long, requires = "attach")]
+    pub stdin: bool,
+    /// With --stdin: the first attach client closing its stdin closes the container's.
+    #[arg(long, requires = "stdin")]
+    pub stdin_once: bool,
+    /// With --attach: the container's stdio is a pseudo-terminal.
+    #[arg(long, requires = "attach")]
+    pub tty: bool,
+}
+
+impl ShimArgs {
+    /// The arguments that parse back into `self`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec![
+            "--id".into(),
+            self.id.clone().into(),
+            "--bundle".into(),
+            self.bundle.clone().into(),
+            "--log-max-bytes".into(),
+            self.log_max_bytes.to_string().into(),
+        ];
+        if let Some(p) = &self.log_path {
+            out.extend(["--log-path".into(), p.clone().into()]);
+        }
+        for (set, flag) in [
+            (self.attach, "--attach"),
+            (self.stdin, "--stdin"),
+            (self.stdin_once, "--stdin-once"),
+            (self.tty, "--tty"),
+        ] {
+            if set {
+                out.push(flag.into());
+            }
+        }
+        out
+    }
+}
+
+/// `kboot exec NAME -- CMD…`: runs a command in a running container.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ExecArgs {
+    pub name: String,
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+impl ExecArgs {
+    /// The arguments that parse back into `self`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec![self.name.clone().into(), "--".into()];
+        out.extend(self.command.iter().map(OsString::from));
+        out
+    }
+}
+
+/// `kboot supervise`: the background supervisor (it takes no arguments).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct SuperviseArgs {}
+
+impl SuperviseArgs {
+    /// The arguments that parse back into `self` (none).
+    pub fn to_args(&self) -> Vec<OsString> {
+        Vec::new()
+    }
+}
+
+/// One of kboot's internal processes, as its parent asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Internal {
+    Shim(ShimArgs),
+    Supervise(SuperviseArgs),
+    /// `kboot cri pod-holder`: the init of a pod's shared PID namespace.
+    PodHolder,
+    Exec(ExecArgs),
+}
+
+impl Internal {
+    /// The subcommand and its arguments (after kboot's global options).
+    pub fn argv(&self) -> Vec<OsString> {
+        let (sub, args): (&[&str], _) = match self {
+            Internal::Shim(a) => (&["shim"], a.to_args()),
+            Internal::Supervise(a) => (&["supervise"], a.to_args()),
+            Internal::PodHolder => (&["cri", "pod-holder"], Vec::new()),
+            Internal::Exec(a) => (&["exec"], a.to_args()),
+        };
+        sub.iter().map(OsString::from).chain(args).collect()
+    }
+
+    /// `kboot --root R --state S --config C <argv>`, for the caller to set stdio,
+    /// environment and session on. `argv[0]` is `kboot`, so `ps` and `pgrep -f`
+    /// show what runs.
+    pub fn command(&self, paths: &Paths) -> std::process::Command {
+        let mut command = kboot_command(paths);
+        command.args(self.argv());
+        command
+    }
+}
+
+/// The global options that put a child on the caller's root, state and config.
+pub fn global_args(paths: &Paths) -> Vec<OsString> {
+    vec![
+        "--root".into(),
+        paths.root().into(),
+        "--state".into(),
+        paths.state().into(),
+        "--config".into(),
+        paths.config().into(),
+    ]
+}
+
+fn kboot_command(paths: &Paths) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(Path::new(SELF_EXE));
+    command.arg0("kboot").args(global_args(paths));
     command
-        .arg0("kboot")
-        .arg("--root")
-        .arg(paths.root())
-        .arg("--state")
-        .arg(paths.state())
-        .arg("--config")
-        .arg(paths.config());
-    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrap<A: Args> {
+        #[command(flatten)]
+        args: A,
+    }
+
+    fn parse<A: Args>(args: Vec<OsString>) -> A {
+        Wrap::<A>::try_parse_from(std::iter::once(OsString::from("kboot")).chain(args))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn shim_args_round_trip() {
+        let plain = ShimArgs {
+            id: "web".into(),
+            bundle: "/var/lib/kboot/containers/web/bundle".into(),
+            log_max_bytes: 1234,
+            log_path: None,
+            attach: false,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+        };
+        assert_eq!(parse::<ShimArgs>(plain.to_args()), plain);
+        let cri = ShimArgs {
+            id: "0123abcd".into(),
+            bundle: "/b with space/-x".into(),
+            log_max_bytes: 0,
+            log_path: Some("/var/log/pods/p/c/0.log".into()),
+            attach: true,
+            stdin: true,
+            stdin_once: true,
+            tty: true,
+        };
+        assert_eq!(parse::<ShimArgs>(cri.to_args()), cri);
+    }
+
+    #[test]
+    fn exec_args_round_trip_with_dashes_in_the_command() {
+        let a = ExecArgs {
+            name: "web".into(),
+            command: vec!["sh".into(), "-c".into(), "--".into(), "--id x".into()],
+        };
+        assert_eq!(parse::<ExecArgs>(a.to_args()), a);
+    }
+
+    #[test]
+    fn supervise_args_round_trip() {
+        assert_eq!(parse::<SuperviseArgs>(SuperviseArgs {}.to_args()), SuperviseArgs {});
+    }
+
+    #[test]
+    fn the_command_runs_this_binary_on_the_same_paths() {
+        let paths = Paths::under(Path::new("/r"));
+        let c = Internal::PodHolder.command(&paths);
+        assert_eq!(c.get_program(), SELF_EXE);
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args[..6], global_args(&paths)[..]);
+        assert_eq!(args[6..], ["cri", "pod-holder"]);
+    }
 }

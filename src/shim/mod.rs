@@ -35,7 +35,7 @@ pub mod log;
 mod pages;
 pub mod record;
 
-use crate::base::record::{now_ms, write_json, Durability, RecordError};
+use crate::base::record::{now_ms, RecordError};
 use attach::{Attach, StdioMode};
 use log::{LogWriter, Stream};
 use record::{ExitRecord, ShimRecord};
@@ -138,12 +138,6 @@ impl ShimConfig {
             .clone()
             .unwrap_or_else(|| self.paths.container(&self.id).log())
     }
-    fn shim_record(&self) -> PathBuf {
-        self.paths.shim_record(&self.id)
-    }
-    fn exit_record(&self) -> PathBuf {
-        self.paths.container(&self.id).exit()
-    }
 }
 
 /// Runs the container to completion and returns how it ended. The exit is
@@ -168,7 +162,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         init_pid: None,
         started_at_ms: None,
     };
-    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
+    record::write_running(&cfg.paths, &cfg.id, &rec)?;
 
     // Blocked before the container exists so no signal is lost in between;
     // the container's init unblocks them before exec (UnblockingExecutor).
@@ -226,14 +220,14 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
                 finished_at_ms: now_ms(),
                 ..Default::default()
             };
-            write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
-            let _ = fs::remove_file(cfg.shim_record());
+            record::write_exit(&cfg.paths, &cfg.id, &exit)?;
+            record::clear_running(&cfg.paths, &cfg.id);
             return Err(err);
         }
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
-    write_json(&cfg.shim_record(), &rec, Durability::Volatile)?;
+    record::write_running(&cfg.paths, &cfg.id, &rec)?;
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
@@ -268,8 +262,8 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
             tracing::warn!(container = %cfg.id, %err, "delete the stopped container");
         }
     }
-    write_json(&cfg.exit_record(), &exit, Durability::Volatile)?;
-    let _ = fs::remove_file(cfg.shim_record());
+    record::write_exit(&cfg.paths, &cfg.id, &exit)?;
+    record::clear_running(&cfg.paths, &cfg.id);
     tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
     Ok(exit)
 }
@@ -708,7 +702,4 @@ pub fn exec(paths: &Paths, id: &str, args: Vec<String>) -> Result<i32> {
     exec::exec_in_container(paths, id, args)
 }
 
-/// Reads the runtime record of a running shim, if the shim is alive.
-pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
-    crate::base::record::read_json::<ShimRecord>(&paths.shim_record(id)).filter(|r| r.is_alive())
-}
+pub use record::running;

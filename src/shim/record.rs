@@ -1,10 +1,49 @@
-//! What a shim leaves on disk for the supervisor, `ps` and the next supervisor:
-//! a runtime record while it runs (`paths.shims()/<id>.json`, gone on reboot)
-//! and the last exit (`paths.container(id)/exit.json`, kept).
+//! The protocol between a shim and those who start it (the supervisor, the CRI, `ps`):
+//! what a shim leaves on disk, a runtime record while it runs
+//! (`paths.shims()/<id>.json`, gone on reboot) and the last exit
+//! (`paths.container(id)/exit.json`, kept). The shim is the one writer
+//! ([`write_running`], [`write_exit`], [`clear_running`]); everyone else reads
+//! through [`read_exit`] and [`running`]. The request side is `super::launch`.
+//!
+//! Records are renamed into place but not fsynced: a flush costs 10–15 ms per
+//! container on a busy disk (measured, bench/README.md), and a record lost to a
+//! power cut only means the container is started again, as a reboot does anyway.
 
 use serde::{Deserialize, Serialize};
 
 use crate::base::proc;
+use crate::base::record::{read_json, write_json, Durability, RecordError};
+use crate::state::Paths;
+
+/// The shim's record while it runs (written at start and once init runs).
+pub fn write_running(paths: &Paths, id: &str, rec: &ShimRecord) -> Result<(), RecordError> {
+    write_json(&paths.shim_record(id), rec, Durability::Volatile)
+}
+
+/// How the run ended (written before the running record goes).
+pub fn write_exit(paths: &Paths, id: &str, exit: &ExitRecord) -> Result<(), RecordError> {
+    write_json(&paths.container(id).exit(), exit, Durability::Volatile)
+}
+
+/// The running record goes when the shim ends (or is cleaned up after one killed).
+pub fn clear_running(paths: &Paths, id: &str) {
+    let _ = std::fs::remove_file(paths.shim_record(id));
+}
+
+/// The last exit of container `id`, if it ran.
+pub fn read_exit(paths: &Paths, id: &str) -> Option<ExitRecord> {
+    read_json(&paths.container(id).exit())
+}
+
+/// The shim's record as written, alive or not (see [`ShimRecord::is_alive`]).
+pub fn read_running(paths: &Paths, id: &str) -> Option<ShimRecord> {
+    read_json(&paths.shim_record(id))
+}
+
+/// The record of the shim of `id`, if that shim is alive.
+pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
+    read_running(paths, id).filter(|r| r.is_alive())
+}
 
 /// A running shim: enough to signal it and its container, and to tell it from
 /// an unrelated process that reused its pid.

@@ -20,10 +20,11 @@ use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
-use crate::base::record::{now_ms, read_json};
+use crate::base::record::now_ms;
 use crate::plan::{Healthcheck, RestartPolicy};
-use crate::shim::record::ExitRecord;
-use crate::shim::{self, launch};
+use crate::shim;
+use crate::shim::launch::{self, ExecArgs, Internal, ShimArgs};
+
 use crate::state::Paths;
 
 #[derive(Debug, Clone)]
@@ -264,7 +265,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return Ok(());
         }
-        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
+        let exit = shim::record::read_exit(&self.paths, name);
         let Some(exit) = exit.filter(|e| e.finished_at_ms >= desired.requested_at_ms) else {
             // Wanted and not yet run since it was asked for.
             if self.deps_ready(&desired.service.depends_on) {
@@ -317,10 +318,12 @@ impl Supervisor {
         if now < rec.next_check_ms(check) {
             return;
         }
-        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
-        cmd.args(["exec", name, "--"])
-            .args(&check.test)
-            .stdin(Stdio::null())
+        let exec = Internal::Exec(ExecArgs {
+            name: name.to_owned(),
+            command: check.test.clone(),
+        });
+        let mut cmd = tokio::process::Command::from(exec.command(&self.paths));
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
@@ -379,7 +382,7 @@ impl Supervisor {
         if desired.state == DesiredState::Stopped {
             return true;
         }
-        let exit: Option<ExitRecord> = read_json(&self.paths.container(name).exit());
+        let exit = shim::record::read_exit(&self.paths, name);
         let status = read_status(&self.paths, name);
         exit.is_some_and(|e| e.finished_at_ms >= desired.requested_at_ms && status.handled_exit_ms >= e.finished_at_ms)
             && status.restart_at_ms.is_none()
@@ -395,16 +398,19 @@ impl Supervisor {
             .open(&shim_log)
             .map_err(io("open", shim_log.clone()))?;
         let log2 = log.try_clone().map_err(io("open", shim_log))?;
-        let mut cmd = tokio::process::Command::from(launch::kboot_command(&self.paths));
-        cmd.arg("shim")
-            .arg("--id")
-            .arg(name)
-            .arg("--bundle")
-            .arg(self.paths.container(name).bundle())
-            .arg("--log-max-bytes")
-            .arg(self.opts.log_max_bytes.to_string())
-            // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
-            .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
+        let shim = Internal::Shim(ShimArgs {
+            id: name.to_owned(),
+            bundle: self.paths.container(name).bundle(),
+            log_max_bytes: self.opts.log_max_bytes,
+            log_path: None,
+            attach: false,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+        });
+        let mut cmd = tokio::process::Command::from(shim.command(&self.paths));
+        // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
+        cmd.env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -23,11 +23,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::base::record::{now_ms, read_json, RecordError};
+use crate::base::record::{now_ms, RecordError};
 use crate::bundle::{self, BundleError, BundleRequest, Host};
 use crate::plan::{Plan, PlanFile};
 use crate::shim;
-use crate::shim::record::ExitRecord;
+use crate::shim::launch::{Internal, SuperviseArgs};
+
 use crate::state::Paths;
 
 mod daemon;
@@ -222,7 +223,7 @@ impl ContainerView {
 pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
     let desired = read_desired(paths, name);
     let status = read_status(paths, name);
-    let exit: Option<ExitRecord> = read_json(&paths.container(name).exit());
+    let exit = shim::record::read_exit(&paths, name);
     let shim = shim::running(paths, name);
     // Spawned, but the shim has not written its record yet (or died before it could).
     let spawning = status.spawned_at_ms > exit.as_ref().map_or(0, |e| e.finished_at_ms)
@@ -292,7 +293,7 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
         for v in views.iter_mut() {
             let desired = read_desired(paths, &v.name);
             let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
-            let exit: Option<ExitRecord> = read_json(&paths.container(&v.name).exit());
+            let exit = shim::record::read_exit(&paths, &v.name);
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
@@ -360,11 +361,8 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
             source,
         })?;
     let log2 = log.try_clone().map_err(SupervisorError::SpawnDaemon)?;
-    let mut cmd = crate::shim::launch::kboot_command(paths);
-    cmd.arg("supervise")
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log2);
+    let mut cmd = Internal::Supervise(SuperviseArgs {}).command(paths);
+    cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
     // SAFETY: setsid is async-signal-safe; the closure touches no shared state.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
@@ -522,6 +520,7 @@ pub fn remove_cgroup_parents(paths: &Paths) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shim::record::ExitRecord;
 
     #[test]
     fn plan_files_are_written_with_their_mode_and_replaced_atomically() {
@@ -567,10 +566,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(inspect(&paths, "x").status, "created");
-        let record_exit = |exit: &ExitRecord| {
-            use crate::base::record::{write_json, Durability};
-            write_json(&paths.container("x").exit(), exit, Durability::Volatile).unwrap()
-        };
+        let record_exit = |exit: &ExitRecord| shim::record::write_exit(&paths, "x", exit).unwrap();
         let exit = ExitRecord {
             exit_code: 137,
             signal: Some("SIGKILL".into()),
