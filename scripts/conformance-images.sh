@@ -48,29 +48,67 @@ EOF
 listed=$(KUBE_TEST_REPO_LIST=$E2E_DIR/repo-list.yaml "$BIN/e2e.test" --list-images 2>/dev/null | sort -u)
 [ -n "$listed" ] || { log "e2e.test --list-images printed nothing"; exit 1; }
 
-key=$( { cat "$0" "$HERE/lib/images.sh"; stat -c '%n %s %Y' "$BIN/agnhost" "$SAMPLE_BIN" /bin/busybox; } | sha256sum | cut -c1-16)
+# The busybox of every busybox-based image. Upstream's e2e busybox is docker's busybox 1.37.0,
+# whose ash passes every environment variable on to its children (`data-1`, which the
+# ConfigMap/Secret environment tests look for in `sh -c env`) and says
+# `/bin/sh: can't create /file: Read-only file system` (the read-only root test). Debian's busybox
+# packages revert that import (their ash drops names that are not shell identifiers), except
+# their installer flavour, which sets FEATURE_DI_ENV_HACK. So this is Debian's busybox 1.37.0
+# source (suite BUSYBOX_SUITE, from the host's own Debian archive), its patches and its
+# busybox-static configuration plus that one option, built static and checked for both
+# behaviours; cached in $CACHE/busybox-1.37.0-env.
+BUSYBOX_VERSION=1.37.0 BUSYBOX_SUITE=${BUSYBOX_SUITE:-trixie}
+BB=$CACHE/busybox-$BUSYBOX_VERSION-env/busybox
+bb_build() {
+  [ -x "$BB" ] && return 0
+  local w src=/etc/apt/sources.list.d/debian.sources uri key p
+  uri=$(awk '/^URIs:/ {print $2; exit}' "$src" 2>/dev/null)
+  key=$(awk '/^Signed-By:/ {print $2; exit}' "$src" 2>/dev/null)
+  [ -n "$uri" ] || { log "busybox: no Debian archive URI in $src (the host's apt sources)"; return 1; }
+  log "building busybox $BUSYBOX_VERSION from Debian's $BUSYBOX_SUITE source (FEATURE_DI_ENV_HACK)"
+  w=$(mktemp -d "$CACHE/busybox-build.XXXXXX")
+  mkdir -p "$w/lists/partial"
+  echo "deb-src ${key:+[signed-by=$key] }$uri $BUSYBOX_SUITE main" > "$w/sources.list"
+  local A=(-o "Dir::Etc::SourceList=$w/sources.list" -o Dir::Etc::SourceParts=- -o "Dir::State::Lists=$w/lists")
+  apt-get "${A[@]}" update -qq && (cd "$w" && apt-get "${A[@]}" source --download-only -qq busybox >/dev/null 2>&1) \
+    || { log "busybox: apt-get source busybox ($BUSYBOX_SUITE) failed"; return 1; }
+  [ -f "$w/busybox_$BUSYBOX_VERSION.orig.tar.bz2" ] || { log "busybox: $BUSYBOX_SUITE's source is not $BUSYBOX_VERSION ($(ls "$w"))"; return 1; }
+  tar -xjf "$w/busybox_$BUSYBOX_VERSION.orig.tar.bz2" -C "$w" && tar -xJf "$w"/busybox_"$BUSYBOX_VERSION"-*.debian.tar.xz -C "$w"
+  local d=$w/busybox-$BUSYBOX_VERSION
+  for p in $(grep -v '^#' "$w/debian/patches/series"); do patch -d "$d" -p1 -s < "$w/debian/patches/$p"; done
+  sed 's/^# CONFIG_FEATURE_DI_ENV_HACK is not set$/CONFIG_FEATURE_DI_ENV_HACK=y/' "$w/debian/config/pkg/static" > "$d/.config"
+  { yes "" | make -C "$d" silentoldconfig && make -C "$d" -j"$(nproc)" busybox; } > "$w/build.log" 2>&1 \
+    || { log "busybox: build failed ($w/build.log)"; return 1; }
+  # Both behaviours the tests depend on, before the binary is kept.
+  env -i 'data-1=value-1' "$d/busybox" sh -c env | grep -qx 'data-1=value-1' \
+    || { log "busybox: sh drops data-1 from the environment"; return 1; }
+  local ro; ro=$(unshare -m sh -c "mount -t tmpfs -o ro tmpfs '$w/lists' && cd / && '$d/busybox' sh -c 'echo test > $w/lists/file'" 2>&1)
+  [ "$ro" = "sh: can't create $w/lists/file: Read-only file system" ] || { log "busybox: unexpected read-only message: $ro"; return 1; }
+  mkdir -p "$(dirname "$BB")" && cp "$d/busybox" "$BB.tmp" && mv "$BB.tmp" "$BB"
+  rm -rf "$w"
+}
+bb_build
+
+key=$( { cat "$0" "$HERE/lib/images.sh"; stat -c '%n %s %Y' "$BIN/agnhost" "$SAMPLE_BIN" "$BB"; } | sha256sum | cut -c1-16)
 OUT=$CACHE/conformance-images/$key
 S=$OUT/stage DEBS=$CACHE/conformance-debs
 mkdir -p "$OUT"
 
 # --- stages -----------------------------------------------------------------------------------
-# bb_tree DIR [APPLET...]: Debian's busybox-static (the host's) with its applet links in /bin,
-# except the applets named (a Debian package provides them in the image). /bin/sh is bash:
-# Debian's busybox ash (1.35 and trixie's 1.37 alike) drops environment variables whose names
-# are not shell identifiers (`data-1`), which upstream's busybox keeps and the ConfigMap/Secret
-# environment tests check.
+# bb_tree DIR [APPLET...]: the busybox above with its applet links in /bin (sh among them),
+# except the applets named (a Debian package provides them in the image), and Debian's bash
+# (upstream's agnhost and jessie-dnsutils have one).
 bb_tree() {
   local dir=$1 a; shift
   mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root" "$dir/var/run"
   chmod 1777 "$dir/tmp"
-  cp /bin/busybox "$dir/bin/busybox"
-  for a in $(/bin/busybox --list); do
-    case " sh $* " in *" $a "*) continue;; esac
+  cp "$BB" "$dir/bin/busybox"
+  for a in $("$BB" --list); do
+    case " $* " in *" $a "*) continue;; esac
     [ -e "$dir/bin/$a" ] || ln -s busybox "$dir/bin/$a"
   done
   # Debian's bash (the host's, from the same release) with its libraries.
   cp /bin/bash "$dir/bin/bash" && img_with_libs "$dir" /bin/bash
-  ln -s bash "$dir/bin/sh"
   printf '%s\n' root:x:0:0:root:/root:/bin/sh daemon:x:1:1:daemon:/usr/sbin:/bin/false \
     www-data:x:33:33:www-data:/var/www:/bin/false nobody:x:65534:65534:nobody:/home:/bin/false > "$dir/etc/passwd"
   printf '%s\n' root:x:0: daemon:x:1: www-data:x:33: nogroup:x:65534: nobody:x:65534: > "$dir/etc/group"

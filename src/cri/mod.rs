@@ -19,6 +19,7 @@ mod sandbox;
 mod spec;
 mod stats;
 mod streaming;
+mod userns;
 mod v1alpha2;
 
 use std::collections::BTreeMap;
@@ -349,6 +350,16 @@ impl Cri {
 
     /// The sandbox's network, namespaces and records; on failure nothing is left.
     async fn make_sandbox(&self, config: PodSandboxConfig, runtime_handler: String, pod_cidr: &str) -> Result<Sandbox> {
+        let ranges = userns::of_options(
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+        )?;
+        if ranges.is_some() {
+            userns::require(&self.config.paths).await?;
+        }
         let id = sandbox::new_id()?;
         let mut s = Sandbox {
             id: id.clone(),
@@ -360,10 +371,21 @@ impl Cri {
                 ..Default::default()
             },
         };
+        if let Some(r) = &ranges {
+            // First: it makes the pod's network namespace inside the user namespace.
+            s.state.pid_holder = Some(holder::start(&self.config.paths, &id, Some(r)).await?);
+        }
         if !s.host_network() {
             let net = self.config.cni.network(pod_cidr)?;
             let path = self.config.paths.netns(&id);
-            netns::pin(&id, &path)?;
+            let pinned = match s.state.pid_holder.filter(|h| h.userns) {
+                Some(h) => netns::pin_existing(&id, &path, &h.namespace("net")),
+                None => netns::pin(&id, &path),
+            };
+            if let Err(e) = pinned {
+                Self::release_namespaces(&mut s);
+                return Err(e);
+            }
             match self.config.cni.add(&net, &Self::attachment(&s, &path)).await {
                 Ok(result) => {
                     s.state.ips = cni::result_ips(&result);
@@ -373,6 +395,7 @@ impl Cri {
                     // Undo the half-made attachment; the kubelet retries with a new sandbox.
                     let _ = self.config.cni.del(&net, &Self::attachment(&s, &path), None).await;
                     let _ = netns::unpin(&id, &path);
+                    Self::release_namespaces(&mut s);
                     return Err(e);
                 }
             }
@@ -397,11 +420,14 @@ impl Cri {
         let ns = s.namespace_options();
         if ns.ipc != NamespaceMode::Node as i32 {
             let path = self.config.paths.ipcns(&s.id);
-            netns::pin_ipc(&s.id, &path)?;
+            match s.state.pid_holder.filter(|h| h.userns) {
+                Some(h) => netns::pin_existing(&s.id, &path, &h.namespace("ipc"))?,
+                None => netns::pin_ipc(&s.id, &path)?,
+            }
             s.state.ipcns = Some(path);
         }
-        if ns.pid == NamespaceMode::Pod as i32 {
-            s.state.pid_holder = Some(holder::start(&self.config.paths, &s.id).await?);
+        if ns.pid == NamespaceMode::Pod as i32 && s.state.pid_holder.is_none() {
+            s.state.pid_holder = Some(holder::start(&self.config.paths, &s.id, None).await?);
         }
         Ok(())
     }

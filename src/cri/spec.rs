@@ -227,7 +227,14 @@ pub(super) fn adapt_spec(
                 })?;
             Join::Path(format!("/proc/{init}/ns/pid").into())
         }
-        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match &pod.state.pid_holder {
+        // A user-namespace holder is there for every such pod: its PID namespace is
+        // joined only when the pod shares one.
+        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match pod
+            .state
+            .pid_holder
+            .as_ref()
+            .filter(|h| !h.userns || pod_ns.pid == NamespaceMode::Pod as i32)
+        {
             Some(h) if h.alive() => Join::Path(h.pid_namespace()),
             Some(_) => {
                 return Err(CriError::FailedPrecondition(format!(
