@@ -70,19 +70,22 @@ impl Driver {
         }
     }
 
-    /// The driver for `host`: systemd on a unified host with systemd as PID 1, else cgroupfs.
-    /// (libcontainer's systemd manager works on unified hosts only.)
-    pub fn for_host(host: HostCgroups) -> Self {
-        if host.systemd && host.unified {
-            Driver::Systemd
-        } else {
-            Driver::Cgroupfs
-        }
+    /// The driver kboot uses when none is asked for: cgroupfs on every host, for now.
+    ///
+    /// runc and kubeadm pick systemd where it is PID 1 on a unified host, and [`Self::check`]
+    /// accepts it there (`--cgroup-driver systemd`). It is not the default yet because the
+    /// whole role has not been shown to work with it: in the Debian 12 guest (v2 + systemd)
+    /// the container and CRI tests pass with systemd, but `kboot run master` did not reach
+    /// Ready within 36 min where cgroupfs did in 25 (docs/hosts.md). A default must be the
+    /// one that brings a node up; switch once `scripts/vm-master.sh` passes with systemd.
+    pub fn default_for(host: HostCgroups) -> Self {
+        let _ = host;
+        Driver::Cgroupfs
     }
 
-    /// The driver for the running host.
+    /// The default driver for the running host.
     pub fn detect() -> Self {
-        Self::for_host(HostCgroups::probe())
+        Self::default_for(HostCgroups::probe())
     }
 
     /// `self` if `host` can use it: systemd needs systemd as PID 1 and cgroup v2.
@@ -229,11 +232,11 @@ mod tests {
     };
 
     #[test]
-    fn systemd_is_chosen_only_on_a_unified_host_with_systemd() {
-        assert_eq!(Driver::for_host(SYSTEMD_V2), Driver::Systemd);
-        assert_eq!(Driver::for_host(SYSTEMD_V1), Driver::Cgroupfs);
-        assert_eq!(Driver::for_host(PLAIN_V1), Driver::Cgroupfs);
-        assert_eq!(Driver::for_host(PLAIN_V2), Driver::Cgroupfs);
+    fn cgroupfs_is_the_default_and_systemd_is_accepted_on_unified_systemd_hosts() {
+        for host in [SYSTEMD_V2, SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
+            assert_eq!(Driver::default_for(host), Driver::Cgroupfs, "{host:?}");
+        }
+        assert!(Driver::Systemd.check(SYSTEMD_V2).is_ok());
     }
 
     #[test]
