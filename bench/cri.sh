@@ -22,6 +22,7 @@
 # exit on SIGINT/SIGTERM, reap children, like upstream's pause.c.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib/containerd.sh
 [ "$(id -u)" -eq 0 ] || { echo "bench/cri.sh: run as root" >&2; exit 2; }
 RUNS=${RUNS:-20}
 CRI_TOOLS=${CRI_TOOLS:-/var/cache/kboot-build/cri-tools-v1.34.0/bin}
@@ -113,46 +114,8 @@ in_ns "$ROOTFS_TOOLS" build --add "$W/pause-rootfs/pause:/pause:755" --entrypoin
   --push 127.0.0.1:5000/pause:3.9 --insecure >/dev/null
 
 # --- containerd: own root, state, socket, config; registry mirror through hosts.toml ------
-mkdir -p "$CTRD"/{root,state,opt,net.d} "$CTRD/certs.d/registry.k8s.io" "$CTRD/certs.d/docker.io"
-for reg in registry.k8s.io docker.io; do
-  cat >"$CTRD/certs.d/$reg/hosts.toml" <<TOML
-server = "https://$reg"
-[host."http://127.0.0.1:5000"]
-  capabilities = ["pull", "resolve"]
-TOML
-done
-cat >"$CTRD/config.toml" <<TOML
-version = 2
-root = "$CTRD/root"
-state = "$CTRD/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$CD_SOCK"
-[ttrpc]
-  address = "$CD_SOCK.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTRD/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.9"
-  disable_apparmor = true
-  # root here lacks CAP_SYS_RESOURCE (machine-notes), so the sandbox's oom_score_adj of
-  # -998 cannot be set and runc fails; this keeps it at or above the current value.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$CTRD/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$CTRD/net.d"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$CTRD/certs.d"
-TOML
+mkdir -p "$CTRD"/{root,state,opt,net.d}
+containerd_config "$CTRD" "$CD_SOCK" 127.0.0.1:5000 registry.k8s.io/pause:3.9 "$CTRD/net.d"
 nsenter --net=/proc/$holder_pid/ns/net -- containerd --config "$CTRD/config.toml" >"$W/containerd.log" 2>&1 &
 containerd_pid=$!
 

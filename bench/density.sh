@@ -38,8 +38,15 @@
 # other users of the host can take turns. Everything is stopped at the end, containerd
 # included. Raw JSON per round and the table: $RESULTS (default /var/tmp/kboot-density/results-<time>).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+# bash reads a script as it runs it: run from a copy, so editing this file mid-run is safe.
+if [ -z "${DENSITY_HERE:-}" ]; then
+  copy=$(mktemp /tmp/kboot-density-script.XXXXXX)
+  cp "$0" "$copy"
+  DENSITY_HERE=$(cd "$(dirname "$0")" && pwd) exec bash -c 'trap "rm -f \"$0\"" EXIT; bash "$0" "$@"' "$copy" "$@"
+fi
+cd "$DENSITY_HERE/.."
 REPO=$PWD
+. bench/lib/containerd.sh
 [ "$(id -u)" -eq 0 ] || { echo "bench/density.sh: run as root" >&2; exit 2; }
 ROUNDS=${ROUNDS:-3} PODS=${PODS:-110} STEADY=${STEADY:-60}
 RUNTIMES=${RUNTIMES:-kboot containerd} WORKLOADS=${WORKLOADS:-sleep probe}
@@ -126,6 +133,7 @@ umount_under() { # DIR: every mount at or under DIR, deepest first
 cleanup() {
   set +e
   log "cleanup"
+  [ -n "${locker:-}" ] && kill "$locker" 2>/dev/null
   stop kubelet
   [ -S "$KSOCK" ] && crictl "unix://$KSOCK" rmp --force --all >/dev/null 2>&1
   [ -S "$CSOCK" ] && crictl "unix://$CSOCK" rmp --force --all >/dev/null 2>&1
@@ -134,10 +142,14 @@ cleanup() {
   for p in $(pgrep -f -- "--state $KST |-address $CSOCK"); do kill -9 "$p" 2>/dev/null; done
   for d in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$d"; done
   [ -f "$W/registry.pid" ] && stop registry
-  grep -oE " ($W/[^ ]*|/run/netns/cni-[^ ]*|/var/run/netns/cni-[^ ]*)" /proc/self/mountinfo | sort -r -u \
-    | while read -r m; do umount -l "$m" 2>/dev/null; done
-  for n in /var/run/netns/cni-*; do [ -e "$n" ] && ip netns delete "${n##*/}" 2>/dev/null; done
-  for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+  umount_under "$W"
+  # What is not under $W (containerd's netns, the kubelet's /kubepods cgroups) is only this
+  # run's while it holds the host lock: another cluster's kubelet uses /kubepods otherwise.
+  if [ "${HOLD:-0}" = 1 ]; then
+    grep -oE " /(var/)?run/netns/cni-[^ ]*" /proc/self/mountinfo | sort -u | while read -r m; do umount -l "$m" 2>/dev/null; done
+    for n in /var/run/netns/cni-*; do [ -e "$n" ] && ip netns delete "${n##*/}" 2>/dev/null; done
+    for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+  fi
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   [ -n "${lockfd:-}" ] && flock -u "$lockfd" 2>/dev/null
   # Keep the results and the downloaded images (kboot root, containerd root) for the next run.
@@ -212,42 +224,7 @@ EOF
 mkdir -p "$W/kboot/config"
 printf '[[registry]]\nhost = "%s"\nmirrors = ["%s"]\nfallback = false\n' docker.io "$REG" registry.k8s.io "$REG" > "$W/kboot/config/registries.toml"
 printf '\n[[registry]]\nhost = "%s"\ninsecure = true\n' "$REG" >> "$W/kboot/config/registries.toml"
-mkdir -p "$CD/certs.d/docker.io" "$CD/certs.d/registry.k8s.io"
-for r in docker.io registry.k8s.io; do
-  printf 'server = "https://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$r" "$REG" > "$CD/certs.d/$r/hosts.toml"
-done
-cat > "$CD/config.toml" <<EOF
-version = 2
-root = "$CD/root"
-state = "$CD/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$CSOCK"
-[ttrpc]
-  address = "$CSOCK.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CD/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.10.1"
-  disable_apparmor = true
-  # root here lacks CAP_SYS_RESOURCE (machine-notes): keep oom_score_adj at or above the
-  # current value instead of failing the sandbox (bench/cri.sh does the same).
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$CD/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$NETD"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$CD/certs.d"
-EOF
+containerd_config "$CD" "$CSOCK" "$REG" registry.k8s.io/pause:3.10.1 "$NETD"
 
 kubelet_config() { # ENDPOINT: the one KubeletConfiguration, only the endpoint differs
   cat <<EOF
@@ -386,13 +363,16 @@ for r in $(seq "$ROUNDS"); do
   order=$RUNTIMES
   [ $((r % 2)) = 0 ] && order=$(echo "$RUNTIMES" | tr ' ' '\n' | tac | tr '\n' ' ')
   log "round $r ($order): waiting for $LOCK"
-  flock "$lockfd"
+  # In the background and waited for, so a SIGTERM meanwhile runs the cleanup at once.
+  flock "$lockfd" & locker=$!
+  wait "$locker" || exit 1
+  HOLD=1
   log "round $r: lock held; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   load0=$(cut -d' ' -f1 /proc/loadavg)
   ok=1
   for rt in $order; do run_runtime "$rt" "$r" || { ok=0; log "round $r: $rt failed"; stop kubelet; kc delete node "$NODE" >/dev/null 2>&1; stop "$rt"; }; done
   load1=$(cut -d' ' -f1 /proc/loadavg)
-  flock -u "$lockfd"
+  HOLD=0; flock -u "$lockfd"
   python3 - "$RESULTS" "$r" "$order" "$load0" "$load1" > "$RESULTS/round-$r.json" <<'PY'
 import json, os, sys
 res, r, order, l0, l1 = sys.argv[1:]

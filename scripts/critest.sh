@@ -17,9 +17,9 @@ CRI_TOOLS=${CRI_TOOLS:-/var/cache/kboot-build/cri-tools-v1.34.0/bin}
 CNI_BIN=${CNI_BIN:-/usr/lib/cni}
 OUT=${OUT:-$(mktemp -d /tmp/kboot-critest.XXXXXX)}
 # Defaults: the run docs/cri.md reports. Skipped: what the host lacks (AppArmor, SELinux), the
-# upstream-digest image, and features not implemented yet.
+# upstream-digest image.
 FOCUS=${FOCUS:-'Runtime info|PodSandbox|Idempotence|Image Manager|Container runtime|Security Context|Multiple Containers|Networking|Container Mount|Container OOM|Streaming'}
-SKIP=${SKIP:-'public image with digest|AppArmor|SELinux|UserNamespaces'}
+SKIP=${SKIP:-'public image with digest|AppArmor|SELinux'}
 
 cargo build --quiet --bin kboot && cargo build --quiet -p rootfs-tools
 KBOOT=${CARGO_TARGET_DIR:-$PWD/target}/debug/kboot

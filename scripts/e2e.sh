@@ -103,30 +103,7 @@ if [ "$USE_CNI" = true ]; then
   pass "step1 flanneld running on the master ($(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^flannel/ {print $2, $4}'), $(grep FLANNEL_SUBNET /run/flannel/subnet.env 2>/dev/null))"
 fi
 
-cat > "$E2E_DIR/workload.yaml" <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: e2e-web, namespace: default}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: e2e-web}}
-  template:
-    metadata: {labels: {app: e2e-web}}
-    spec:
-      containers:
-      - name: web
-        image: docker.io/library/busybox:1.36
-        command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && echo serving && exec httpd -f -v -p 8080 -h /www"]
-        ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: e2e-web, namespace: default}
-spec:
-  selector: {app: e2e-web}
-  ports: [{port: 80, targetPort: 8080}]
-EOF
-kc apply -f "$E2E_DIR/workload.yaml" >&2 || fail "step1 apply Deployment"
+kc apply -f "$HERE/lib/e2e-web.yaml" >&2 || fail "step1 apply Deployment"
 wait_for 120 "Deployment available" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get deploy e2e-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1" \
   || fail "step1 busybox Deployment available"
 pod=$(kc get pod -l app=e2e-web -o jsonpath='{.items[0].metadata.name}')

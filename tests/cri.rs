@@ -294,7 +294,8 @@ async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
     let err = rt.run_pod_sandbox(handler).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("kata"), "{}", err.message());
-    // hostUsers: false is refused, never run in the host's user namespace.
+    // hostUsers: false with the host's network (the kubelet's validation forbids it) is
+    // refused before anything is made: a pod's user namespace cannot use host namespaces.
     let mut userns = pod("x", true);
     let mapping = cri::IdMapping {
         host_id: 100_000,
@@ -312,9 +313,25 @@ async fn cri_bad_requests_get_the_right_codes_and_change_nothing() {
         uids: vec![mapping],
         gids: vec![mapping],
     });
+    let err = rt.run_pod_sandbox(run(userns.clone())).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("hostUsers"), "{}", err.message());
+    assert!(err.message().contains("network"), "{}", err.message());
+    // A mode kboot does not give (TARGET, CONTAINER) is named.
+    let options = userns
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap();
+    options.network = cri::NamespaceMode::Pod as i32;
+    options.userns_options = Some(cri::UserNamespace {
+        mode: cri::NamespaceMode::Target as i32,
+        ..Default::default()
+    });
     let err = rt.run_pod_sandbox(run(userns)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("hostUsers: false"), "{}", err.message());
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("mode TARGET"), "{}", err.message());
     // A pod network with no CNI configuration: refused with the reason.
     let err = rt.run_pod_sandbox(run(pod("x", false))).await.unwrap_err();
     assert!(err.message().contains("net.d"), "{}", err.message());

@@ -116,7 +116,18 @@ pub async fn channel(socket: &Path) -> Channel {
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let socket = socket.clone();
             async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
+                // The socket file exists between the server's bind(2) and listen(2): a
+                // connection in that window is refused (seen once under load), so retry briefly.
+                let mut tries = 0;
+                let stream = loop {
+                    match tokio::net::UnixStream::connect(&socket).await {
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        other => break other?,
+                    }
+                };
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
             }
         }))

@@ -10,6 +10,8 @@ mod cri;
 mod cri_client;
 #[path = "privileged/cri_grpc.rs"]
 mod cri_grpc;
+#[path = "privileged/cri_scale.rs"]
+mod cri_scale;
 #[path = "privileged/cri_security.rs"]
 mod cri_security;
 #[path = "privileged/cri_streaming.rs"]

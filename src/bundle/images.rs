@@ -2,7 +2,7 @@
 //! writable root filesystem and the image's run defaults, the two inputs of a
 //! bundle. Used by the supervisor and the CRI alike.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::ImageDefaults;
 use crate::plan::Service;
@@ -58,7 +58,34 @@ pub struct LocalImages {
 
 impl ImageSource for LocalImages {
     fn prepare(&self, service: &Service, container_dir: &ContainerDir) -> Result<PreparedImage, ImageError> {
+        self.prepare_for(service, container_dir, None)
+    }
+
+    fn release(&self, container_dir: &ContainerDir) {
+        if let Err(err) = RootfsCache::new(&self.paths).release_container_rootfs(container_dir) {
+            tracing::warn!(dir = %container_dir.path().display(), %err, "release the container's rootfs");
+        }
+    }
+}
+
+impl LocalImages {
+    /// [`ImageSource::prepare`], with the rootfs seen through a user namespace's mapping
+    /// when `userns` is given (see [`super::userns`]).
+    pub fn prepare_for(
+        &self,
+        service: &Service,
+        container_dir: &ContainerDir,
+        userns: Option<&super::userns::UserNamespace>,
+    ) -> Result<PreparedImage, ImageError> {
         if let Some(dir) = service.image.strip_prefix("dir:") {
+            if userns.is_some() {
+                return Err(ImageError::Prepare {
+                    service: service.name.clone(),
+                    image: service.image.clone(),
+                    step: "map the rootfs into the user namespace",
+                    source: super::userns::refuse_in_place(Path::new(dir)).into(),
+                });
+            }
             let path = PathBuf::from(dir);
             if !path.is_dir() {
                 return Err(ImageError::MissingDir {
@@ -96,18 +123,18 @@ impl ImageSource for LocalImages {
         let lower = cache
             .ensure(&layers, &diff_ids)
             .map_err(|e| fail("unpack the image")(e.into()))?;
-        let rootfs = cache
-            .container_rootfs(&lower, container_dir)
-            .map_err(|e| fail("make the container's writable rootfs")(e.into()))?;
+        let rootfs = match userns {
+            None => cache
+                .container_rootfs(&lower, container_dir)
+                .map_err(|e| fail("make the container's writable rootfs")(e.into()))?,
+            Some(ns) => {
+                super::userns::idmapped_rootfs(&lower, container_dir, ns, |l| cache.container_rootfs(l, container_dir))
+                    .map_err(fail("make the container's id-mapped writable rootfs"))?
+            }
+        };
         Ok(PreparedImage {
             rootfs,
             defaults: ImageDefaults::from(&image.config),
         })
-    }
-
-    fn release(&self, container_dir: &ContainerDir) {
-        if let Err(err) = RootfsCache::new(&self.paths).release_container_rootfs(container_dir) {
-            tracing::warn!(dir = %container_dir.path().display(), %err, "release the container's rootfs");
-        }
     }
 }

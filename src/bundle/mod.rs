@@ -24,6 +24,7 @@ pub mod images;
 mod mounts;
 pub mod seccomp;
 pub mod security;
+pub mod userns;
 
 pub use images::{ImageError, ImageSource, LocalImages, PreparedImage};
 pub use mounts::{ensure_shared, prepare_volumes};

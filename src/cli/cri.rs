@@ -20,7 +20,7 @@ pub enum CriCommand {
     Serve(ServeArgs),
     /// Internal: start the init of a new PID namespace for a pod; prints its PID.
     #[command(hide = true)]
-    PodHolder,
+    PodHolder(crate::shim::launch::PodHolderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,8 +36,8 @@ pub struct ServeArgs {
 pub fn cri(ctx: &Context, args: CriArgs) -> anyhow::Result<ExitCode> {
     let serve = match args.command {
         CriCommand::Serve(serve) => serve,
-        CriCommand::PodHolder => {
-            let pid = crate::cri::holder::spawn_in_new_pid_namespace()
+        CriCommand::PodHolder(a) => {
+            let pid = crate::cri::holder::spawn_in_new_pid_namespace(a.uid_map.zip(a.gid_map))
                 .map_err(|e| anyhow::anyhow!("start a PID namespace holder: {e}"))?;
             std::io::Write::write_all(&mut std::io::stdout(), format!("{pid}\n").as_bytes())?;
             return Ok(ExitCode::SUCCESS);

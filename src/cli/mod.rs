@@ -258,7 +258,7 @@ fn report(err: &anyhow::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::launch::{global_args, ExecArgs, Internal, ShimArgs, SuperviseArgs};
+    use crate::shim::launch::{global_args, ExecArgs, Internal, PodHolderArgs, ShimArgs, SuperviseArgs};
     use crate::state::Paths;
 
     /// What a parent asks for is what the child's CLI parses: paths and the request.
@@ -282,7 +282,10 @@ mod tests {
         for launch in [
             Internal::Shim(shim),
             Internal::Supervise(SuperviseArgs {}),
-            Internal::PodHolder,
+            Internal::PodHolder(PodHolderArgs {
+                uid_map: Some("0:65536:65536".parse().unwrap()),
+                gid_map: Some("0:65536:65536".parse().unwrap()),
+            }),
             Internal::Exec(exec),
         ] {
             let argv = std::iter::once("kboot".into())
@@ -298,8 +301,8 @@ mod tests {
                 Command::Supervise(a) => Internal::Supervise(a),
                 Command::Exec(a) => Internal::Exec(a),
                 Command::Cri(cri::CriArgs {
-                    command: cri::CriCommand::PodHolder,
-                }) => Internal::PodHolder,
+                    command: cri::CriCommand::PodHolder(a),
+                }) => Internal::PodHolder(a),
                 other => panic!("{launch:?} parsed as {other:?}"),
             };
             assert_eq!(parsed, launch);

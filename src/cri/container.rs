@@ -34,9 +34,8 @@ pub(crate) fn prepare(
 ) -> Result<ContainerRecord> {
     let dir = paths.container(id);
     let service = service_of(paths, id, &image.0, config, pod)?;
-    let prepared = LocalImages { paths: paths.clone() }
-        .prepare(&service, &dir)
-        .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
+    let userns = super::userns::of_container(config, pod)?;
+    let prepared = LocalImages { paths: paths.clone() }.prepare_for(&service, &dir, userns.as_ref())?;
     let parent = pod
         .config
         .linux
@@ -65,6 +64,9 @@ pub(crate) fn prepare(
     adapt_spec(&mut spec, paths, config, pod)?;
     let user = run_user(&spec, &prepared.rootfs, config)?;
     security::apply(&mut spec, &security_of(config, &user), &host, id)?;
+    if let Some(ns) = &userns {
+        super::userns::apply(&mut spec, ns, &dir, &service)?;
+    }
     let bundle = paths.container(id).bundle();
     fs::create_dir_all(&bundle).map_err(CriError::io("create the bundle directory", &bundle))?;
     write_config(&bundle, &spec)?;
@@ -183,6 +185,8 @@ pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> 
 /// socket.
 pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
+    // Before anything is deleted: the directory holds id-mapped mounts of volumes.
+    crate::bundle::userns::release(&dir).map_err(CriError::io("unmount the id-mapped volumes in", dir.path()))?;
     LocalImages { paths: paths.clone() }.release(&dir);
     if let Some(log) = &c.record.log_path {
         let _ = fs::remove_file(log);

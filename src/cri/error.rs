@@ -5,6 +5,11 @@ use std::path::PathBuf;
 
 use tonic::{Code, Status};
 
+use crate::bundle::images::ImageError;
+use crate::cgroups::v2::V2Error;
+use crate::inroot::InRootError;
+use crate::registry::RegistryError;
+
 /// What the CRI server can fail at. Caller mistakes (`NotFound`, `InvalidArgument`,
 /// `FailedPrecondition`) are separate variants so they map to the code the kubelet expects.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +24,29 @@ pub enum CriError {
     AlreadyExists(String),
     #[error("{0}")]
     PermissionDenied(String),
-    #[error("image store: {0}")]
-    Image(String),
+    /// Store errors are Internal, as they were before they were typed, except a bad
+    /// reference (InvalidArgument).
+    #[error("image store")]
+    Store(#[from] crate::store::StoreError),
+    /// NotFound and PermissionDenied where the registry says so, Internal otherwise.
+    #[error("pull {image}")]
+    Pull {
+        image: String,
+        #[source]
+        source: crate::registry::RegistryError,
+    },
+    #[error("registries configuration")]
+    Registries(#[source] crate::registry::RegistryError),
+    /// The container's image: FailedPrecondition when it is missing, Internal when
+    /// preparing its rootfs failed.
+    #[error("container image")]
+    ContainerImage(#[from] crate::bundle::images::ImageError),
+    /// Reading the image's users and groups: InvalidArgument when the image is at fault.
+    #[error("users and groups of the container image")]
+    ImageFiles(#[from] crate::inroot::InRootError),
+    /// InvalidArgument for limits the request got wrong, Internal for a failed write.
+    #[error("cgroup v2 limits")]
+    CgroupV2(#[from] crate::cgroups::v2::V2Error),
     /// A bundle could not be made: InvalidArgument when the request is at fault
     /// ([`BundleError::is_bad_request`]), Internal otherwise.
     #[error("OCI bundle")]
@@ -101,6 +127,22 @@ impl CriError {
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unsupported(_) => Code::Unimplemented,
             Self::Bundle(e) if e.is_bad_request() => Code::InvalidArgument,
+            Self::Store(crate::store::StoreError::InvalidReference { .. }) => Code::InvalidArgument,
+            Self::Pull { source, .. } => match source {
+                RegistryError::NotFound { .. } => Code::NotFound,
+                RegistryError::CredentialsRequired { .. } | RegistryError::BadCredentials { .. } => {
+                    Code::PermissionDenied
+                }
+                _ => Code::Internal,
+            },
+            Self::ContainerImage(ImageError::NotFound { .. } | ImageError::MissingDir { .. }) => {
+                Code::FailedPrecondition
+            }
+            Self::ImageFiles(
+                InRootError::Resolve { .. } | InRootError::NotRegular { .. } | InRootError::TooLarge { .. },
+            ) => Code::InvalidArgument,
+            Self::CgroupV2(V2Error::BadKey { .. } | V2Error::SwapBelowMemory { .. }) => Code::InvalidArgument,
+            // Everything else, I/O above all, is the server's failure.
             _ => Code::Internal,
         }
     }
@@ -142,5 +184,94 @@ mod tests {
             "{}",
             io.message()
         );
+    }
+
+    fn code_of(e: impl Into<CriError>) -> Code {
+        Status::from(e.into()).code()
+    }
+
+    fn io_err() -> io::Error {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    }
+
+    #[test]
+    fn store_errors_are_internal_but_a_bad_reference() {
+        let bad = crate::store::normalize_reference("UPPER/Case:!").unwrap_err();
+        assert_eq!(code_of(bad), Code::InvalidArgument);
+        let read = crate::store::StoreError::Read {
+            path: "/s/index.json".into(),
+            source: io_err(),
+        };
+        assert_eq!(code_of(read), Code::Internal);
+    }
+
+    #[test]
+    fn pull_errors_say_not_found_and_permission_denied_where_the_registry_does() {
+        let pull = |source| CriError::Pull {
+            image: "r/i:1".into(),
+            source,
+        };
+        let missing = RegistryError::NotFound {
+            registry: "r".into(),
+            reference: "i:1".into(),
+            detail: "manifest unknown".into(),
+        };
+        assert_eq!(code_of(pull(missing)), Code::NotFound);
+        let denied = RegistryError::CredentialsRequired {
+            registry: "r".into(),
+            repository: "i".into(),
+        };
+        assert_eq!(code_of(pull(denied)), Code::PermissionDenied);
+        let token = RegistryError::Token {
+            registry: "r".into(),
+            realm: "https://auth".into(),
+            detail: "timeout".into(),
+        };
+        assert_eq!(code_of(pull(token)), Code::Internal);
+    }
+
+    #[test]
+    fn a_missing_container_image_is_a_failed_precondition_a_failed_unpack_internal() {
+        let missing = ImageError::NotFound {
+            service: "c".into(),
+            image: "i".into(),
+        };
+        assert_eq!(code_of(missing), Code::FailedPrecondition);
+        let unpack = ImageError::Prepare {
+            service: "c".into(),
+            image: "i".into(),
+            step: "unpack",
+            source: Box::new(io_err()),
+        };
+        assert_eq!(code_of(unpack), Code::Internal);
+    }
+
+    #[test]
+    fn image_files_the_image_got_wrong_are_invalid_argument_io_is_not() {
+        let fifo = InRootError::NotRegular {
+            rootfs: "/r".into(),
+            path: "/etc/group".into(),
+            kind: "fifo",
+        };
+        assert_eq!(code_of(fifo), Code::InvalidArgument);
+        let read = InRootError::Read {
+            rootfs: "/r".into(),
+            path: "/etc/group".into(),
+            source: io_err(),
+        };
+        assert_eq!(code_of(read), Code::Internal);
+    }
+
+    #[test]
+    fn cgroup_limits_the_request_got_wrong_are_invalid_argument_a_failed_write_is_not() {
+        assert_eq!(code_of(V2Error::BadKey { key: "../x".into() }), Code::InvalidArgument);
+        let write = V2Error::Write {
+            path: "/sys/fs/cgroup/k/memory.max".into(),
+            value: "1".into(),
+            source: io_err(),
+        };
+        assert_eq!(code_of(write), Code::Internal);
+        let io = CriError::io("read", "/x")(io_err());
+        assert_eq!(code_of(io), Code::Internal);
     }
 }

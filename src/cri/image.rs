@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Cri, CriError};
 use crate::registry::auth::Credentials;
-use crate::registry::{NoProgress, PullOptions, Puller, RegistriesConfig, RegistryClient, RegistryError};
-use crate::store::{normalize_reference, repository_name, Store, StoreError};
+use crate::registry::{NoProgress, PullOptions, Puller, RegistriesConfig, RegistryClient};
+use crate::store::{normalize_reference, repository_name, Store};
 
 #[derive(Debug)]
 pub(crate) struct Images(pub Arc<Cri>);
@@ -48,12 +48,6 @@ impl CatalogImage {
             username,
             ..Default::default()
         }
-    }
-}
-
-impl From<StoreError> for CriError {
-    fn from(e: StoreError) -> Self {
-        CriError::Image(e.to_string())
     }
 }
 
@@ -193,10 +187,9 @@ impl ImageService for Images {
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> Reply<cri::PullImageResponse> {
         let req = req.into_inner();
         let image = image_spec(req.image)?;
-        normalize_reference(&image).map_err(|e| CriError::InvalidArgument(e.to_string()))?;
+        normalize_reference(&image).map_err(CriError::from)?;
         let paths = &self.0.config.paths;
-        let mut config =
-            RegistriesConfig::load(&paths.registries_config()).map_err(|e| CriError::Image(e.to_string()))?;
+        let mut config = RegistriesConfig::load(&paths.registries_config()).map_err(CriError::Registries)?;
         if let Some(creds) = request_credentials(req.auth.as_ref()) {
             config.creds = Some(creds);
         }
@@ -205,16 +198,13 @@ impl ImageService for Images {
             store: self.store()?,
             options: PullOptions::default(),
         };
-        let pulled = puller.pull(&image, &NoProgress).await.map_err(|e| match e {
-            RegistryError::NotFound { .. } => CriError::NotFound {
-                kind: "image",
-                id: format!("{image} ({e})"),
-            },
-            RegistryError::CredentialsRequired { .. } | RegistryError::BadCredentials { .. } => {
-                CriError::PermissionDenied(e.to_string())
-            }
-            e => CriError::Image(format!("pull {image}: {e}")),
-        })?;
+        let pulled = puller
+            .pull(&image, &NoProgress)
+            .await
+            .map_err(|source| CriError::Pull {
+                image: image.clone(),
+                source,
+            })?;
         let store = self.store()?;
         let id = store
             .resolve(&pulled.reference)

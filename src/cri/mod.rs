@@ -19,6 +19,7 @@ mod sandbox;
 mod spec;
 mod stats;
 mod streaming;
+mod userns;
 mod v1alpha2;
 
 use std::collections::BTreeMap;
@@ -140,8 +141,12 @@ pub async fn remove_all(paths: Paths) -> Result<Vec<String>, CriError> {
     Ok(ids)
 }
 
-/// Shared server state. One lock serialises every change, so concurrent calls on the same
-/// pod see each other's results in order; reads take it briefly.
+/// Shared server state behind one lock, held briefly: to check a request against the state,
+/// to reserve what it makes (`Inner::making`, `Inner::starting`) and to record the result.
+/// The slow work of RunPodSandbox, CreateContainer and StartContainer (CNI, rootfs views,
+/// fsynced records, the shim's start) runs outside it, so 110 pods are made side by side
+/// and the kubelet's lists and status calls are not queued behind them. Stop and remove
+/// still hold it throughout.
 #[derive(Debug)]
 pub(crate) struct Cri {
     config: CriConfig,
@@ -154,6 +159,11 @@ struct Inner {
     pod_cidr: String,
     sandboxes: BTreeMap<String, Sandbox>,
     containers: BTreeMap<String, CriContainer>,
+    /// Sandboxes (by metadata) and containers (by sandbox and metadata) being made outside
+    /// the lock: a second request for the same one is refused as a duplicate meanwhile.
+    making: std::collections::BTreeSet<String>,
+    /// Containers whose StartContainer is under way (outside the lock).
+    starting: std::collections::BTreeSet<String>,
 }
 
 pub(crate) fn now_nanos() -> i64 {
@@ -297,16 +307,58 @@ impl Cri {
                 "runtime handler {runtime_handler:?} is unknown (kboot has only the default handler \"\")"
             )));
         }
+        // The lock is held only to check for a duplicate and to record the result: the CNI
+        // ADD, the namespaces and the fsynced records in between take 50–500 ms per pod, and
+        // with the lock held 110 pods started at once were made one after the other, every
+        // status and list call of the kubelet waiting behind them (bench/README.md, Density).
+        let key = format!(
+            "sandbox\0{}\0{}\0{}\0{}",
+            meta.namespace, meta.name, meta.uid, meta.attempt
+        );
+        let pod_cidr = {
+            let mut inner = self.inner.lock().await;
+            if let Some(dup) = inner
+                .sandboxes
+                .values()
+                .find(|s| s.config.metadata.as_ref() == Some(&meta))
+            {
+                return Err(CriError::AlreadyExists(format!(
+                    "sandbox {}/{} (uid {}, attempt {}) already exists as {}",
+                    meta.namespace, meta.name, meta.uid, meta.attempt, dup.id
+                )));
+            }
+            if !inner.making.insert(key.clone()) {
+                return Err(CriError::AlreadyExists(format!(
+                    "sandbox {}/{} (uid {}, attempt {}) is being created",
+                    meta.namespace, meta.name, meta.uid, meta.attempt
+                )));
+            }
+            inner.pod_cidr.clone()
+        };
+        let made = self.make_sandbox(config, runtime_handler, &pod_cidr).await;
         let mut inner = self.inner.lock().await;
-        if let Some(dup) = inner
-            .sandboxes
-            .values()
-            .find(|s| s.config.metadata.as_ref() == Some(&meta))
-        {
-            return Err(CriError::AlreadyExists(format!(
-                "sandbox {}/{} (uid {}, attempt {}) already exists as {}",
-                meta.namespace, meta.name, meta.uid, meta.attempt, dup.id
-            )));
+        inner.making.remove(&key);
+        let s = made?;
+        let id = s.id.clone();
+        tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace, host_network = s.host_network(), ips = ?s.state.ips, "sandbox ready");
+        inner.sandboxes.insert(id.clone(), s);
+        // No pause container: the sandbox's own events carry its ID, as containerd's do.
+        self.emit(&inner, &id, &id, ContainerEventType::ContainerCreatedEvent);
+        self.emit(&inner, &id, &id, ContainerEventType::ContainerStartedEvent);
+        Ok(id)
+    }
+
+    /// The sandbox's network, namespaces and records; on failure nothing is left.
+    async fn make_sandbox(&self, config: PodSandboxConfig, runtime_handler: String, pod_cidr: &str) -> Result<Sandbox> {
+        let ranges = userns::of_options(
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+        )?;
+        if ranges.is_some() {
+            userns::require(&self.config.paths).await?;
         }
         let id = sandbox::new_id()?;
         let mut s = Sandbox {
@@ -319,10 +371,21 @@ impl Cri {
                 ..Default::default()
             },
         };
+        if let Some(r) = &ranges {
+            // First: it makes the pod's network namespace inside the user namespace.
+            s.state.pid_holder = Some(holder::start(&self.config.paths, &id, Some(r)).await?);
+        }
         if !s.host_network() {
-            let net = self.config.cni.network(&inner.pod_cidr)?;
+            let net = self.config.cni.network(pod_cidr)?;
             let path = self.config.paths.netns(&id);
-            netns::pin(&id, &path)?;
+            let pinned = match s.state.pid_holder.filter(|h| h.userns) {
+                Some(h) => netns::pin_existing(&id, &path, &h.namespace("net")),
+                None => netns::pin(&id, &path),
+            };
+            if let Err(e) = pinned {
+                Self::release_namespaces(&mut s);
+                return Err(e);
+            }
             match self.config.cni.add(&net, &Self::attachment(&s, &path)).await {
                 Ok(result) => {
                     s.state.ips = cni::result_ips(&result);
@@ -332,6 +395,7 @@ impl Cri {
                     // Undo the half-made attachment; the kubelet retries with a new sandbox.
                     let _ = self.config.cni.del(&net, &Self::attachment(&s, &path), None).await;
                     let _ = netns::unpin(&id, &path);
+                    Self::release_namespaces(&mut s);
                     return Err(e);
                 }
             }
@@ -343,16 +407,10 @@ impl Cri {
                 .and_then(|()| s.write_resolv_conf(&self.config.paths))
         }) {
             Self::release_namespaces(&mut s);
-            let cidr = inner.pod_cidr.clone();
-            let _ = self.teardown_network(&mut s, &cidr).await;
+            let _ = self.teardown_network(&mut s, pod_cidr).await;
             return Err(e);
         }
-        tracing::info!(sandbox = %id, pod = %meta.name, namespace = %meta.namespace, host_network = s.host_network(), ips = ?s.state.ips, "sandbox ready");
-        inner.sandboxes.insert(id.clone(), s);
-        // No pause container: the sandbox's own events carry its ID, as containerd's do.
-        self.emit(&inner, &id, &id, ContainerEventType::ContainerCreatedEvent);
-        self.emit(&inner, &id, &id, ContainerEventType::ContainerStartedEvent);
-        Ok(id)
+        Ok(s)
     }
 
     /// The pod's shared IPC namespace (pinned, unless hostIPC) and PID namespace (a holder
@@ -362,11 +420,14 @@ impl Cri {
         let ns = s.namespace_options();
         if ns.ipc != NamespaceMode::Node as i32 {
             let path = self.config.paths.ipcns(&s.id);
-            netns::pin_ipc(&s.id, &path)?;
+            match s.state.pid_holder.filter(|h| h.userns) {
+                Some(h) => netns::pin_existing(&s.id, &path, &h.namespace("ipc"))?,
+                None => netns::pin_ipc(&s.id, &path)?,
+            }
             s.state.ipcns = Some(path);
         }
-        if ns.pid == NamespaceMode::Pod as i32 {
-            s.state.pid_holder = Some(holder::start(&self.config.paths, &s.id).await?);
+        if ns.pid == NamespaceMode::Pod as i32 && s.state.pid_holder.is_none() {
+            s.state.pid_holder = Some(holder::start(&self.config.paths, &s.id, None).await?);
         }
         Ok(())
     }
@@ -523,29 +584,67 @@ impl Cri {
         if wanted.is_empty() {
             return Err(CriError::InvalidArgument("ContainerConfig.image is required".into()));
         }
+        // As for sandboxes: the lock covers the checks and the result, not the rootfs view,
+        // the bundle and the fsynced records in between.
+        let (pod, key) = {
+            let mut inner = self.inner.lock().await;
+            let pod = Self::resolve_sandbox(&inner, sandbox_id)?.clone();
+            if !pod.state.ready {
+                return Err(CriError::FailedPrecondition(format!(
+                    "pod sandbox {} is not ready",
+                    pod.id
+                )));
+            }
+            if let Some(dup) = inner
+                .containers
+                .values()
+                .find(|c| c.record.sandbox_id == pod.id && c.config.metadata.as_ref() == Some(&meta))
+            {
+                return Err(CriError::AlreadyExists(format!(
+                    "container {} (attempt {}) already exists in sandbox {} as {}",
+                    meta.name, meta.attempt, pod.id, dup.id
+                )));
+            }
+            let key = format!("container\0{}\0{}\0{}", pod.id, meta.name, meta.attempt);
+            if !inner.making.insert(key.clone()) {
+                return Err(CriError::AlreadyExists(format!(
+                    "container {} (attempt {}) is being created in sandbox {}",
+                    meta.name, meta.attempt, pod.id
+                )));
+            }
+            (pod, key)
+        };
+        let made = self.make_container(&pod, &wanted, config);
         let mut inner = self.inner.lock().await;
-        let pod = Self::resolve_sandbox(&inner, sandbox_id)?.clone();
-        if !pod.state.ready {
+        inner.making.remove(&key);
+        let c = made?;
+        let id = c.id.clone();
+        // The pod was stopped or removed meanwhile: nothing may be left in it.
+        if !inner.sandboxes.get(&pod.id).is_some_and(|s| s.state.ready) {
+            let _ = container::remove(&self.config.paths, &c);
             return Err(CriError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
+                "pod sandbox {} stopped while container {} was being created",
+                pod.id, meta.name
             )));
         }
-        if let Some(dup) = inner
-            .containers
-            .values()
-            .find(|c| c.record.sandbox_id == pod.id && c.config.metadata.as_ref() == Some(&meta))
-        {
-            return Err(CriError::AlreadyExists(format!(
-                "container {} (attempt {}) already exists in sandbox {} as {}",
-                meta.name, meta.attempt, pod.id, dup.id
-            )));
-        }
+        tracing::info!(container = %id, sandbox = %pod.id, name = %meta.name, image = %c.record.image, "container created");
+        inner.containers.insert(id.clone(), c);
+        self.emit(&inner, &id, &pod.id, ContainerEventType::ContainerCreatedEvent);
+        Ok(id)
+    }
+
+    /// The container's rootfs view, bundle and records; on failure nothing is left.
+    fn make_container(
+        &self,
+        pod: &Sandbox,
+        wanted: &str,
+        config: kboot_cri::v1::ContainerConfig,
+    ) -> Result<CriContainer> {
         let store = crate::store::Store::open(&self.config.paths)?;
-        let image = image::resolve_for_container(&store, &wanted)?;
+        let image = image::resolve_for_container(&store, wanted)?;
         let id = sandbox::new_id()?;
         let paths = self.config.paths.clone();
-        let c = match container::prepare(&paths, &id, image, &config, &pod) {
+        let c = match container::prepare(&paths, &id, image, &config, pod) {
             Ok(record) => CriContainer {
                 id: id.clone(),
                 config,
@@ -565,22 +664,28 @@ impl Cri {
             let _ = container::remove(&paths, &c);
             return Err(e);
         }
-        tracing::info!(container = %id, sandbox = %pod.id, name = %meta.name, image = %c.record.image, "container created");
-        inner.containers.insert(id.clone(), c);
-        self.emit(&inner, &id, &pod.id, ContainerEventType::ContainerCreatedEvent);
-        Ok(id)
+        Ok(c)
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {
-        let inner = self.inner.lock().await;
-        let c = Self::resolve_container(&inner, id)?.clone();
-        if !matches!(c.phase(&self.config.paths), record::Phase::Created) {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} was already started",
-                c.id
-            )));
-        }
-        container::start(&self.config.paths, &c).await?;
+        // The shim's start (10–30 ms, far more under load) runs outside the lock; `starting`
+        // keeps a second StartContainer or a RemoveContainer of the same container out.
+        let c = {
+            let mut inner = self.inner.lock().await;
+            let c = Self::resolve_container(&inner, id)?.clone();
+            if inner.starting.contains(&c.id) || !matches!(c.phase(&self.config.paths), record::Phase::Created) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "container {} was already started",
+                    c.id
+                )));
+            }
+            inner.starting.insert(c.id.clone());
+            c
+        };
+        let started = container::start(&self.config.paths, &c).await;
+        let mut inner = self.inner.lock().await;
+        inner.starting.remove(&c.id);
+        started?;
         tracing::info!(container = %c.id, "container started");
         self.emit(
             &inner,
@@ -619,6 +724,12 @@ impl Cri {
             Err(CriError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if inner.starting.contains(&c.id) {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is being started; remove it once StartContainer has returned",
+                c.id
+            )));
+        }
         container::stop(&self.config.paths, &c, std::time::Duration::ZERO).await?;
         container::remove(&self.config.paths, &c)?;
         inner.containers.remove(&c.id);

@@ -21,10 +21,33 @@ pub(crate) fn pin_ipc(id: &str, path: &Path) -> Result<()> {
     pin_new(id, path, CloneFlags::CLONE_NEWIPC, "ipc")
 }
 
+/// Bind-mounts an existing namespace (`/proc/<pid>/ns/<kind>`) at `path`: a pod's network
+/// and IPC namespaces made by its user-namespace holder ([`super::holder`]).
+pub(crate) fn pin_existing(id: &str, path: &Path, ns: &Path) -> Result<()> {
+    pin_with(id, path, "bind-mount the holder's namespace", |target| {
+        mount(Some(ns), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
+    })
+}
+
 /// `unshare` of a network or IPC namespace changes only the calling thread, so it runs on
 /// a throwaway thread: the server's own threads stay in the host namespaces, and the
 /// namespace outlives the thread through the mount.
 fn pin_new(id: &str, path: &Path, flag: CloneFlags, kind: &'static str) -> Result<()> {
+    pin_with(id, path, "unshare and bind-mount", |target| {
+        let target = target.to_owned();
+        std::thread::spawn(move || -> io::Result<()> {
+            unshare(flag).map_err(io::Error::from)?;
+            let own = PathBuf::from(format!("/proc/self/task/{}/ns/{kind}", nix::unistd::gettid()));
+            mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the pinning thread panicked")))
+    })
+}
+
+/// Creates the mount point `path`, then lets `bind` mount a namespace there (the point is
+/// removed again when it fails).
+fn pin_with(id: &str, path: &Path, step: &'static str, bind: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
     let err = |step| {
         move |source| CriError::Netns {
             id: id.to_owned(),
@@ -36,17 +59,9 @@ fn pin_new(id: &str, path: &Path, flag: CloneFlags, kind: &'static str) -> Resul
         fs::create_dir_all(dir).map_err(err("create the netns directory"))?;
     }
     File::create(path).map_err(err("create the mount point"))?;
-    let target = path.to_owned();
-    let pinned = std::thread::spawn(move || -> io::Result<()> {
-        unshare(flag).map_err(io::Error::from)?;
-        let own = PathBuf::from(format!("/proc/self/task/{}/ns/{kind}", nix::unistd::gettid()));
-        mount(Some(&own), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("the pinning thread panicked")));
-    if let Err(source) = pinned {
+    if let Err(source) = bind(path) {
         let _ = fs::remove_file(path);
-        return Err(err("unshare and bind-mount")(source));
+        return Err(err(step)(source));
     }
     Ok(())
 }

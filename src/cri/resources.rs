@@ -161,12 +161,7 @@ pub(crate) fn update(paths: &Paths, c: &CriContainer, res: &LinuxContainerResour
     match c.phase(paths) {
         Phase::Running(_) if crate::cgroups::Layout::probe().is_unified() => {
             let dir = v2::dir(Path::new(CGROUP_ROOT), &c.record.cgroup);
-            v2::apply(&dir, &v2_limits(res)).map_err(|e| match e {
-                v2::V2Error::Write { path, value, source } => CriError::io("write the resource limit to", path)(
-                    std::io::Error::new(source.kind(), format!("{value}: {source}")),
-                ),
-                other => CriError::InvalidArgument(other.to_string()),
-            })
+            Ok(v2::apply(&dir, &v2_limits(res))?)
         }
         Phase::Running(_) => apply_v1(Path::new(CGROUP_ROOT), &c.record.cgroup, res),
         Phase::Created => apply_bundle(paths, &c.id, res),

@@ -45,6 +45,19 @@ impl Runtime {
     }
 }
 
+/// Runs a change to the end even when the kubelet gives up on the call (its deadline drops
+/// the request's future): a sandbox or container half made, or a name left reserved in
+/// `Inner::making`, would otherwise outlive the request.
+async fn to_the_end<T, Fut>(cri: &Arc<Cri>, change: impl FnOnce(Arc<Cri>) -> Fut) -> Result<T, CriError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, CriError>> + Send + 'static,
+{
+    tokio::spawn(change(Arc::clone(cri)))
+        .await
+        .map_err(|e| CriError::Unavailable(format!("the request's task failed: {e}")))?
+}
+
 fn unsupported<T>(what: &'static str) -> Reply<T> {
     Err(CriError::Unsupported(what).into())
 }
@@ -65,14 +78,8 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("RunPodSandboxRequest.config is required".into()))?;
-        refuse_user_namespace(
-            config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref()),
-        )?;
-        let pod_sandbox_id = self.cri.run_sandbox(config, req.runtime_handler).await?;
+        let handler = req.runtime_handler;
+        let pod_sandbox_id = to_the_end(&self.cri, |cri| async move { cri.run_sandbox(config, handler).await }).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -119,19 +126,14 @@ impl RuntimeService for Runtime {
         let config = req
             .config
             .ok_or_else(|| CriError::InvalidArgument("CreateContainerRequest.config is required".into()))?;
-        refuse_user_namespace(
-            config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref()),
-        )?;
-        let container_id = self.cri.create_container(&req.pod_sandbox_id, config).await?;
+        let pod = req.pod_sandbox_id;
+        let container_id = to_the_end(&self.cri, |cri| async move { cri.create_container(&pod, config).await }).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
     async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
-        self.cri.start_container(&req.into_inner().container_id).await?;
+        let id = req.into_inner().container_id;
+        to_the_end(&self.cri, |cri| async move { cri.start_container(&id).await }).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -342,12 +344,13 @@ impl RuntimeService for Runtime {
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
             }),
-            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`.
+            // The default (and only) handler mounts `recursive_read_only` volumes with `rro`,
+            // and gives pods a user namespace where this host can (probed once).
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: super::userns::support(&self.cri.config.paths).await.is_ok(),
                 }),
             }],
             ..Default::default()
@@ -400,18 +403,5 @@ impl RuntimeService for Runtime {
         _: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Reply<cri::UpdatePodSandboxResourcesResponse> {
         unsupported("UpdatePodSandboxResources")
-    }
-}
-
-/// A pod or container asking for its own user namespace (`hostUsers: false`) is refused:
-/// kboot runs every container in the host's user namespace (docs/security.md), and running
-/// such a pod there would give it the root it asked not to have. The runtime handler
-/// already reports `user_namespaces: false`, so a kubelet does not send one.
-fn refuse_user_namespace(ns: Option<&cri::NamespaceOption>) -> Result<(), CriError> {
-    match ns.and_then(|n| n.userns_options.as_ref()) {
-        Some(u) if u.mode != cri::NamespaceMode::Node as i32 => Err(CriError::Unsupported(
-            "a user namespace (hostUsers: false, NamespaceOption.userns_options mode POD)",
-        )),
-        _ => Ok(()),
     }
 }

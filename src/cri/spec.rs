@@ -177,9 +177,7 @@ pub(super) fn run_user(spec: &oci_spec::runtime::Spec, rootfs: &Path, c: &Contai
         Vec::new()
     } else {
         // Read inside the rootfs: a hostile image's /etc/group is a clear error, never a host file.
-        RootFs::open(rootfs)
-            .and_then(|r| passwd::supplementary_groups(&r, uid))
-            .map_err(|e| CriError::InvalidArgument(e.to_string()))?
+        RootFs::open(rootfs).and_then(|r| passwd::supplementary_groups(&r, uid))?
     };
     let requested = sc.supplemental_groups.iter().filter_map(|g| u32::try_from(*g).ok());
     let mut groups = vec![gid];
@@ -227,7 +225,14 @@ pub(super) fn adapt_spec(
                 })?;
             Join::Path(format!("/proc/{init}/ns/pid").into())
         }
-        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match &pod.state.pid_holder {
+        // A user-namespace holder is there for every such pod: its PID namespace is
+        // joined only when the pod shares one.
+        Ok(NamespaceMode::Pod) if pod_ns.pid != node => match pod
+            .state
+            .pid_holder
+            .as_ref()
+            .filter(|h| !h.userns || pod_ns.pid == NamespaceMode::Pod as i32)
+        {
             Some(h) if h.alive() => Join::Path(h.pid_namespace()),
             Some(_) => {
                 return Err(CriError::FailedPrecondition(format!(

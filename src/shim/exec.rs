@@ -29,8 +29,11 @@ use super::{running, Result, ShimError};
 use crate::inroot::{passwd, RootFs};
 use crate::state::Paths;
 
-/// Namespaces joined, the mount namespace last (the others are opened through its /proc).
+/// Namespaces joined, the user namespace first (a pod's other namespaces are owned by it:
+/// joining them needs its capabilities, and without it the command would run as the host's
+/// root), the mount namespace last (the others are opened through its /proc).
 const NAMESPACES: &[(&str, CloneFlags)] = &[
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),

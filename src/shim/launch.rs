@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::bundle::userns::IdRange;
 use crate::state::Paths;
 
 /// The running binary. Even after an upgrade replaced (deleted) the file on
@@ -92,6 +93,31 @@ impl ExecArgs {
     }
 }
 
+/// `kboot cri pod-holder`: the init of a pod's shared PID namespace, inside a new
+/// user namespace with these ranges when the pod has one (`hostUsers: false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct PodHolderArgs {
+    /// Make the namespaces inside a new user namespace with this uid range (`C:H:N`).
+    #[arg(long, requires = "gid_map")]
+    pub uid_map: Option<IdRange>,
+    /// Its gid range (`C:H:N`).
+    #[arg(long, requires = "uid_map")]
+    pub gid_map: Option<IdRange>,
+}
+
+impl PodHolderArgs {
+    /// The arguments that parse back into `self`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        for (flag, range) in [("--uid-map", self.uid_map), ("--gid-map", self.gid_map)] {
+            if let Some(r) = range {
+                out.extend([flag.into(), r.to_string().into()]);
+            }
+        }
+        out
+    }
+}
+
 /// `kboot supervise`: the background supervisor (it takes no arguments).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct SuperviseArgs {}
@@ -108,8 +134,7 @@ impl SuperviseArgs {
 pub enum Internal {
     Shim(ShimArgs),
     Supervise(SuperviseArgs),
-    /// `kboot cri pod-holder`: the init of a pod's shared PID namespace.
-    PodHolder,
+    PodHolder(PodHolderArgs),
     Exec(ExecArgs),
 }
 
@@ -119,7 +144,7 @@ impl Internal {
         let (sub, args): (&[&str], _) = match self {
             Internal::Shim(a) => (&["shim"], a.to_args()),
             Internal::Supervise(a) => (&["supervise"], a.to_args()),
-            Internal::PodHolder => (&["cri", "pod-holder"], Vec::new()),
+            Internal::PodHolder(a) => (&["cri", "pod-holder"], a.to_args()),
             Internal::Exec(a) => (&["exec"], a.to_args()),
         };
         sub.iter().map(OsString::from).chain(args).collect()
@@ -207,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn pod_holder_args_round_trip() {
+        assert_eq!(
+            parse::<PodHolderArgs>(PodHolderArgs::default().to_args()),
+            PodHolderArgs::default()
+        );
+        let r = |h| IdRange {
+            container_id: 0,
+            host_id: h,
+            size: 65536,
+        };
+        let userns = PodHolderArgs {
+            uid_map: Some(r(65536)),
+            gid_map: Some(r(131072)),
+        };
+        assert_eq!(parse::<PodHolderArgs>(userns.to_args()), userns);
+        assert!("0:1".parse::<IdRange>().is_err());
+        assert!("0:1:2:3".parse::<IdRange>().is_err());
+        assert!("a:1:2".parse::<IdRange>().is_err());
+    }
+
+    #[test]
     fn supervise_args_round_trip() {
         assert_eq!(parse::<SuperviseArgs>(SuperviseArgs {}.to_args()), SuperviseArgs {});
     }
@@ -214,7 +260,7 @@ mod tests {
     #[test]
     fn the_command_runs_this_binary_on_the_same_paths() {
         let paths = Paths::under(Path::new("/r"));
-        let c = Internal::PodHolder.command(&paths);
+        let c = Internal::PodHolder(PodHolderArgs::default()).command(&paths);
         assert_eq!(c.get_program(), SELF_EXE);
         let args: Vec<_> = c.get_args().collect();
         assert_eq!(args[..6], global_args(&paths)[..]);

@@ -64,6 +64,14 @@ pub(crate) fn container(name: &str, command: &[&str], log_path: &str) -> cri::Co
     }
 }
 
+/// A CRI server on `dir` with the busybox image loaded. Keep the pair as it is returned: the
+/// server stops first, then `Down` runs `kboot down`, which removes what a failure left running.
+pub(crate) fn busybox_server(dir: &Dir) -> (Server, Down<'_>) {
+    load_busybox_image(dir, BUSYBOX, vec![], |b| b);
+    let down = Down { dir, env: vec![] };
+    (Server::start(dir, &[], &[]), down)
+}
+
 /// Runs a pod with one started container; returns their IDs.
 pub(crate) async fn run_one(
     c: &mut RuntimeServiceClient<Channel>,
@@ -561,9 +569,7 @@ fn cri_container_events_follow_a_container_lifecycle_in_order() {
     use cri::ContainerEventType as E;
     require_root();
     let dir = Dir::new();
-    load_busybox_image(&dir, BUSYBOX, vec![], |b| b);
-    let _down = Down { dir: &dir, env: vec![] };
-    let server = Server::start(&dir, &[], &[]);
+    let (server, _down) = busybox_server(&dir);
     let rt = rt();
     rt.block_on(async {
         let mut c = server.runtime().await;

@@ -75,7 +75,19 @@ impl<'a> Pod<'a> {
 
     /// Creates and starts a container; returns its ID.
     fn start(&mut self, name: &str, command: &[&str], sc: LinuxContainerSecurityContext) -> String {
+        self.start_with(name, command, sc, Vec::new())
+    }
+
+    /// [`Pod::start`] with volumes.
+    fn start_with(
+        &mut self,
+        name: &str,
+        command: &[&str],
+        sc: LinuxContainerSecurityContext,
+        mounts: Vec<kboot_cri::v1::Mount>,
+    ) -> String {
         let config = ContainerConfig {
+            mounts,
             metadata: Some(ContainerMetadata {
                 name: name.into(),
                 attempt: 0,
@@ -409,4 +421,145 @@ fn run_unprivileged_service_gets_default_seccomp_privileged_none() {
     let admin = [format!("CapEff: {bounding}"), "Seccomp: 0".to_owned()];
     assert_eq!(logs("admin"), admin);
     assert_eq!(exec("admin"), admin);
+}
+
+/// `hostUsers: false`: the pod's containers run in its user namespace with the kubelet's
+/// mapping; root inside is an unprivileged uid on the host; the image's files look root's
+/// inside (id-mapped rootfs); a volume is id-mapped (its root-owned files are root's inside,
+/// a file of a host uid outside the mapping stays out of reach); removing the pod unmounts
+/// the id-mapped volume and leaves its contents alone.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    let dir = Dir::new();
+    crate::cri::cni_config(&dir, "10.231.9.0/24");
+    load_busybox_image(&dir, IMAGE, vec![], |b| b.cmd(["sleep", "300"]));
+    let server = Server::start(
+        &dir,
+        &["unshare", "--net", "--"],
+        &[std::path::Path::new("/usr/lib/cni")],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("roots"), "root's\n").unwrap();
+    let outside = vol.join("outside");
+    std::fs::write(&outside, "not for the pod\n").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    nix::unistd::chown(&outside, Some(70000.into()), Some(70000.into())).unwrap();
+
+    let mapping = kboot_cri::v1::IdMapping {
+        host_id: 200_000,
+        container_id: 0,
+        length: 65536,
+    };
+    let options = NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        userns_options: Some(kboot_cri::v1::UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![mapping],
+            gids: vec![mapping],
+        }),
+        ..Default::default()
+    };
+    let mut pod = Pod::run(&rt, &server, pod_config(&dir, "userns", options.clone()));
+    let sc = || LinuxContainerSecurityContext {
+        namespace_options: Some(options.clone()),
+        ..Default::default()
+    };
+    let volume = kboot_cri::v1::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        ..Default::default()
+    };
+    let a = pod.start_with("a", &["sleep", "347"], sc(), vec![volume]);
+    let b = pod.start("b", &["sleep", "348"], sc());
+
+    // Inside: the kubelet's mapping, the same user namespace in both containers.
+    let (code, map, _) = pod.exec(&a, &["cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "200000", "65536"],
+        "{map}"
+    );
+    let userns = |pod: &mut Pod, id: &str| pod.exec(id, &["readlink", "/proc/self/ns/user"]).1;
+    let (in_a, in_b) = (userns(&mut pod, &a), userns(&mut pod, &b));
+    assert_eq!(in_a, in_b, "the pod's containers share its user namespace");
+    assert_ne!(
+        in_a.trim(),
+        std::fs::read_link("/proc/self/ns/user").unwrap().display().to_string()
+    );
+    // Seen from the host, the container's root is uid 200000.
+    let host_uid = (|| {
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmdline == b"sleep\x00347\x00" {
+                let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+                return status.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned);
+            }
+        }
+        None
+    })()
+    .expect("container a's sleep is visible from the host");
+    assert_eq!(
+        host_uid.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "200000", "200000", "200000", "200000"]
+    );
+    // The image's files (on disk root's) are root's inside; a file made inside is the
+    // mapped root's on the host.
+    let (_, owners, _) = pod.exec(&a, &["stat", "-c", "%u:%g", "/", "/bin/busybox", "/etc"]);
+    assert_eq!(owners.lines().collect::<Vec<_>>(), ["0:0"; 3], "{owners}");
+    let (code, _, err) = pod.exec(&a, &["touch", "/made-inside"]);
+    assert_eq!(code, 0, "{err}");
+    let made = walk_find(&dir.path().join("root"), "made-inside").expect("the file in the container's upper dir");
+    assert_eq!(std::fs::metadata(&made).unwrap().uid(), 200_000, "{}", made.display());
+    // The volume is id-mapped: root's file is root's inside, and a file the container's root
+    // writes there is root's on disk; a host uid outside the mapping is out of reach.
+    let (_, owners, _) = pod.exec(&a, &["stat", "-c", "%u", "/vol/roots", "/vol/outside"]);
+    assert_eq!(owners.lines().collect::<Vec<_>>(), ["0", "65534"], "{owners}");
+    let (code, _, _) = pod.exec(&a, &["sh", "-c", "echo from-pod > /vol/written"]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::metadata(vol.join("written")).unwrap().uid(), 0);
+    for cmd in ["cat /vol/outside", "echo x >> /vol/outside", "chown 0 /vol/outside"] {
+        let (code, _, err) = pod.exec(&a, &["sh", "-c", cmd]);
+        assert_ne!(code, 0, "{cmd} must fail for the pod's root: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not for the pod\n");
+
+    let pod_id = pod.id.clone();
+    pod.stop();
+    drop(pod);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&pod_id) || l.contains("/idmap/")),
+        "id-mapped mounts are gone with the pod"
+    );
+    assert_eq!(std::fs::read_to_string(vol.join("roots")).unwrap(), "root's\n");
+    assert!(
+        vol.join("written").exists(),
+        "removing the pod leaves the volume's contents"
+    );
+}
+
+fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let ft = e.file_type().ok()?;
+        if e.file_name() == name {
+            return Some(e.path());
+        }
+        if ft.is_dir() && !ft.is_symlink() {
+            if let Some(p) = walk_find(&e.path(), name) {
+                return Some(p);
+            }
+        }
+    }
+    None
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# `kboot run master` in the Debian 12 guest of scripts/vm.sh (cgroup v2, systemd as PID 1, so
+# the systemd cgroup driver is detected): node Ready, a busybox Deployment with logs, exec and
+# a ClusterIP Service, pods under kubepods.slice, and a pod that reads its own memory limit at
+# /sys/fs/cgroup/memory.max. Then `kboot down` and power-off. Prints each step's time.
+#
+#   sudo scripts/vm-master.sh            # K8S_VERSION (v1.34.4) picks the component cache
+#
+# Images: the loopback registry scripts/e2e-images.sh fills ($CACHE/e2e-registry), served
+# read-only by a docker-registry of this script's own on 127.0.0.1:$PORT, which the guest
+# reaches as 10.0.2.2:$PORT (qemu user networking) through registries.toml mirrors.
+# Environment: K8S_VERSION, KBOOT_VM_REGISTRY_PORT (5077), READY_TIMEOUT (40m, TCG is slow),
+# KBOOT_VM_MASTER_ARGS (extra `kboot run master` flags, e.g. --cgroup-driver cgroupfs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "vm-master.sh: run as root" >&2; exit 2; }
+export PATH="$PATH:${HOME:-/root}/.cargo/bin"
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+CACHE=${KBOOT_VM_CACHE:-/var/cache/kboot-build}
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+PORT=${KBOOT_VM_REGISTRY_PORT:-5077}
+READY_TIMEOUT=${READY_TIMEOUT:-40m}
+RUN=${KBOOT_VM_DIR:-/tmp/kboot-vm}
+. scripts/lib/images.sh
+
+[ -d "$CACHE/e2e-registry/data" ] || { echo "vm-master.sh: no $CACHE/e2e-registry: run scripts/e2e-images.sh" >&2; exit 1; }
+[ -x "$CACHE/k8s-$K8S_VERSION/bin/kubectl" ] || { echo "vm-master.sh: no kubectl in $CACHE/k8s-$K8S_VERSION/bin" >&2; exit 1; }
+t0=$(date +%s)
+cargo build --quiet --bin kboot
+
+# A read-only registry over the shared data: the e2e helpers' own registry may come and go.
+mkdir -p "$RUN"
+cat > "$RUN/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $CACHE/e2e-registry/data}, maintenance: {readonly: {enabled: true}}, cache: {blobdescriptor: inmemory}}
+http: {addr: 127.0.0.1:$PORT, secret: kboot-vm-local}
+EOF
+docker-registry serve "$RUN/registry.yml" > "$RUN/registry.log" 2>&1 &
+reg_pid=$!
+cleanup() {
+  scripts/vm.sh stop || true
+  kill "$reg_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fsS "http://127.0.0.1:$PORT/v2/" >/dev/null || { echo "vm-master.sh: registry did not start: $RUN/registry.log" >&2; exit 1; }
+
+scripts/vm.sh start
+share=$RUN/share
+mkdir -p "$share/bin"
+objcopy --strip-debug "$TARGET/debug/kboot" "$share/bin/kboot"
+cp scripts/lib/e2e-web.yaml "$share/"
+echo "vm-master.sh: built and booted in $(( $(date +%s) - t0 )) s"
+
+# Setup: kboot on the PATH, every public registry mirrored to the host's registry.
+scripts/vm.sh exec -- "set -e
+install -m 0755 /mnt/host/bin/kboot /usr/local/bin/kboot
+mkdir -p /etc/kboot
+{ for h in registry.k8s.io ghcr.io docker.io quay.io gcr.io; do
+    printf '[[registry]]\nhost = \"%s\"\nmirrors = [\"10.0.2.2:$PORT\"]\nfallback = false\n\n' \$h
+  done
+  printf '[[registry]]\nhost = \"10.0.2.2:$PORT\"\ninsecure = true\n'
+} > /etc/kboot/registries.toml
+stat -fc 'cgroup fs: %T' /sys/fs/cgroup; echo \"PID 1: \$(cat /proc/1/comm)\"
+kboot plan master | grep -A1 -i 'cgroup_driver\|CGROUP_DRIVER' | head -4"
+
+# The run: a step of its own, so its time is the guest's.
+scripts/vm.sh exec -t 3600 -- "start=\$(date +%s); rc=0
+kboot run master --detach --wait-ready --timeout $READY_TIMEOUT ${KBOOT_VM_MASTER_ARGS:-} || rc=\$?
+echo \"vm-master: run master exit \$rc after \$(( \$(date +%s) - start )) s (guest clock)\"; exit \$rc"
+
+# The checks, in the guest.
+scripts/vm.sh exec -t 1800 -- "set -eu
+KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
+kboot kubeconfig > /root/admin.conf
+kc() { \$KC --kubeconfig /root/admin.conf \"\$@\"; }
+failed=0
+check() { # WHAT CMD...: one check, reported; a failure fails the step at the end
+  local what=\$1; shift
+  if \"\$@\"; then echo \"ok: \$what\"; else echo \"FAIL: \$what\"; failed=1; fi; }
+wait_for() { # SECS WHAT CMD...
+  local end=\$(( \$(date +%s) + \$1 )) what=\$2; shift 2
+  until \"\$@\" >/dev/null 2>&1; do [ \$(date +%s) -lt \$end ] || { echo \"FAIL: \$what\"; failed=1; return 0; }; sleep 2; done
+  echo \"ok: \$what (\$(( \$(date +%s) - start )) s in)\"; }
+start=\$(date +%s)
+echo \"kubelet cgroupDriver: \$(grep cgroupDriver /etc/kubernetes/kubelet-config.yaml /var/lib/kubelet/config.yaml 2>/dev/null | head -1)\"
+kc get nodes -o wide || true
+kc apply -f /mnt/host/e2e-web.yaml
+wait_for 900 'busybox Deployment available' sh -c \"\$KC --kubeconfig /root/admin.conf get deploy e2e-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1\"
+pod=\$(kc get pod -l app=e2e-web -o jsonpath='{.items[0].metadata.name}')
+check 'kubectl logs' sh -c \"\$KC --kubeconfig /root/admin.conf logs \$pod | grep -q serving\"
+check 'kubectl exec' [ \"\$(kc exec \"\$pod\" -- cat /www/index.html || true)\" = \"hello-from-\$pod\" ]
+limit=\$(kc exec \"\$pod\" -- cat /sys/fs/cgroup/memory.max || true)
+echo \"pod's /sys/fs/cgroup/memory.max: \$limit\"
+check 'the pod sees its 64Mi limit in /sys/fs/cgroup/memory.max' [ \"\$limit\" = 67108864 ]
+echo \"pod's /sys/fs/cgroup/cpu.max: \$(kc exec \"\$pod\" -- cat /sys/fs/cgroup/cpu.max || true)\"
+svc=\$(kc get svc e2e-web -o jsonpath='{.spec.clusterIP}')
+wait_for 120 \"ClusterIP \$svc answers\" sh -c \"busybox wget -qO- -T 3 http://\$svc/ | grep -q hello-from-\$pod\"
+check 'pods under /sys/fs/cgroup/kubepods.slice' sh -c \"find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | grep -q .\"
+find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | head -5
+systemd-cgls --no-pager -u kubepods.slice | head -20
+systemd-cgls --no-pager -u kboot.slice | head -12
+echo \"vm-master: checks took \$(( \$(date +%s) - start )) s (guest clock)\"
+start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
+exit \$failed"
+echo "vm-master.sh: done in $(( $(date +%s) - t0 )) s wall"
