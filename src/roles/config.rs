@@ -573,7 +573,7 @@ pub fn resolve(
         Some((d, _)) => d,
         None => {
             sources.insert(Key::CgroupDriver, Source::Default);
-            Driver::default_for(host.cgroups())
+            Driver::DEFAULT
         }
     };
 
