@@ -21,27 +21,37 @@ impl Drop for Server {
 }
 
 pub(crate) fn serve(dir: &std::path::Path, layout: &PkiLayout) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-WWW", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(layout.cert("apiserver"))
-        .arg("-key")
-        .arg(layout.key("apiserver"))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run openssl s_server (apt install openssl)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    // The port is free when it is picked, but a test running beside this one can take it
+    // before s_server binds it; s_server then exits at once. So a server that exits is
+    // started again on a new port, and one that never accepts fails the test by name.
+    for _ in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(layout.cert("apiserver"))
+            .arg("-key")
+            .arg(layout.key("apiserver"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run openssl s_server (apt install openssl)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Server { child, port };
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    Server { child, port }
+    panic!("openssl s_server did not accept on loopback in 5 attempts");
 }
 
 pub(crate) fn master(dir: &std::path::Path) -> PkiLayout {
