@@ -248,7 +248,10 @@ fn report(err: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     eprintln!("kboot: {err:#}");
-    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+    if err.chain().any(|c| {
+        c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<crate::node::NodeError>().is_some_and(|e| e.is_usage())
+    }) {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILURE)
