@@ -145,7 +145,7 @@ fn plan_json_is_the_same_plan_as_yaml() {
     let args = ["plan", "master", "--ip-address", "192.0.2.10", "--arch", "amd64"];
     let yaml = run_ok(plan_cmd(&d).args(args)).stdout;
     let json = run_ok(plan_cmd(&d).args(args).args(["--format", "json"])).stdout;
-    let from_yaml: serde_json::Value = serde_yaml::from_slice(&yaml).unwrap();
+    let from_yaml: serde_json::Value = serde_norway::from_slice(&yaml).unwrap();
     let from_json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(from_yaml, from_json);
     let names: Vec<&str> = from_json["services"]
@@ -334,7 +334,7 @@ fn certs_renew_then_kubeconfig_prints_the_renewed_admin_credentials() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("renewed admin"));
     let after = run_ok(d.kboot().arg("kubeconfig")).stdout;
     assert_ne!(before, after);
-    let kc: serde_json::Value = serde_yaml::from_slice(&after).unwrap();
+    let kc: serde_json::Value = serde_norway::from_slice(&after).unwrap();
     assert_eq!(kc["current-context"], "kubernetes-admin@kubernetes");
     assert_eq!(kc["clusters"][0]["cluster"]["server"], "https://192.0.2.10:6443");
     assert!(layout.cert("admin").exists());

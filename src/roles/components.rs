@@ -805,7 +805,7 @@ mod tests {
                 .iter()
                 .find(|f| f.path == dirs.kubelet_config())
                 .unwrap();
-            serde_yaml::from_str::<serde_yaml::Value>(&f.content).unwrap()["cgroupDriver"].clone()
+            serde_norway::from_str::<serde_norway::Value>(&f.content).unwrap()["cgroupDriver"].clone()
         };
         let (p, dirs) = plan(&[]);
         assert_eq!(file(&p, &dirs), "cgroupfs", "the test host has no systemd");

@@ -155,7 +155,7 @@ mod tests {
         let paths = Paths::under("/tmp/kb");
         let file = addon_file(&cfg(&[]), &paths).unwrap().unwrap();
         assert_eq!(file.path, paths.bootstrap_objects().join(FILE));
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&file.content)
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&file.content)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap().clone();

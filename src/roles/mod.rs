@@ -162,7 +162,7 @@ pub enum RoleError {
     Encode {
         what: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -325,7 +325,7 @@ fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
 
 /// `kboot plan --format yaml`.
 pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
-    serde_yaml::to_string(plan).map_err(|source| RoleError::Encode {
+    serde_norway::to_string(plan).map_err(|source| RoleError::Encode {
         what: "plan".into(),
         source,
     })
