@@ -828,7 +828,10 @@ services:
         let err = parse_str("services:\n  a:\n    image: x\nnetworks: {}\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown field `networks`") && err.contains("(line 4)"), "{err}");
+        assert!(
+            err.contains("unknown field `networks`") && err.contains("(line 4)"),
+            "{err}"
+        );
         assert!(!err.contains("at line"), "{err}");
     }
 
