@@ -716,11 +716,10 @@ pub(crate) fn worker(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::config::{resolve, tests::host, Key, Layer};
+    use crate::roles::config::{tests::config, Key};
 
     fn plan(pairs: &[(Key, &str)]) -> (crate::roles::RolePlan, KubeDirs) {
-        let flags: Layer = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let cfg = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let cfg = config(Role::Master, pairs);
         let dirs = KubeDirs::default();
         (
             crate::roles::build(&cfg, &Paths::under("/tmp/kb"), &dirs).unwrap(),

@@ -143,11 +143,10 @@ pub fn addon_file(cfg: &NodeConfig, paths: &Paths) -> Option<Result<PlanFile, Ro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::config::{resolve, tests::host, Key, Layer, Role};
+    use crate::roles::config::{tests::config, Key, Role};
 
     fn cfg(pairs: &[(Key, &str)]) -> NodeConfig {
-        let flags: Layer = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap()
+        config(Role::Master, pairs)
     }
 
     #[test]
