@@ -229,7 +229,7 @@ impl Cri {
         let cidr = self.inner.lock().await.pod_cidr.clone();
         match self.config.cni.network(&cidr) {
             Ok(_) => (true, String::new()),
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, crate::base::error::chain(&e)),
         }
     }
 
@@ -830,7 +830,7 @@ mod tests {
         };
         assert!(matches!(
             c.run_sandbox(pod_net, String::new()).await,
-            Err(CriError::CniConfig { .. })
+            Err(CriError::Cni(cni::CniError::NoConfig { .. }))
         ));
         c.stop_sandbox("nope").await.unwrap();
         c.run_sandbox(host_network_config("x"), String::new()).await.unwrap();
