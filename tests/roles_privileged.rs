@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use kboot::pki::{Authority, PkiLayout};
 use kboot::roles::config::Key;
+use nix::sys::signal::Signal;
 
 use crate::common::{require_root, Dir};
 
@@ -324,6 +325,11 @@ fn start_as_systemd(exec: &[String], log: &std::path::Path) -> std::process::Chi
     cmd.spawn().unwrap()
 }
 
+/// Sends `sig` to a process this test started (or one of its node's); one already gone is fine.
+fn signal(pid: i32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
 /// Every process of a root's containers (memory cgroup subtree) and their shims (records).
 fn node_pids(paths: &kboot::state::Paths) -> Vec<i32> {
     let parent = std::path::PathBuf::from(paths.cgroup("x"));
@@ -416,12 +422,10 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
     let etcd_ca = std::fs::read(layout.ca_key(Authority::Etcd)).unwrap();
 
     // The reboot: every process goes at once, /run is empty, nothing is mounted.
-    // SAFETY: kill(2) on processes this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGKILL) };
+    signal(sup.id() as i32, Signal::SIGKILL);
     let _ = sup.wait();
     for pid in node_pids(&paths) {
-        // SAFETY: as above: the node's own containers and shims.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal(pid, Signal::SIGKILL);
     }
     wait_for(
         "the node's processes to die",
@@ -462,8 +466,7 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
 
     // `systemctl restart kboot` (an upgrade): SIGQUIT to the supervisor alone, then ExecStart.
     let etcd = etcd_pid(&d).unwrap();
-    // SAFETY: kill(2) on the supervisor this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGQUIT) };
+    signal(sup.id() as i32, Signal::SIGQUIT);
     let status = sup.wait().unwrap();
     assert!(status.success(), "the supervisor exits cleanly on SIGQUIT: {status}");
     assert!(
@@ -480,7 +483,6 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
         Some(etcd),
         "the new supervisor adopted etcd, it did not start another"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    signal(sup.id() as i32, Signal::SIGTERM);
     let _ = sup.wait();
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::error::Result;
+type Result<T, E = CniError> = std::result::Result<T, E>;
 
 /// What goes wrong with pod networking: the configuration (the node's, not the
 /// request's) or a plugin run. `CriError::code` maps these to gRPC codes.
@@ -124,15 +124,12 @@ impl CniDirs {
         let dir = &self.conf_dir;
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(CniError::NoConfig { dir: dir.clone() }.into())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CniError::NoConfig { dir: dir.clone() }),
             Err(source) => {
                 return Err(CniError::ListConfigDir {
                     dir: dir.clone(),
                     source,
-                }
-                .into())
+                })
             }
         };
         let mut files: Vec<PathBuf> = entries
@@ -158,7 +155,7 @@ impl CniDirs {
             source,
         })?;
         if text.contains("{{.PodCIDR}}") && pod_cidr.is_empty() {
-            return Err(CniError::NoPodCidr { path }.into());
+            return Err(CniError::NoPodCidr { path });
         }
         let text = text.replace("{{.PodCIDR}}", pod_cidr);
         let conf: Value = serde_json::from_str(&text).map_err(|source| CniError::ParseConfig {
@@ -169,7 +166,7 @@ impl CniDirs {
         let cni_version = conf["cniVersion"].as_str().unwrap_or("0.4.0").to_owned();
         let plugins = match conf.get("plugins") {
             Some(Value::Array(list)) if !list.is_empty() => list.clone(),
-            Some(_) => return Err(bad("\"plugins\" must be a non-empty list").into()),
+            Some(_) => return Err(bad("\"plugins\" must be a non-empty list")),
             None => vec![conf.clone()],
         };
         for p in &plugins {
@@ -302,13 +299,12 @@ impl CniDirs {
                 plugin: plugin(),
                 message: msg,
                 status: out.status,
-            }
-            .into());
+            });
         }
         if out.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        Ok(serde_json::from_slice(&out.stdout).map_err(json("parse the result"))?)
+        serde_json::from_slice(&out.stdout).map_err(json("parse the result"))
     }
 }
 

@@ -396,7 +396,7 @@ impl Cri {
                     let _ = self.config.cni.del(&net, &Self::attachment(&s, &path), None).await;
                     let _ = netns::unpin(&id, &path);
                     Self::release_namespaces(&mut s);
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             s.state.netns = Some(path);
