@@ -282,8 +282,7 @@ fn spawn_in_new_user_namespace((uids, gids): (IdRange, IdRange)) -> io::Result<i
 fn null_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
 }
