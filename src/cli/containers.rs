@@ -234,18 +234,7 @@ pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
 
 /// The hidden per-container shim. Single-threaded: no tokio runtime here.
 pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
-    let cfg = crate::shim::ShimConfig {
-        id: args.id,
-        bundle: args.bundle,
-        paths: ctx.paths.clone(),
-        log_max_bytes: args.log_max_bytes,
-        log_path: args.log_path,
-        attach: args.attach.then_some(crate::shim::attach::StdioMode {
-            open: args.stdin,
-            once: args.stdin_once,
-            tty: args.tty,
-        }),
-    };
+    let cfg = crate::shim::ShimConfig::from_args(args, ctx.paths.clone());
     let exit = crate::shim::run(&cfg)?;
     Ok(ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(255)))
 }

@@ -277,6 +277,7 @@ mod tests {
             stdin: true,
             stdin_once: false,
             tty: true,
+            notify_start: false,
         };
         let exec = ExecArgs {
             name: "c".into(),

@@ -738,13 +738,23 @@ pub(crate) mod tests {
         }
     }
 
-    fn layer(pairs: &[(Key, &str)]) -> Layer {
+    pub(crate) fn layer(pairs: &[(Key, &str)]) -> Layer {
         pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    /// `resolve` with only flags set, on the fake [`host`].
+    pub(crate) fn resolve_flags(role: Role, flags: &Layer) -> Result<NodeConfig, ConfigError> {
+        resolve(role, flags, &Layer::new(), &Layer::new(), &host())
+    }
+
+    /// A valid configuration from these flags (the rest defaults).
+    pub(crate) fn config(role: Role, pairs: &[(Key, &str)]) -> NodeConfig {
+        resolve_flags(role, &layer(pairs)).unwrap()
     }
 
     #[test]
     fn resolve_defaults_pin_the_version_and_detect_the_address() {
-        let c = resolve(Role::Master, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &Layer::new()).unwrap();
         assert_eq!(c.k8s_version, DEFAULT_K8S_VERSION);
         assert_eq!(c.family, Family::Modern);
         assert_eq!(c.ip_address, Ipv4Addr::new(192, 0, 2, 10));
@@ -841,10 +851,10 @@ pub(crate) mod tests {
     #[test]
     fn resolve_family_that_does_not_cover_the_version_is_refused() {
         let flags = layer(&[(Key::K8sVersion, "v1.34.4"), (Key::Family, "hyperkube")]);
-        let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        let err = resolve_flags(Role::Master, &flags).unwrap_err();
         assert!(matches!(err, ConfigError::FamilyMismatch { .. }), "{err}");
         let flags = layer(&[(Key::K8sVersion, "v1.3.6")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.family, Family::Hyperkube, "old versions pick hyperkube by themselves");
         assert_eq!(c.etcd_version, "3.0.4");
     }
@@ -852,7 +862,7 @@ pub(crate) mod tests {
     #[test]
     fn resolve_ip_address_not_on_this_host_is_a_clear_error() {
         let flags = layer(&[(Key::IpAddress, "203.0.113.9")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         let err = verify_ip_address(&c, &host()).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -860,19 +870,19 @@ pub(crate) mod tests {
             "{msg}"
         );
         let flags = layer(&[(Key::IpAddress, "127.0.0.1")]);
-        assert!(resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).is_err());
+        assert!(resolve_flags(Role::Master, &flags).is_err());
         let flags = layer(&[(Key::IpAddress, "198.51.100.7")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.ip_address, Ipv4Addr::new(198, 51, 100, 7));
         verify_ip_address(&c, &host()).unwrap();
     }
 
     #[test]
     fn resolve_worker_without_master_is_refused_and_master_can_advertise_another_address() {
-        let err = resolve(Role::Worker, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        let err = resolve_flags(Role::Worker, &Layer::new()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingMaster));
         let flags = layer(&[(Key::MasterIp, "203.0.113.1")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.master_ip, Ipv4Addr::new(203, 0, 113, 1));
     }
 
@@ -887,7 +897,7 @@ pub(crate) mod tests {
             (Key::UseContainerized, "true"),
         ] {
             let flags = layer(&[(key, bad)]);
-            let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+            let err = resolve_flags(Role::Master, &flags).unwrap_err();
             let msg = err.to_string();
             assert!(
                 msg.contains(key.env()) || matches!(err, ConfigError::ContainerizedUnsupported { .. }),

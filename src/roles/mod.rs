@@ -162,7 +162,7 @@ pub enum RoleError {
     Encode {
         what: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -325,7 +325,7 @@ fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
 
 /// `kboot plan --format yaml`.
 pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
-    serde_yaml::to_string(plan).map_err(|source| RoleError::Encode {
+    serde_norway::to_string(plan).map_err(|source| RoleError::Encode {
         what: "plan".into(),
         source,
     })
@@ -346,14 +346,7 @@ mod tests {
         let second = Paths::under(tmp.path().join("second"));
         check_host_owner(&second, &dirs).expect("nobody owns a fresh host");
         // What `run` writes: the owner file is one of the plan's files.
-        let cfg = config::resolve(
-            Role::Master,
-            &config::Layer::new(),
-            &config::Layer::new(),
-            &config::Layer::new(),
-            &config::tests::host(),
-        )
-        .unwrap();
+        let cfg = config::tests::config(Role::Master, &[]);
         let plan = build(&cfg, &first, &dirs).unwrap();
         let owner = plan.plan.files.iter().find(|f| f.path == dirs.owner_file()).unwrap();
         std::fs::create_dir_all(&dirs.etc).unwrap();

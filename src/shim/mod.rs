@@ -129,9 +129,28 @@ pub struct ShimConfig {
     /// Serve the attach socket (`Paths::attach_socket`), with the container's stdin as
     /// given; `None`: no socket, stdin is `/dev/null` (`kboot run` services).
     pub attach: Option<StdioMode>,
+    /// The launcher passed a start notice pipe (`--notify-start`, `record::StartNotifier`).
+    pub notify_start: bool,
 }
 
 impl ShimConfig {
+    /// What `kboot shim ARGS` runs, on `paths`.
+    pub fn from_args(args: launch::ShimArgs, paths: Paths) -> Self {
+        Self {
+            id: args.id,
+            bundle: args.bundle,
+            paths,
+            log_max_bytes: args.log_max_bytes,
+            log_path: args.log_path,
+            attach: args.attach.then_some(StdioMode {
+                open: args.stdin,
+                once: args.stdin_once,
+                tty: args.tty,
+            }),
+            notify_start: args.notify_start,
+        }
+    }
+
     /// The file the shim writes the container's output to.
     pub fn log_file(&self) -> PathBuf {
         self.log_path
@@ -146,6 +165,7 @@ impl ShimConfig {
 /// a busy disk (measured, bench/README.md), and a record lost to a power cut
 /// only means the container is started again, as a reboot does anyway.
 pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
+    let mut notice = record::StartNotifier::inherited(cfg.notify_start);
     let mut rec = become_the_containers_parent(cfg)?;
     let sfd = block_signals(cfg)?;
     let mut logw = LogWriter::open(&cfg.log_file(), cfg.log_max_bytes).map_err(|source| ShimError::Io {
@@ -169,11 +189,16 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     };
     let (pid, container, spec) = match started {
         Ok(s) => s,
-        Err(err) => return Err(record_start_failure(cfg, &mut logw, err)),
+        Err(err) => {
+            let err = record_start_failure(cfg, &mut logw, err);
+            notice.notify();
+            return Err(err);
+        }
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
     record::write_running(&cfg.paths, &cfg.id, &rec)?;
+    notice.notify();
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
@@ -688,8 +713,8 @@ fn oom_kills(spec: &Spec) -> u64 {
     };
     let rel = cg.trim_start_matches('/');
     let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),
+        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ];
     candidates
         .iter()
