@@ -572,8 +572,8 @@ pub fn resolve(
     })? {
         Some((d, _)) => d,
         None => {
-            sources.insert(Key::CgroupDriver, Source::Default);
-            Driver::DEFAULT
+            sources.insert(Key::CgroupDriver, Source::Detected);
+            Driver::detect(host.cgroups())
         }
     };
 
@@ -684,7 +684,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_cgroup_driver_defaults_to_cgroupfs_is_overridable_and_checked_against_the_host() {
+    fn the_cgroup_driver_is_detected_overridable_and_checked_against_the_host() {
         let systemd_v2 = FakeHost {
             cgroups: HostCgroups {
                 systemd: true,
@@ -696,14 +696,21 @@ pub(crate) mod tests {
         let c = resolve(Role::Master, &none, &none, &none, &systemd_v2).unwrap();
         assert_eq!(
             (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
-            (Driver::Cgroupfs, Source::Default)
+            (Driver::Systemd, Source::Detected)
         );
-        let flags = layer(&[(Key::CgroupDriver, "systemd")]);
-        let c = resolve(Role::Master, &flags, &none, &none, &systemd_v2).unwrap();
-        assert_eq!(c.cgroup_driver, Driver::Systemd);
         verify_cgroup_driver(&c, &systemd_v2).unwrap();
+        let flags = layer(&[(Key::CgroupDriver, "cgroupfs")]);
+        let c = resolve(Role::Master, &flags, &none, &none, &systemd_v2).unwrap();
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Cgroupfs, Source::Flag)
+        );
         let c = resolve(Role::Master, &none, &none, &none, &host()).unwrap();
-        assert_eq!(c.cgroup_driver, Driver::Cgroupfs, "no systemd on the host");
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Cgroupfs, Source::Detected),
+            "no systemd on the host"
+        );
         verify_cgroup_driver(&c, &host()).unwrap();
 
         let file = layer(&[(Key::CgroupDriver, "cgroupfs")]);
