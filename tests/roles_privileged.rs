@@ -40,24 +40,20 @@ fn kboot_clean_env(d: &Dir) -> std::process::Command {
     cmd
 }
 
-fn local_ip() -> String {
-    kboot::roles::netdetect::host_ipv4_addresses()
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a)
-        .find(|a| !a.is_loopback())
-        .expect("this test needs a host with a non-loopback IPv4 address")
-        .to_string()
+/// What every role test starts with: root, the host's role directories to itself, its own
+/// kboot dirs with registries sent nowhere, and this host's address.
+fn role_host() -> (std::sync::MutexGuard<'static, ()>, Dir, String) {
+    require_root();
+    let host = host_role();
+    let d = Dir::new();
+    no_network(&d);
+    (host, d, crate::common::local_ip().to_string())
 }
 
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     let run = || {
         kboot_clean_env(&d)
             .args(["run", "master", "--detach", "--ip-address", &ip, "--arch", "amd64"])
@@ -187,11 +183,7 @@ fn load_master_images(d: &Dir) {
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     load_master_images(&d);
     let run = || {
         kboot_clean_env(&d)
@@ -382,11 +374,7 @@ fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bo
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd_data() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     load_master_images(&d);
     let paths = kboot::state::Paths::under(d.path());
     let _guard = scopeguard_down(&d, &paths);

@@ -285,9 +285,10 @@ impl Cri {
         let cni = self.config.cni.clone();
         let cidr = self.pod_cidr();
         // The configuration directory is read per call: a CNI plugin may install it any time.
-        match blocking(move || cni.network(&cidr).map(drop)).await {
-            Ok(()) => (true, String::new()),
-            Err(e) => (false, e.to_string()),
+        match blocking(move || Ok(cni.network(&cidr).map(drop))).await {
+            Ok(Ok(())) => (true, String::new()),
+            Ok(Err(e)) => (false, crate::base::error::chain(&e)),
+            Err(e) => (false, crate::base::error::chain(&e)),
         }
     }
 
@@ -1035,7 +1036,7 @@ mod tests {
         };
         assert!(matches!(
             c.run_sandbox(pod_net, String::new()).await,
-            Err(CriError::CniConfig { .. })
+            Err(CriError::Cni(cni::CniError::NoConfig { .. }))
         ));
         c.stop_sandbox("nope").await.unwrap();
         c.run_sandbox(host_network_config("x"), String::new()).await.unwrap();
