@@ -70,17 +70,26 @@ impl Driver {
         }
     }
 
-    /// The driver kboot uses when none is asked for: cgroupfs on every host, for now.
+    /// The driver kboot uses when none is asked for, as runc and kubeadm choose: systemd
+    /// where it is PID 1 on a unified host, cgroupfs elsewhere (no systemd, or cgroup v1
+    /// hierarchies, where libcontainer's systemd manager cannot work).
     ///
-    /// runc and kubeadm pick systemd where it is PID 1 on a unified host, and [`Self::check`]
-    /// accepts it there (`--cgroup-driver systemd`). It is not the default yet because the
-    /// whole role has not been shown to work with it: in the Debian 12 guest (v2 + systemd)
-    /// the container and CRI tests pass with systemd, but `kboot run master` did not reach
-    /// Ready within 36 min where cgroupfs did in 25 (docs/hosts.md). A default must be the
-    /// one that brings a node up; switch once `scripts/vm-master.sh` passes with systemd.
-    /// Being the same on every host, it needs no probe of the host (the CRI falls back to it
-    /// on every container it creates when no choice is recorded).
-    pub const DEFAULT: Driver = Driver::Cgroupfs;
+    /// In the Debian 12 guest (v2 + systemd) `kboot run master` reaches Ready with either
+    /// driver (docs/hosts.md); systemd is the one that keeps the host's cgroup tree systemd's.
+    pub fn detect(host: HostCgroups) -> Driver {
+        if host.systemd && host.unified {
+            Driver::Systemd
+        } else {
+            Driver::Cgroupfs
+        }
+    }
+
+    /// [`Self::detect`] on this host, probed once per process: the CRI falls back to it on
+    /// every container it creates when no choice is recorded (a standalone `kboot cri`).
+    pub fn detected() -> Driver {
+        static DETECTED: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Self::detect(HostCgroups::probe()))
+    }
 
     /// `self` if `host` can use it: systemd needs systemd as PID 1 and cgroup v2.
     pub fn check(self, host: HostCgroups) -> Result<Self, DriverError> {
@@ -92,12 +101,12 @@ impl Driver {
     }
 
     /// The recorded choice of the installation (`file`, written by `kboot run`), else
-    /// [`Self::DEFAULT`]: what the supervisor and the CRI use.
+    /// [`Self::detected`]: what the supervisor and the CRI use.
     pub fn load(file: &Path) -> Self {
         std::fs::read_to_string(file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(Self::DEFAULT)
+            .unwrap_or_else(Self::detected)
     }
 
     /// The OCI `cgroupsPath` of one of kboot's own containers whose cgroupfs path is
@@ -144,12 +153,21 @@ impl std::str::FromStr for Driver {
 }
 
 /// The `cgroupsPath` of a CRI container `name` in the pod cgroup `parent` the kubelet gave
-/// (`LinuxPodSandboxConfig.cgroup_parent`): the kubelet's systemd driver names a slice
-/// (`kubepods-burstable-pod<uid>.slice`) and the container becomes a scope in it; its
-/// cgroupfs driver names a directory (`/kubepods/burstable/pod<uid>`).
+/// (`LinuxPodSandboxConfig.cgroup_parent`): the kubelet's systemd driver names a slice, and
+/// the container becomes a scope in it; its cgroupfs driver names a directory
+/// (`/kubepods/burstable/pod<uid>`).
+///
+/// The kubelet sends the slice expanded to its path
+/// (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`: its
+/// `CgroupName.ToSystemd` ends in libcontainer's `ExpandSlice`), so the slice is the last
+/// component, as containerd's CRI takes it (`getCgroupsPath`: `path.Base` ending in `.slice`).
+/// Taken whole, that path made each container a cgroupfs directory inside systemd's slice,
+/// outside any unit systemd knows of.
 pub fn under_parent(parent: &str, name: &str) -> String {
-    if parent.ends_with(".slice") && !parent.contains('/') {
-        format!("{parent}:{SCOPE_PREFIX}:{name}")
+    let trimmed = parent.trim_end_matches('/');
+    let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
+    if last.ends_with(".slice") {
+        format!("{last}:{SCOPE_PREFIX}:{name}")
     } else {
         format!("/{}/{SCOPE_PREFIX}-{name}", parent.trim_matches('/'))
     }
@@ -226,12 +244,15 @@ mod tests {
     };
 
     #[test]
-    fn cgroupfs_is_the_default_and_systemd_is_accepted_on_unified_systemd_hosts() {
-        assert_eq!(Driver::DEFAULT, Driver::Cgroupfs);
-        for host in [SYSTEMD_V2, SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
-            assert!(Driver::DEFAULT.check(host).is_ok(), "{host:?}");
+    fn systemd_is_detected_only_where_it_is_pid_1_on_a_unified_host() {
+        assert_eq!(Driver::detect(SYSTEMD_V2), Driver::Systemd);
+        for host in [SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
+            assert_eq!(Driver::detect(host), Driver::Cgroupfs, "{host:?}");
         }
-        assert!(Driver::Systemd.check(SYSTEMD_V2).is_ok());
+        // Whatever is detected works where it is detected.
+        for host in [SYSTEMD_V2, SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
+            assert!(Driver::detect(host).check(host).is_ok(), "{host:?}");
+        }
     }
 
     #[test]
@@ -269,10 +290,17 @@ mod tests {
     #[test]
     fn cri_containers_follow_the_form_of_the_kubelets_pod_cgroup() {
         let slice = "kubepods-burstable-pod1234_5678.slice";
+        let scope = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/kboot-c1.scope";
         assert_eq!(under_parent(slice, "c1"), format!("{slice}:kboot:c1"));
+        assert_eq!(fs_path(&under_parent(slice, "c1")).unwrap(), scope);
+        // What a v1.34 kubelet with `cgroupDriver: systemd` sends: the slice expanded to its
+        // path. The container is still a scope of that slice, not a directory inside it.
+        let expanded = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice";
+        assert_eq!(under_parent(expanded, "c1"), format!("{slice}:kboot:c1"));
+        assert_eq!(fs_path(&under_parent(expanded, "c1")).unwrap(), scope);
         assert_eq!(
-            fs_path(&under_parent(slice, "c1")).unwrap(),
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/kboot-c1.scope"
+            under_parent("/kubepods.slice/kubepods-pod12.slice/", "c1"),
+            "kubepods-pod12.slice:kboot:c1"
         );
         assert_eq!(
             under_parent("/kubepods/burstable/pod12/", "c1"),
