@@ -2,7 +2,12 @@
 # Builds the Kubernetes node components, etcd, crictl and critest from the Go module proxy
 # (no source-hosting downloads), into a cache that is reused until the version changes.
 #
-#   scripts/build-k8s.sh [--only cri-tools|etcd|coredns|flannel|k8s] [K8S_VERSION]   # default version: the one kboot pins
+#   scripts/build-k8s.sh [--only cri-tools|etcd|coredns|flannel|k8s|e2e|e2e-suite|sample-apiserver] [K8S_VERSION]
+#                                                      # default version: the one kboot pins
+#   --only e2e: what the whole conformance suite needs (e2e-suite and sample-apiserver);
+#   --only e2e-suite: e2e.test, agnhost and ginkgo, all that the [NodeConformance] subset CI runs
+#   needs (the sample API server, 9 min cold on its own dependencies, serves one
+#   [sig-api-machinery] test only).
 #
 # Output: $KBOOT_BUILD_CACHE/k8s-<v>/bin/{kubelet,kube-apiserver,kube-controller-manager,kube-scheduler,
 #         kube-proxy,kubectl}, $KBOOT_BUILD_CACHE/etcd-<v>/bin/{etcd,etcdctl},
@@ -142,7 +147,7 @@ build_k8s() {
 # the wrapper module above, the ginkgo CLI at the version k8s' go.mod pins (parallel runs), and
 # the sample API server the aggregator test runs, in a module of its own (its go.mod has
 # replace directives, ignored for a dependency; its requires are real versions).
-build_e2e() {
+build_e2e_suite() {
   local dir="$CACHE/k8s-$K8S_VERSION" kdir ginkgo_v agnhost_v
   if [ ! -x "$dir/bin/e2e.test" ] || [ ! -x "$dir/bin/agnhost" ] || [ ! -x "$dir/bin/ginkgo" ]; then
     k8s_module
@@ -159,6 +164,9 @@ build_e2e() {
     [ -x "$dir/bin/ginkgo" ] || GOBIN="$dir/bin" go install -p "$JOBS" -trimpath -ldflags "-s -w" \
       "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo_v"
   fi
+}
+
+build_sample_apiserver() {
   local sdir="$CACHE/sample-apiserver-$SAMPLE_APISERVER_VERSION"
   [ -x "$sdir/bin/sample-apiserver" ] && return 0
   mkdir -p "$sdir/src" "$sdir/bin" && cd "$sdir/src"
@@ -177,7 +185,9 @@ case "$ONLY" in
   coredns) build_coredns ;;
   flannel) build_flannel ;;
   k8s) build_k8s ;;
-  e2e) build_e2e ;;
-  *) echo "build-k8s: --only takes cri-tools, etcd, coredns, flannel, k8s or e2e" >&2; exit 2 ;;
+  e2e) build_e2e_suite; build_sample_apiserver ;;
+  e2e-suite) build_e2e_suite ;;
+  sample-apiserver) build_sample_apiserver ;;
+  *) echo "build-k8s: --only takes cri-tools, etcd, coredns, flannel, k8s, e2e, e2e-suite or sample-apiserver" >&2; exit 2 ;;
 esac
 echo "build-k8s: done ($ONLY) in $CACHE"

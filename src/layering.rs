@@ -45,6 +45,24 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("roles", &["base", "cgroups", "pki", "plan", "state"]),
     ("preflight", &["base", "roles", "state"]),
     ("service", &["base", "roles", "state"]),
+    (
+        "node",
+        &[
+            "base",
+            "bundle",
+            "cri",
+            "pki",
+            "plan",
+            "preflight",
+            "registry",
+            "roles",
+            "service",
+            "shim",
+            "state",
+            "store",
+            "supervisor",
+        ],
+    ),
 ];
 
 fn src_dir() -> PathBuf {

@@ -73,8 +73,8 @@ pub fn ensure_sealed() -> Result<(), SealError> {
     }
     if is_sealed() {
         // Executed from a descriptor, the process is named after its number: name it again.
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-        unsafe { libc::prctl(libc::PR_SET_NAME, c"kboot".as_ptr(), 0, 0, 0) };
+        // Only the name `ps` shows: a failure changes nothing else.
+        let _ = nix::sys::prctl::set_name(c"kboot");
         return Ok(());
     }
     let exe = match overlay_copy() {

@@ -182,6 +182,48 @@ fn hostile_shim_exe_is_a_sealed_copy() {
     );
 }
 
+/// `kboot exec` (and the CRI's ExecSync: the same code, src/shim/exec.rs) reads the running
+/// container's `/etc/passwd` for `HOME`, a file the container itself may replace at any time.
+/// Replaced by a FIFO, a link to `/dev/zero` or a link to `/etc/shadow`, the exec still runs
+/// within seconds, with kboot's memory bounded, and `HOME` falls back to `/`.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn hostile_passwd_made_by_the_running_container_does_not_stall_kboot_exec() {
+    require_root();
+    let shadow = host_shadow();
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = sleepers_plan(&d, &rootfs, &["box"], r#"["/bin/sleep", "1000"]"#);
+    run_ok(d.kboot().args(["run", "-d", "-f"]).arg(&plan));
+    assert!(wait_until(Duration::from_secs(10), || find(&ps(&mut d.kboot()), "box")
+        ["status"]
+        == "running"));
+    let home = || run_bounded(d.kboot().args(["exec", "box", "--", "sh", "-c", "echo HOME=$HOME"]));
+    let (status, text, _) = home();
+    assert!(
+        status.success() && text.contains("HOME=/root\n"),
+        "the image's passwd: {text}"
+    );
+    for (name, make) in [
+        ("a FIFO", "rm /etc/passwd && mkfifo /etc/passwd"),
+        ("a link to /dev/zero", "ln -sf /dev/zero /etc/passwd"),
+        ("a link to /etc/shadow", "ln -sf /etc/shadow /etc/passwd"),
+    ] {
+        run_ok(d.kboot().args(["exec", "box", "--", "sh", "-c", make]));
+        let start = std::time::Instant::now();
+        let (status, text, rss) = home();
+        eprintln!(
+            "passwd {name}: {:?}, exec peak RSS {rss} MB: {}",
+            start.elapsed(),
+            text.trim()
+        );
+        assert!(status.success() && text.contains("HOME=/\n"), "passwd {name}: {text}");
+        assert!(rss < RSS_LIMIT_MB, "passwd {name}: RSS {rss} MB");
+        assert_host_shadow_untouched(&shadow);
+    }
+}
+
 /// Peak resident memory, in MB, kboot may use while reading a hostile image: the old code
 /// grew without bound (3.7 GB in 10 s on a passwd linked to /dev/zero).
 const RSS_LIMIT_MB: u64 = 200;

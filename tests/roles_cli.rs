@@ -145,7 +145,7 @@ fn plan_json_is_the_same_plan_as_yaml() {
     let args = ["plan", "master", "--ip-address", "192.0.2.10", "--arch", "amd64"];
     let yaml = run_ok(plan_cmd(&d).args(args)).stdout;
     let json = run_ok(plan_cmd(&d).args(args).args(["--format", "json"])).stdout;
-    let from_yaml: serde_json::Value = serde_yaml::from_slice(&yaml).unwrap();
+    let from_yaml: serde_json::Value = serde_norway::from_slice(&yaml).unwrap();
     let from_json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(from_yaml, from_json);
     let names: Vec<&str> = from_json["services"]
@@ -334,7 +334,7 @@ fn certs_renew_then_kubeconfig_prints_the_renewed_admin_credentials() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("renewed admin"));
     let after = run_ok(d.kboot().arg("kubeconfig")).stdout;
     assert_ne!(before, after);
-    let kc: serde_json::Value = serde_yaml::from_slice(&after).unwrap();
+    let kc: serde_json::Value = serde_norway::from_slice(&after).unwrap();
     assert_eq!(kc["current-context"], "kubernetes-admin@kubernetes");
     assert_eq!(kc["clusters"][0]["cluster"]["server"], "https://192.0.2.10:6443");
     assert!(layout.cert("admin").exists());
@@ -355,14 +355,20 @@ fn certs_and_kubeconfig_without_pki_say_to_run_the_master_first() {
     }
 }
 
-/// A non-loopback address of this host, for `run` (which checks IP_ADDRESS is local).
-fn local_ip() -> Ipv4Addr {
-    kboot::roles::netdetect::host_ipv4_addresses()
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a)
-        .find(|a| !a.is_loopback())
-        .expect("this test needs a host with a non-loopback IPv4 address")
+/// `run worker` against the master at 192.0.2.10, as this host (`ip`), with `token`.
+fn run_worker(worker: &Dir, ip: &str, token: &str) -> std::process::Command {
+    let mut cmd = worker.kboot();
+    cmd.args([
+        "run",
+        "worker",
+        "--master",
+        "192.0.2.10",
+        "--ip-address",
+        ip,
+        "--token",
+        token,
+    ]);
+    cmd
 }
 
 #[test]
@@ -376,19 +382,8 @@ fn run_worker_refuses_a_master_ca_that_does_not_match_the_hash_before_touching_t
     let token = std::fs::read_to_string(layout.bootstrap_token()).unwrap();
 
     let worker = Dir::new();
-    let ip = local_ip().to_string();
-    let out = worker
-        .kboot()
-        .args([
-            "run",
-            "worker",
-            "--master",
-            "192.0.2.10",
-            "--ip-address",
-            &ip,
-            "--token",
-            token.trim(),
-        ])
+    let ip = crate::common::local_ip().to_string();
+    let out = run_worker(&worker, &ip, token.trim())
         .args(["--ca-cert-hash", &hash, "--ca-cert"])
         .arg(&impostor_ca)
         .output()
@@ -404,18 +399,7 @@ fn run_worker_refuses_a_master_ca_that_does_not_match_the_hash_before_touching_t
         "nothing written for a wrong CA"
     );
 
-    let out = worker
-        .kboot()
-        .args([
-            "run",
-            "worker",
-            "--master",
-            "192.0.2.10",
-            "--ip-address",
-            &ip,
-            "--token",
-            "not-a-token",
-        ])
+    let out = run_worker(&worker, &ip, "not-a-token")
         .args(["--ca-cert-hash", &hash])
         .output()
         .unwrap();

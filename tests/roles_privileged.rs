@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use kboot::pki::{Authority, PkiLayout};
 use kboot::roles::config::Key;
+use nix::sys::signal::Signal;
 
 use crate::common::{require_root, Dir};
 
@@ -40,24 +41,20 @@ fn kboot_clean_env(d: &Dir) -> std::process::Command {
     cmd
 }
 
-fn local_ip() -> String {
-    kboot::roles::netdetect::host_ipv4_addresses()
-        .unwrap()
-        .into_iter()
-        .map(|(_, a)| a)
-        .find(|a| !a.is_loopback())
-        .expect("this test needs a host with a non-loopback IPv4 address")
-        .to_string()
+/// What every role test starts with: root, the host's role directories to itself, its own
+/// kboot dirs with registries sent nowhere, and this host's address.
+fn role_host() -> (std::sync::MutexGuard<'static, ()>, Dir, String) {
+    require_root();
+    let host = host_role();
+    let d = Dir::new();
+    no_network(&d);
+    (host, d, crate::common::local_ip().to_string())
 }
 
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_as_root_makes_the_pki_once_and_names_the_images_it_could_not_pull() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     let run = || {
         kboot_clean_env(&d)
             .args(["run", "master", "--detach", "--ip-address", &ip, "--arch", "amd64"])
@@ -187,11 +184,7 @@ fn load_master_images(d: &Dir) {
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn run_master_with_local_images_serves_etcd_over_mutual_tls_converges_and_goes_down() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     load_master_images(&d);
     let run = || {
         kboot_clean_env(&d)
@@ -332,6 +325,11 @@ fn start_as_systemd(exec: &[String], log: &std::path::Path) -> std::process::Chi
     cmd.spawn().unwrap()
 }
 
+/// Sends `sig` to a process this test started (or one of its node's); one already gone is fine.
+fn signal(pid: i32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
 /// Every process of a root's containers (memory cgroup subtree) and their shims (records).
 fn node_pids(paths: &kboot::state::Paths) -> Vec<i32> {
     let parent = std::path::PathBuf::from(paths.cgroup("x"));
@@ -382,11 +380,7 @@ fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bo
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
 fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd_data() {
-    require_root();
-    let _host = host_role();
-    let d = Dir::new();
-    no_network(&d);
-    let ip = local_ip();
+    let (_host, d, ip) = role_host();
     load_master_images(&d);
     let paths = kboot::state::Paths::under(d.path());
     let _guard = scopeguard_down(&d, &paths);
@@ -428,12 +422,10 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
     let etcd_ca = std::fs::read(layout.ca_key(Authority::Etcd)).unwrap();
 
     // The reboot: every process goes at once, /run is empty, nothing is mounted.
-    // SAFETY: kill(2) on processes this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGKILL) };
+    signal(sup.id() as i32, Signal::SIGKILL);
     let _ = sup.wait();
     for pid in node_pids(&paths) {
-        // SAFETY: as above: the node's own containers and shims.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        signal(pid, Signal::SIGKILL);
     }
     wait_for(
         "the node's processes to die",
@@ -474,8 +466,7 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
 
     // `systemctl restart kboot` (an upgrade): SIGQUIT to the supervisor alone, then ExecStart.
     let etcd = etcd_pid(&d).unwrap();
-    // SAFETY: kill(2) on the supervisor this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGQUIT) };
+    signal(sup.id() as i32, Signal::SIGQUIT);
     let status = sup.wait().unwrap();
     assert!(status.success(), "the supervisor exits cleanly on SIGQUIT: {status}");
     assert!(
@@ -492,7 +483,6 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
         Some(etcd),
         "the new supervisor adopted etcd, it did not start another"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    signal(sup.id() as i32, Signal::SIGTERM);
     let _ = sup.wait();
 }

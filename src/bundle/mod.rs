@@ -11,9 +11,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, Linux, LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::inroot::{passwd, InRootError, RootFs};
@@ -58,9 +59,10 @@ pub enum BundleError {
     },
     #[error("read the host's capability bounding set from /proc/self/status")]
     ReadCapBnd(#[source] std::io::Error),
-    #[error("build the runtime spec for `{service}`: {source}")]
+    #[error("build the runtime spec for `{service}` ({step}): {source}")]
     Spec {
         service: String,
+        step: &'static str,
         #[source]
         source: oci_spec::OciSpecError,
     },
@@ -247,10 +249,40 @@ pub struct BundleRequest<'a> {
 /// `/etc/group` and checking that the entrypoint exists there.
 pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
     let svc = req.service;
-    let spec_err = |source| BundleError::Spec {
+    let caps = security::capability_set(svc.privileged, &svc.cap_add, &[], host);
+    let process = process_spec(req, &caps)?;
+    let linux = linux_spec(req, &caps, host)?;
+    let root = RootBuilder::default()
+        .path(req.rootfs)
+        .readonly(false)
+        .build()
+        .map_err(spec_err(svc, "root"))?;
+    let mounts = mounts(svc, &host.cgroups, req.cgroups_path).map_err(spec_err(svc, "mounts"))?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(root)
+        .hostname(svc.name.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(spec_err(svc, "spec"))
+}
+
+/// The error of one step of [`build_spec`]: the spec refused a value.
+fn spec_err<'a>(svc: &'a Service, step: &'static str) -> impl Fn(oci_spec::OciSpecError) -> BundleError + 'a {
+    move |source| BundleError::Spec {
         service: svc.name.clone(),
+        step,
         source,
-    };
+    }
+}
+
+/// The process: command line (checked against the image), environment, user,
+/// working directory and capabilities.
+fn process_spec(req: &BundleRequest<'_>, caps: &[Capability]) -> Result<Process> {
+    let svc = req.service;
+    let spec_err = spec_err(svc, "process");
     let args = command_line(svc, req.image)?;
     let env = environment(svc, req.image);
     let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("");
@@ -271,8 +303,7 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
                 user: u.to_owned(),
             })?,
     };
-    let caps = security::capability_set(svc.privileged, &svc.cap_add, &[], host);
-    let capabilities = security::capabilities(svc.privileged, &caps).map_err(spec_err)?;
+    let capabilities = security::capabilities(svc.privileged, caps).map_err(&spec_err)?;
     let cwd = svc
         .working_dir
         .clone()
@@ -283,15 +314,56 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
         .args(args)
         .env(env)
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(spec_err)?)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(&spec_err)?)
         .capabilities(capabilities)
         .rlimits(Vec::new())
         .build()
-        .map_err(spec_err)?;
+        .map_err(&spec_err)?;
     // Unset, not `false`: with a seccomp profile, libcontainer then loads the filter while
     // it still holds CAP_SYS_ADMIN (with `false` it would try after dropping it: EACCES).
     process.set_no_new_privileges(None);
+    Ok(process)
+}
 
+/// The `linux` section: namespaces, cgroup path, resources and devices, and the
+/// confinement of an unprivileged container (masked paths, seccomp).
+fn linux_spec(req: &BundleRequest<'_>, caps: &[Capability], host: &Host) -> Result<Linux> {
+    let svc = req.service;
+    let spec_err = spec_err(svc, "linux");
+    let (devices, device_rules) = devices(svc, host)?;
+    let shared = svc.volumes.iter().any(|v| v.propagation == Propagation::Shared);
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(svc, host)?)
+        .cgroups_path(PathBuf::from(req.cgroups_path))
+        .resources(resources(svc, device_rules)?)
+        .devices(devices);
+    if svc.privileged {
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
+    } else {
+        linux = linux
+            .masked_paths(security::MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(
+                security::READONLY_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            // Compose has no `security_opt`: every unprivileged service gets the default profile.
+            .seccomp(seccomp::default_profile(caps));
+    }
+    if shared {
+        // libcontainer 0.7 ignores per-mount `rshared`; only a shared rootfs
+        // propagation lets mounts made inside reach the host (machine-notes P5).
+        linux = linux.rootfs_propagation("shared");
+    }
+    linux.build().map_err(spec_err)
+}
+
+/// The namespaces a container gets: its own mount, IPC and UTS always; PID and
+/// network unless it shares the host's; cgroup when unprivileged on cgroup v2.
+fn namespaces(svc: &Service, host: &Host) -> Result<Vec<LinuxNamespace>> {
     let mut namespaces = vec![
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Ipc,
@@ -308,12 +380,17 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
     if !svc.privileged && host.cgroups.is_unified() {
         namespaces.push(LinuxNamespaceType::Cgroup);
     }
-    let namespaces = namespaces
+    namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(spec_err)?;
+        .map_err(spec_err(svc, "namespaces"))
+}
 
+/// The device nodes a container sees (all of the host's when privileged, plus
+/// the service's `devices:`) and the device cgroup rules that allow them.
+fn devices(svc: &Service, host: &Host) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+    let spec_err = spec_err(svc, "devices");
     let mut devices = if svc.privileged {
         host.devices.clone()
     } else {
@@ -323,7 +400,7 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
         .allow(svc.privileged)
         .access("rwm")
         .build()
-        .map_err(spec_err)?];
+        .map_err(&spec_err)?];
     for d in &svc.devices {
         let meta = fs::metadata(&d.host).map_err(|source| BundleError::Device {
             service: svc.name.clone(),
@@ -348,16 +425,21 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
                 .minor(node.minor())
                 .access(d.permissions.clone())
                 .build()
-                .map_err(spec_err)?,
+                .map_err(&spec_err)?,
         );
         devices.retain(|x| x.path() != node.path());
         devices.push(node);
     }
+    Ok((devices, device_rules))
+}
 
+/// Resources: the device rules, the memory limit and the CPU quota.
+fn resources(svc: &Service, device_rules: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
+    let spec_err = spec_err(svc, "resources");
     let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if let Some(limit) = svc.mem_limit {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(spec_err)?);
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build().map_err(&spec_err)?);
     }
     if let Some(cpus) = svc.cpus {
         const PERIOD: u64 = 100_000;
@@ -368,53 +450,10 @@ pub fn build_spec(req: &BundleRequest<'_>, host: &Host) -> Result<Spec> {
                 .period(PERIOD)
                 .quota(quota)
                 .build()
-                .map_err(spec_err)?,
+                .map_err(&spec_err)?,
         );
     }
-
-    let shared = svc.volumes.iter().any(|v| v.propagation == Propagation::Shared);
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(req.cgroups_path))
-        .resources(resources.build().map_err(spec_err)?)
-        .devices(devices);
-    if svc.privileged {
-        linux = linux
-            .masked_paths(Vec::<String>::new())
-            .readonly_paths(Vec::<String>::new());
-    } else {
-        linux = linux
-            .masked_paths(security::MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(
-                security::READONLY_PATHS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            // Compose has no `security_opt`: every unprivileged service gets the default profile.
-            .seccomp(seccomp::default_profile(&caps));
-    }
-    if shared {
-        // libcontainer 0.7 ignores per-mount `rshared`; only a shared rootfs
-        // propagation lets mounts made inside reach the host (machine-notes P5).
-        linux = linux.rootfs_propagation("shared");
-    }
-
-    SpecBuilder::default()
-        .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(req.rootfs)
-                .readonly(false)
-                .build()
-                .map_err(spec_err)?,
-        )
-        .hostname(svc.name.clone())
-        .process(process)
-        .mounts(mounts(svc, &host.cgroups, req.cgroups_path).map_err(spec_err)?)
-        .linux(linux.build().map_err(spec_err)?)
-        .build()
-        .map_err(spec_err)
+    resources.build().map_err(spec_err)
 }
 
 /// Compose semantics: `entrypoint` replaces the image's entrypoint and drops

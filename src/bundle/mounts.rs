@@ -75,10 +75,7 @@ enum MountState {
 
 /// The propagation of the topmost mount at exactly `path` in a mountinfo text.
 fn mount_state(mountinfo: &str, path: &Path) -> MountState {
-    let top = mountinfo::parse(mountinfo)
-        .into_iter()
-        .filter(|m| m.mount_point == path)
-        .last();
+    let top = mountinfo::parse(mountinfo).into_iter().rfind(|m| m.mount_point == path);
     match top {
         None => MountState::NotMounted,
         Some(m) if mountinfo::is_shared(&m) => MountState::Shared,

@@ -110,6 +110,7 @@ pub fn capabilities(
 pub fn apply(spec: &mut Spec, sec: &Security, host: &Host, service: &str) -> Result<()> {
     let spec_err = |source| BundleError::Spec {
         service: service.to_owned(),
+        step: "security context",
         source,
     };
     let caps = capability_set(sec.privileged, &sec.cap_add, &sec.cap_drop, host);

@@ -126,6 +126,18 @@ fn unprivileged_containers_see_their_own_cgroup_read_only_on_v1_and_v2() {
     }
 }
 
+/// The test rootfs and a service running its `/bin/sh`.
+fn sh_service() -> (tempfile::TempDir, Service) {
+    let mut s = svc();
+    s.command = Some(vec!["/bin/sh".into()]);
+    (rootfs(), s)
+}
+
+/// The spec of `s` on rootfs `r` with the image's defaults empty.
+fn spec_of(s: &Service, r: &tempfile::TempDir) -> Result<Spec> {
+    spec_for(s, &ImageDefaults::default(), r.path())
+}
+
 fn svc() -> Service {
     Service {
         name: "t".into(),
@@ -189,22 +201,16 @@ fn bundle_missing_entrypoint_names_service_and_program() {
     let r = rootfs();
     let mut s = svc();
     s.entrypoint = Some(vec!["etcd".into()]);
-    let err = spec_for(&s, &ImageDefaults::default(), r.path())
-        .unwrap_err()
-        .to_string();
+    let err = spec_of(&s, &r).unwrap_err().to_string();
     assert!(err.contains("service `t`") && err.contains("`etcd` not found"), "{err}");
     s.entrypoint = None;
-    let err = spec_for(&s, &ImageDefaults::default(), r.path())
-        .unwrap_err()
-        .to_string();
+    let err = spec_of(&s, &r).unwrap_err().to_string();
     assert!(err.contains("no command"), "{err}");
 }
 
 #[test]
 fn bundle_user_resolves_names_from_the_image() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
+    let (r, mut s) = sh_service();
     for (user, want) in [
         ("etcd", (998, 997)),
         ("1000:kvm", (1000, 105)),
@@ -212,24 +218,19 @@ fn bundle_user_resolves_names_from_the_image() {
         ("5:6", (5, 6)),
     ] {
         s.user = Some(user.into());
-        let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+        let spec = spec_of(&s, &r).unwrap();
         let u = spec.process().as_ref().unwrap().user();
         assert_eq!((u.uid(), u.gid()), want, "{user}");
     }
     s.user = Some("nobody".into());
-    assert!(matches!(
-        spec_for(&s, &ImageDefaults::default(), r.path()),
-        Err(BundleError::UnknownUser { .. })
-    ));
+    assert!(matches!(spec_of(&s, &r), Err(BundleError::UnknownUser { .. })));
 }
 
 #[test]
 fn bundle_default_is_isolated_and_unprivileged() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
+    let (r, mut s) = sh_service();
     s.cap_add = vec!["NET_ADMIN".into(), "SYS_RESOURCE".into()];
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let spec = spec_of(&s, &r).unwrap();
     let ns = ns_types(&spec);
     assert!(ns.contains(&LinuxNamespaceType::Pid) && ns.contains(&LinuxNamespaceType::Network));
     let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
@@ -261,9 +262,7 @@ fn bundle_default_is_isolated_and_unprivileged() {
 
 #[test]
 fn bundle_privileged_host_namespaces_match_the_kubelet_contract() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
+    let (r, mut s) = sh_service();
     s.privileged = true;
     s.network_host = true;
     s.pid_host = true;
@@ -283,7 +282,7 @@ fn bundle_privileged_host_namespaces_match_the_kubelet_contract() {
     ];
     s.mem_limit = Some(256 << 20);
     s.cpus = Some(1.5);
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let spec = spec_of(&s, &r).unwrap();
     assert_eq!(
         ns_types(&spec),
         [
@@ -316,15 +315,13 @@ fn bundle_privileged_host_namespaces_match_the_kubelet_contract() {
 
 #[test]
 fn bundle_devices_are_created_and_allowed() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
+    let (r, mut s) = sh_service();
     s.devices = vec![Device {
         host: "/dev/null".into(),
         container: "/dev/mynull".into(),
         permissions: "rw".into(),
     }];
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let spec = spec_of(&s, &r).unwrap();
     let linux = spec.linux().as_ref().unwrap();
     let d = &linux.devices().as_ref().unwrap()[0];
     assert_eq!(
@@ -334,18 +331,13 @@ fn bundle_devices_are_created_and_allowed() {
     let rule = &linux.resources().as_ref().unwrap().devices().as_ref().unwrap()[1];
     assert!(rule.allow() && rule.major() == Some(1) && rule.access().as_deref() == Some("rw"));
     s.devices[0].host = "/dev/no-such-device".into();
-    assert!(matches!(
-        spec_for(&s, &ImageDefaults::default(), r.path()),
-        Err(BundleError::Device { .. })
-    ));
+    assert!(matches!(spec_of(&s, &r), Err(BundleError::Device { .. })));
 }
 
 #[test]
 fn bundle_config_json_round_trips() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let (r, s) = sh_service();
+    let spec = spec_of(&s, &r).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &spec).unwrap();
     let back: Spec = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
@@ -355,10 +347,8 @@ fn bundle_config_json_round_trips() {
 #[test]
 fn an_unchanged_bundle_is_not_rewritten() {
     use std::os::unix::fs::MetadataExt;
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let (r, s) = sh_service();
+    let spec = spec_of(&s, &r).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &spec).unwrap();
     let inode = fs::metadata(&path).unwrap().ino();
@@ -383,10 +373,8 @@ fn host_devices_lists_nodes_but_not_libcontainer_defaults() {
 
 #[test]
 fn bundle_unprivileged_gets_default_seccomp_privileged_none() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let (r, mut s) = sh_service();
+    let spec = spec_of(&s, &r).unwrap();
     let sc = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
     assert_eq!(sc.default_action(), oci_spec::runtime::LinuxSeccompAction::ScmpActErrno);
     // Set, libcontainer would load the filter after dropping CAP_SYS_ADMIN and fail.
@@ -394,7 +382,7 @@ fn bundle_unprivileged_gets_default_seccomp_privileged_none() {
     let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
     assert!(caps.ambient().as_ref().is_none_or(|a| a.is_empty()));
     s.privileged = true;
-    let spec = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let spec = spec_of(&s, &r).unwrap();
     assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
 }
 
@@ -421,10 +409,8 @@ fn security_capabilities_follow_containerd_add_drop_rules() {
 
 #[test]
 fn security_apply_sets_paths_nnp_groups_seccomp_and_readonly_root() {
-    let r = rootfs();
-    let mut s = svc();
-    s.command = Some(vec!["/bin/sh".into()]);
-    let base = spec_for(&s, &ImageDefaults::default(), r.path()).unwrap();
+    let (r, s) = sh_service();
+    let base = spec_of(&s, &r).unwrap();
     let mut spec = base.clone();
     let sec = Security {
         cap_drop: vec!["ALL".into()],

@@ -48,7 +48,7 @@ pub struct DownArgs {
     pub purge: bool,
 }
 
-/// `run -f FILE` (`run master|worker` is [`super::roles::run_role`]).
+/// `run -f FILE` (`run master|worker` is [`super::roles::run_role`], which is [`crate::node::run`]).
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(file) = &args.file else {
         return Err(UsageError("`kboot run` needs a role (master, worker) or `-f FILE`".into()).into());
@@ -222,72 +222,19 @@ pub fn rm(ctx: &Context, args: NamesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `down`: [`crate::node::down`], each removed container printed as it goes.
 pub fn down(ctx: &Context, args: DownArgs) -> anyhow::Result<ExitCode> {
-    let images = LocalImages {
-        paths: ctx.paths.clone(),
+    let mut removed = |name: &str| {
+        // A closed stdout must not stop the teardown.
+        let _ = println_name(name);
     };
-    for name in supervisor::down(&ctx.paths, &images, Duration::from_secs(10))? {
-        println_name(&name)?;
-    }
-    // The kubelet's pods (CRI sandboxes and containers) go with the node.
-    let pods = ctx.block_on(crate::cri::remove_all(ctx.paths.clone()))??;
-    if !pods.is_empty() {
-        tracing::info!(count = pods.len(), "removed CRI pod sandboxes");
-    }
-    // Whatever is still mounted under kboot's container and netns directories (views of
-    // pods whose records a crash lost) goes too: `down` leaves nothing mounted, and
-    // `--purge` can then delete the tree.
-    unmount_leftovers(ctx)?;
-    // A role's host state (kubelet mounts, CNI links, kboot's iptables chains) goes too;
-    // this does nothing when no role ran on this root, so `down` after `run -f` never touches the host.
-    if let Some(report) = crate::roles::down_role_if_any(&ctx.paths, args.purge) {
-        for err in &report.errors {
-            tracing::warn!(error = %err, "role cleanup");
-        }
-        if !report.errors.is_empty() {
-            anyhow::bail!(
-                "role cleanup left {} problem(s): {}",
-                report.errors.len(),
-                report.errors.join("; ")
-            );
-        }
-    }
-    if args.purge {
-        supervisor::purge(&ctx.paths)?;
-    }
+    ctx.block_on(crate::node::down(&ctx.paths, args.purge, &mut removed))??;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Detaches every mount at or below the containers and netns directories, deepest first.
-fn unmount_leftovers(ctx: &Context) -> anyhow::Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    for dir in [ctx.paths.containers(), ctx.paths.netns_dir()] {
-        for m in crate::roles::cleanup::mounts_under(&info, &dir) {
-            match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => tracing::info!(path = %m.display(), "unmounted a leftover mount"),
-                // Gone already, with its parent or its propagated twin.
-                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-                Err(e) => anyhow::bail!("unmount {}: {e}", m.display()),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The hidden per-container shim. Single-threaded: no tokio runtime here.
 pub fn shim(ctx: &Context, args: ShimArgs) -> anyhow::Result<ExitCode> {
-    let cfg = crate::shim::ShimConfig {
-        id: args.id,
-        bundle: args.bundle,
-        paths: ctx.paths.clone(),
-        log_max_bytes: args.log_max_bytes,
-        log_path: args.log_path,
-        attach: args.attach.then_some(crate::shim::attach::StdioMode {
-            open: args.stdin,
-            once: args.stdin_once,
-            tty: args.tty,
-        }),
-    };
+    let cfg = crate::shim::ShimConfig::from_args(args, ctx.paths.clone());
     let exit = crate::shim::run(&cfg)?;
     Ok(ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(255)))
 }

@@ -248,7 +248,10 @@ fn report(err: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     eprintln!("kboot: {err:#}");
-    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+    if err.chain().any(|c| {
+        c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<crate::node::NodeError>().is_some_and(|e| e.is_usage())
+    }) {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILURE)
@@ -274,6 +277,7 @@ mod tests {
             stdin: true,
             stdin_once: false,
             tty: true,
+            notify_start: false,
         };
         let exec = ExecArgs {
             name: "c".into(),

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{Context, UsageError};
-use crate::pki::{self, BootstrapToken, NodeIdentity, PkiLayout};
-use crate::roles::config::{self, Key, Layer, RealHost, Role};
-use crate::roles::{self, KubeDirs, RolePlan};
+use crate::node::{self, LogTail, Notice, RoleRequest};
+use crate::pki::{self, PkiLayout};
+use crate::roles;
+use crate::roles::config::{Key, Layer, Role};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PlanFormat {
@@ -138,32 +139,26 @@ fn parse_role(role: &str) -> anyhow::Result<Role> {
     role.parse::<Role>().map_err(|e| UsageError(e).into())
 }
 
-/// Resolves the configuration and builds the plan: the one code path `plan` and `run` share.
-pub(super) fn resolve_plan(ctx: &Context, role: Role, flags: &RoleFlags) -> anyhow::Result<RolePlan> {
-    let usage = |e: &dyn std::fmt::Display| anyhow::Error::new(UsageError(e.to_string()));
-    let file =
-        config::file_layer(&ctx.paths.node_config()).map_err(|e| usage(&format!("{:#}", anyhow::Error::new(e))))?;
-    let env = config::env_layer(|name| std::env::var(name).ok());
-    let cfg = config::resolve(role, &flags.layer(), &env, &file, &RealHost::default()).map_err(|e| usage(&e))?;
-    let mut plan = roles::build(&cfg, &ctx.paths, &KubeDirs::default()).map_err(|e| usage(&e))?;
-    // The boot unit's command: flag and environment values pinned (a unit has neither).
-    let pinned: Layer = env.into_iter().chain(flags.layer()).collect();
-    let join = crate::service::JoinArgs {
-        ca_cert_hash: flags.ca_cert_hash.clone(),
-        ca_cert: flags.ca_cert.clone(),
-    };
-    // Without /proc (a bare chroot), the name it was started by.
-    let exe = std::env::current_exe()
-        .or_else(|e| std::env::args_os().next().map(std::path::PathBuf::from).ok_or(e))
-        .context("find the kboot binary")?;
-    plan.command = crate::service::run_command(&exe, &ctx.paths, role, &pinned, &join);
-    Ok(plan)
+impl RoleFlags {
+    /// What `node` needs from these flags.
+    pub(super) fn request(&self, role: Role, detach: bool) -> RoleRequest {
+        RoleRequest {
+            role,
+            flags: self.layer(),
+            token: self.token.clone(),
+            ca_cert_hash: self.ca_cert_hash.clone(),
+            ca_cert: self.ca_cert.clone(),
+            detach,
+            wait_ready: self.wait_ready,
+            timeout: self.timeout,
+        }
+    }
 }
 
 #[allow(clippy::print_stdout)]
 pub fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let role = parse_role(&args.role)?;
-    let plan = resolve_plan(ctx, role, &args.role_flags)?;
+    let plan = node::plan(&ctx.paths, &args.role_flags.request(role, false))?;
     let text = match args.format {
         PlanFormat::Yaml => roles::to_yaml(&plan)?,
         PlanFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
@@ -172,295 +167,66 @@ pub fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)]
+/// `run master|worker`: [`node::run`], its notices printed as they come, then its outcome.
+#[allow(clippy::print_stdout)]
 pub fn run_role(ctx: &Context, role: &str, args: &super::RunArgs) -> anyhow::Result<ExitCode> {
     let role = parse_role(role)?;
-    let flags = &args.role_flags;
-    if flags.wait_ready && !args.detach {
+    if args.role_flags.wait_ready && !args.detach {
         return Err(UsageError("--wait-ready needs --detach".into()).into());
     }
-    // A Ready status older than this run is the previous kubelet's: --wait-ready ignores it.
-    let started = std::time::SystemTime::now();
-    let plan = resolve_plan(ctx, role, flags)?;
-    for w in &plan.warnings {
-        eprintln!("kboot: warning: {w}");
-    }
-    let host = RealHost::default();
-    config::verify_ip_address(&plan.config, &host).map_err(|e| UsageError(e.to_string()))?;
-    config::verify_cgroup_driver(&plan.config, &host).map_err(|e| UsageError(e.to_string()))?;
-    // Worker join parameters are checked before touching the host.
-    let join = match role {
-        Role::Worker => Some(worker_join_inputs(ctx, flags, &plan)?),
-        Role::Master => None,
+    let req = args.role_flags.request(role, args.detach);
+    let progress = super::progress::for_terminal(false);
+    let mut notice = |n: Notice| {
+        // A closed stdout must not stop the node coming up.
+        let _ = print_notice(n);
     };
-    roles::check_host_owner(&ctx.paths, &KubeDirs::default())?;
-    let preflight_host = crate::preflight::Host::for_paths(&ctx.paths);
-    if preflight_host.euid == 0 {
-        if let Err(e) = crate::preflight::enable_ip_forward(&preflight_host) {
-            eprintln!("kboot: warning: could not enable IPv4 forwarding: {e}");
+    let outcome = ctx.block_on(node::run(&ctx.paths, &req, progress.as_ref(), &mut notice))??;
+    let mut out = std::io::stdout().lock();
+    for p in &outcome.problems {
+        if let Some(m) = &p.message {
+            writeln!(out, "kboot: {m}")?;
         }
+        print_log_tail(&mut out, &p.log)?;
     }
-    crate::preflight::check_node(&preflight_host, &plan.config)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("preflight")?;
-    let layout = PkiLayout::new(ctx.paths.pki());
-    let id = NodeIdentity::new(plan.config.ip_address, plan.config.master_ip);
-    match join {
-        None => {
-            pki::ensure_master(&layout, &id).context("create the cluster PKI")?;
-            // etcd refuses a data directory other users can read.
-            let data = ctx.paths.etcd_data();
-            std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
-            std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .with_context(|| format!("chmod 0700 {}", data.display()))?;
-            if roles::supports_secure_join(&plan.config) {
-                roles::bootstrap::write_generated(&ctx.paths, &layout, &id).context("write the bootstrap objects")?;
+    Ok(if outcome.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILURE)
+    })
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn print_notice(notice: Notice) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match notice {
+        Notice::Warning(w) => eprintln!("kboot: warning: {w}"),
+        Notice::Join {
+            admin_kubeconfig,
+            join_command,
+        } => {
+            writeln!(out, "admin kubeconfig: {}", admin_kubeconfig.display())?;
+            if let Some(cmd) = join_command {
+                writeln!(out, "join a worker:\n  {cmd}")?;
             }
         }
-        Some((token, hash, ca_pem)) => {
-            pki::write_worker_bootstrap(&layout, &ca_pem, &hash, &id.api_server, &token).context("join")?;
+        Notice::Started(services) => {
+            for s in &services {
+                writeln!(out, "{:<20} {}", s.name, s.status)?;
+            }
         }
+        Notice::Ready { node } => writeln!(out, "node {node} is Ready")?,
     }
-    pull_missing_images(ctx, &plan)?;
-    // The supervisor and the CRI (another process with --detach) read the choice from here.
-    let driver_file = ctx.paths.cgroup_driver_file();
-    crate::base::fs::write_atomic(
-        &driver_file,
-        plan.config.cgroup_driver.as_str().as_bytes(),
-        crate::base::fs::Durability::Volatile,
-        Some(0o644),
-    )
-    .with_context(|| format!("record the cgroup driver in {}", driver_file.display()))?;
-    let opts = crate::supervisor::RunOptions {
-        detach: args.detach,
-        ready_timeout: flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
-        ..crate::supervisor::RunOptions::default()
-    };
-    if role == Role::Master {
-        print_join(ctx, &plan)?;
-    }
-    // Foreground: supervises until SIGINT/SIGTERM. Detached: returns once every service runs.
-    let report = ctx.block_on(crate::supervisor::run_plan(&ctx.paths, &plan.plan, &opts))??;
-    let mut out = std::io::stdout().lock();
-    // With --wait-ready, a service restarting now may be waiting for the cluster: flanneld
-    // exits until the controller-manager has given its node a pod CIDR (and, on a worker,
-    // until the kubelet's TLS bootstrapping has written the credential it uses). Those get
-    // until the node is Ready and the timeout once more to run steadily.
-    let (late, failed): (Vec<&crate::supervisor::ContainerView>, Vec<_>) = report
-        .services
-        .iter()
-        .filter(|s| s.failed())
-        .partition(|s| flags.wait_ready && s.status == "restarting");
-    for s in &report.services {
-        writeln!(out, "{:<20} {}", s.name, s.status)?;
-    }
-    for s in &failed {
-        print_log_tail(&mut out, ctx, &s.name)?;
-    }
-    if !failed.is_empty() {
-        return Ok(ExitCode::from(super::EXIT_FAILURE));
-    }
-    if flags.wait_ready {
-        let layout = PkiLayout::new(ctx.paths.pki());
-        let creds = match role {
-            Role::Master => roles::ready::Credentials::admin(&layout),
-            Role::Worker => roles::ready::Credentials::kubelet(&layout, &KubeDirs::default()),
-        };
-        let api = format!("https://{}:6443", plan.config.master_ip);
-        let node = plan.config.ip_address.to_string();
-        let timeout = flags.timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
-        let waited = ctx.block_on(roles::ready::wait_node_ready(
-            &creds,
-            &api,
-            &node,
-            started,
-            timeout,
-            Duration::from_millis(500),
-        ))?;
-        if let Err(e) = waited {
-            writeln!(out, "kboot: {e}")?;
-            print_log_tail(&mut out, ctx, "kubelet")?;
-            return Ok(ExitCode::from(super::EXIT_FAILURE));
-        }
-        writeln!(out, "node {node} is Ready")?;
-        let late: Vec<String> = late.iter().map(|s| s.name.clone()).collect();
-        let still = wait_steadily_running(ctx, &late, std::time::Instant::now() + timeout);
-        for name in &still {
-            let v = crate::supervisor::inspect(&ctx.paths, name);
-            writeln!(
-                out,
-                "kboot: {name} is not running steadily: {} ({} restarts)",
-                v.status, v.restarts
-            )?;
-            print_log_tail(&mut out, ctx, name)?;
-        }
-        if !still.is_empty() {
-            return Ok(ExitCode::from(super::EXIT_FAILURE));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Running for this long without a restart counts as up (flanneld without a pod CIDR runs
-/// about a second before it exits).
-const STEADY: Duration = Duration::from_secs(5);
-
-/// Waits until each named container has run for [`STEADY`] without restarting; returns the
-/// ones that did not by `deadline`.
-fn wait_steadily_running(ctx: &Context, names: &[String], deadline: std::time::Instant) -> Vec<String> {
-    let mut since: std::collections::HashMap<&str, (u32, std::time::Instant)> = Default::default();
-    loop {
-        let now = std::time::Instant::now();
-        let pending: Vec<String> = names
-            .iter()
-            .filter(|n| {
-                let v = crate::supervisor::inspect(&ctx.paths, n);
-                if v.status != "running" {
-                    since.remove(n.as_str());
-                    return true;
-                }
-                let seen = since.entry(n.as_str()).or_insert((v.restarts, now));
-                if seen.0 != v.restarts {
-                    *seen = (v.restarts, now);
-                }
-                now.duration_since(seen.1) < STEADY
-            })
-            .cloned()
-            .collect();
-        if pending.is_empty() || now >= deadline {
-            return pending;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// The pull step: every image of the plan that is not in the local store is pulled for the
-/// plan's platform (registry settings from `registries.toml`, as `kboot pull`). On an
-/// air-gapped host, `kboot load` them first and nothing is fetched.
-fn pull_missing_images(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
-    use crate::registry::{PlatformSpec, PullOptions, Puller, RegistriesConfig, RegistryClient};
-    let store = crate::store::Store::open(&ctx.paths)?;
-    let mut missing: Vec<String> = plan
-        .plan
-        .services
-        .iter()
-        .map(|s| s.image.clone())
-        .chain(plan.plan.files.iter().flat_map(|f| static_pod_images(&f.content)))
-        .filter(|image| store.resolve(image).is_err())
-        .collect();
-    missing.sort();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let platform: PlatformSpec = plan
-        .platform
-        .parse()
-        .map_err(|e| anyhow::anyhow!("platform {}: {e}", plan.platform))?;
-    let config = RegistriesConfig::load(&ctx.paths.registries_config()).map_err(|e| UsageError(e.to_string()))?;
-    let puller = Puller {
-        client: RegistryClient::new(config),
-        store,
-        options: PullOptions {
-            platform,
-            ..PullOptions::default()
-        },
-    };
-    let progress = super::progress::for_terminal(false);
-    // Concurrently: a role pulls half a dozen images, and retries of one do not delay the others.
-    let results = ctx.block_on(futures_util::future::join_all(
-        missing.iter().map(|image| puller.pull(image, progress.as_ref())),
-    ))?;
-    let failed: Vec<String> = missing
-        .iter()
-        .zip(results)
-        .filter_map(|(image, r)| r.err().map(|e| format!("{image}: {:#}", anyhow::Error::new(e))))
-        .collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "could not pull {} image(s):\n  {}\non an air-gapped host, `kboot load -i ARCHIVE` them first (see vendor-images.md)",
-        failed.len(),
-        failed.join("\n  ")
-    )
-}
-
-/// `image:` lines of a static pod manifest: the kubelet pulls these through kboot's CRI,
-/// so they are fetched up front like the rest.
-fn static_pod_images(manifest: &str) -> Vec<String> {
-    manifest
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("image: "))
-        .map(String::from)
-        .collect()
+    Ok(())
 }
 
 /// The last lines a container wrote, for a failure report.
-fn print_log_tail(out: &mut impl Write, ctx: &Context, name: &str) -> std::io::Result<()> {
+fn print_log_tail(out: &mut impl Write, tail: &LogTail) -> std::io::Result<()> {
+    let name = &tail.name;
     writeln!(out, "--- last lines of {name} (`kboot logs {name}` for all) ---")?;
-    let log = ctx.paths.container(name).log();
-    let lines = crate::shim::log::read_all(&log).unwrap_or_default();
-    for l in &lines[lines.len().saturating_sub(20)..] {
-        writeln!(out, "{}", l.text)?;
+    for l in &tail.lines {
+        writeln!(out, "{l}")?;
     }
     Ok(())
-}
-
-/// How long `run --detach` waits for the services when `--timeout` is not given.
-const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Prints where the admin kubeconfig is and the command that joins a worker.
-fn print_join(ctx: &Context, plan: &RolePlan) -> anyhow::Result<()> {
-    let layout = PkiLayout::new(ctx.paths.pki());
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "admin kubeconfig: {}", layout.kubeconfig("admin.conf").display())?;
-    if !roles::supports_secure_join(&plan.config) {
-        return Ok(());
-    }
-    let ca = std::fs::read_to_string(layout.ca_cert(pki::Authority::Kubernetes))?;
-    let token = pki::read_bootstrap_token(&layout)?;
-    writeln!(
-        out,
-        "join a worker:\n  kboot run worker --master {} --token {} --ca-cert-hash {}",
-        plan.config.master_ip,
-        token.expose(),
-        pki::ca_cert_hash(&ca)?
-    )?;
-    Ok(())
-}
-
-/// The token, the CA hash and the master's CA, verified against the hash before preflight
-/// or anything else touches the host. The CA comes from `--ca-cert` or, by default, from the
-/// master's `cluster-info` (token discovery, as kubeadm).
-fn worker_join_inputs(
-    ctx: &Context,
-    flags: &RoleFlags,
-    plan: &RolePlan,
-) -> anyhow::Result<(BootstrapToken, String, String)> {
-    let token = flags
-        .token
-        .as_deref()
-        .ok_or_else(|| UsageError("a worker needs --token (printed by `kboot run master`)".into()))?;
-    let token: BootstrapToken = token.parse().map_err(|e: pki::PkiError| UsageError(e.to_string()))?;
-    let hash = flags
-        .ca_cert_hash
-        .clone()
-        .ok_or_else(|| UsageError("a worker needs --ca-cert-hash sha256:HEX (printed by `kboot run master`)".into()))?;
-    let ca_pem = match &flags.ca_cert {
-        Some(path) => {
-            let pem =
-                std::fs::read_to_string(path).with_context(|| format!("read the master's CA {}", path.display()))?;
-            pki::verify_ca_hash(&pem, &hash).context("join")?;
-            pem
-        }
-        None => {
-            let api = format!("https://{}:6443", plan.config.master_ip);
-            ctx.block_on(roles::join::discover_ca(&api, &token, &hash))?
-                .with_context(|| format!("join: discover the master's CA at {api}"))?
-        }
-    };
-    Ok((token, hash, ca_pem))
 }
 
 #[derive(Debug, Args)]

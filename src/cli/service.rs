@@ -72,24 +72,13 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    // The same resolution as `plan` and `run`: bad flags fail now, not at the next boot.
-    let plan = super::roles::resolve_plan(ctx, role, flags)?;
-    let token = match (role, &flags.token) {
-        (Role::Worker, None) => {
-            return Err(UsageError("a worker needs --token (printed by `kboot run master`)".into()).into())
-        }
-        (Role::Worker, Some(t)) => {
-            let t: crate::pki::BootstrapToken =
-                t.parse().map_err(|e: crate::pki::PkiError| UsageError(e.to_string()))?;
-            Some(t)
-        }
-        (Role::Master, _) => None,
+    // The same resolution and checks as `plan` and `run`: bad flags fail now, not at the next boot.
+    let req = flags.request(role, false);
+    let plan = crate::node::plan(&ctx.paths, &req)?;
+    let token = match role {
+        Role::Worker => Some(crate::node::worker_credentials(&req)?.0),
+        Role::Master => None,
     };
-    if role == Role::Worker && flags.ca_cert_hash.is_none() {
-        return Err(
-            UsageError("a worker needs --ca-cert-hash sha256:HEX (printed by `kboot run master`)".into()).into(),
-        );
-    }
     let env_file = token.as_ref().map(|_| ctx.paths.config().join("service.env"));
     let spec = UnitSpec {
         role,

@@ -9,7 +9,73 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::error::{CriError, Result};
+type Result<T, E = CniError> = std::result::Result<T, E>;
+
+/// What goes wrong with pod networking: the configuration (the node's, not the
+/// request's) or a plugin run. `CriError::code` maps these to gRPC codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    #[error("CNI configuration {}: no network configuration (*.conflist, *.conf, *.json) found", dir.display())]
+    NoConfig { dir: PathBuf },
+    #[error("CNI configuration {}: list the directory", dir.display())]
+    ListConfigDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CNI configuration {}: read", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CNI configuration {}: uses {{{{.PodCIDR}}}} but no pod CIDR is set yet (UpdateRuntimeConfig)", path.display())]
+    NoPodCidr { path: PathBuf },
+    #[error("CNI configuration {}: parse JSON", path.display())]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("CNI configuration {}: {problem}", path.display())]
+    BadConfig { path: PathBuf, problem: &'static str },
+    #[error("CNI configuration {}: plugin {plugin:?} not found in {dirs:?}", path.display())]
+    PluginMissing {
+        path: PathBuf,
+        plugin: String,
+        dirs: Vec<PathBuf>,
+    },
+    #[error("CNI {command} with plugin {plugin}: not found in {dirs:?}")]
+    PluginNotFound {
+        command: &'static str,
+        plugin: String,
+        dirs: Vec<PathBuf>,
+    },
+    #[error("CNI {command} with plugin {plugin}: {step}")]
+    Run {
+        command: &'static str,
+        plugin: String,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CNI {command} with plugin {plugin}: {step}")]
+    Json {
+        command: &'static str,
+        plugin: String,
+        step: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The plugin ran and failed; `message` is its own report (CNI's error JSON, or its output).
+    #[error("CNI {command} with plugin {plugin}: {message} ({status})")]
+    Failed {
+        command: &'static str,
+        plugin: String,
+        message: String,
+        status: std::process::ExitStatus,
+    },
+}
 
 /// Where CNI configurations and plugins live.
 #[derive(Debug, Clone)]
@@ -55,12 +121,18 @@ impl CniDirs {
     /// in the file is replaced by the CIDR from `UpdateRuntimeConfig`, as containerd's
     /// configuration template does.
     pub(crate) fn network(&self, pod_cidr: &str) -> Result<Network> {
-        let missing = || CriError::CniConfig {
-            path: self.conf_dir.clone(),
-            message: "no network configuration (*.conflist, *.conf, *.json) found".into(),
+        let dir = &self.conf_dir;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CniError::NoConfig { dir: dir.clone() }),
+            Err(source) => {
+                return Err(CniError::ListConfigDir {
+                    dir: dir.clone(),
+                    source,
+                })
+            }
         };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.conf_dir)
-            .map_err(|_| missing())?
+        let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 matches!(
@@ -70,35 +142,40 @@ impl CniDirs {
             })
             .collect();
         files.sort();
-        let path = files.into_iter().next().ok_or_else(missing)?;
-        let bad = |message: String| CriError::CniConfig {
+        let path = files
+            .into_iter()
+            .next()
+            .ok_or_else(|| CniError::NoConfig { dir: dir.clone() })?;
+        let bad = |problem| CniError::BadConfig {
             path: path.clone(),
-            message,
+            problem,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("read: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| CniError::ReadConfig {
+            path: path.clone(),
+            source,
+        })?;
         if text.contains("{{.PodCIDR}}") && pod_cidr.is_empty() {
-            return Err(bad(
-                "uses {{.PodCIDR}} but no pod CIDR is set yet (UpdateRuntimeConfig)".into(),
-            ));
+            return Err(CniError::NoPodCidr { path });
         }
         let text = text.replace("{{.PodCIDR}}", pod_cidr);
-        let conf: Value = serde_json::from_str(&text).map_err(|e| bad(format!("parse JSON: {e}")))?;
-        let name = conf["name"]
-            .as_str()
-            .ok_or_else(|| bad("no \"name\"".into()))?
-            .to_owned();
+        let conf: Value = serde_json::from_str(&text).map_err(|source| CniError::ParseConfig {
+            path: path.clone(),
+            source,
+        })?;
+        let name = conf["name"].as_str().ok_or_else(|| bad("no \"name\""))?.to_owned();
         let cni_version = conf["cniVersion"].as_str().unwrap_or("0.4.0").to_owned();
         let plugins = match conf.get("plugins") {
             Some(Value::Array(list)) if !list.is_empty() => list.clone(),
-            Some(_) => return Err(bad("\"plugins\" must be a non-empty list".into())),
+            Some(_) => return Err(bad("\"plugins\" must be a non-empty list")),
             None => vec![conf.clone()],
         };
         for p in &plugins {
-            let kind = p["type"]
-                .as_str()
-                .ok_or_else(|| bad("a plugin without \"type\"".into()))?;
-            self.plugin(kind)
-                .ok_or_else(|| bad(format!("plugin {kind:?} not found in {:?}", self.bin_dirs)))?;
+            let kind = p["type"].as_str().ok_or_else(|| bad("a plugin without \"type\""))?;
+            self.plugin(kind).ok_or_else(|| CniError::PluginMissing {
+                path: path.clone(),
+                plugin: kind.to_owned(),
+                dirs: self.bin_dirs.clone(),
+            })?;
         }
         Ok(Network {
             name,
@@ -155,15 +232,30 @@ impl CniDirs {
 
     async fn exec(&self, command: &'static str, conf: &Value, at: &Attachment<'_>, ifname: &str) -> Result<Value> {
         let kind = conf["type"].as_str().unwrap_or_default().to_owned();
-        let fail = |message: String| CriError::Cni {
-            command,
-            plugin: kind.clone(),
-            message,
+        let plugin = || kind.clone();
+        let run = |step| {
+            move |source| CniError::Run {
+                command,
+                plugin: plugin(),
+                step,
+                source,
+            }
         };
-        let bin = self
-            .plugin(&kind)
-            .ok_or_else(|| fail(format!("not found in {:?}", self.bin_dirs)))?;
-        let path = std::env::join_paths(&self.bin_dirs).map_err(|e| fail(e.to_string()))?;
+        let json = |step| {
+            move |source| CniError::Json {
+                command,
+                plugin: plugin(),
+                step,
+                source,
+            }
+        };
+        let bin = self.plugin(&kind).ok_or_else(|| CniError::PluginNotFound {
+            command,
+            plugin: plugin(),
+            dirs: self.bin_dirs.clone(),
+        })?;
+        // Plugin directories come from the configuration as paths: none holds a `:`.
+        let path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             at.pod_namespace, at.pod_name, at.sandbox_id, at.pod_uid
@@ -181,15 +273,12 @@ impl CniDirs {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| fail(format!("run {}: {e}", bin.display())))?;
-        let input = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
+            .map_err(run("run the plugin"))?;
+        let input = serde_json::to_vec(conf).map_err(json("encode the configuration"))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .await
-                .map_err(|e| fail(format!("write the configuration: {e}")))?;
+            stdin.write_all(&input).await.map_err(run("write the configuration"))?;
         }
-        let out = child.wait_with_output().await.map_err(|e| fail(format!("wait: {e}")))?;
+        let out = child.wait_with_output().await.map_err(run("wait for the plugin"))?;
         tracing::debug!(command, plugin = %kind, ifname, status = %out.status, "CNI plugin ran");
         if !out.status.success() {
             // Plugins report errors as JSON on stdout: {"code", "msg", "details"}.
@@ -205,12 +294,17 @@ impl CniDirs {
                 .trim()
                 .to_owned(),
             };
-            return Err(fail(format!("{} ({})", msg, out.status)));
+            return Err(CniError::Failed {
+                command,
+                plugin: plugin(),
+                message: msg,
+                status: out.status,
+            });
         }
         if out.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("parse the result: {e}")))
+        serde_json::from_slice(&out.stdout).map_err(json("parse the result"))
     }
 }
 

@@ -109,8 +109,11 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         stdin: c.config.stdin,
         stdin_once: c.config.stdin && c.config.stdin_once,
         tty: c.config.tty,
+        notify_start: true,
     };
-    let mut child = tokio::process::Command::from(Internal::Shim(shim).command(paths))
+    let (command, notice) = Internal::shim_with_start_notice(shim, paths)
+        .map_err(CriError::io("create the start notice pipe for", &shim_log))?;
+    let mut child = tokio::process::Command::from(command)
         // libcontainer's own lines, emitted inside init, would land in the container's stderr.
         .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
         .stdin(std::process::Stdio::null())
@@ -119,11 +122,42 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
         .kill_on_drop(false)
         .spawn()
         .map_err(CriError::io("start the shim", Path::new(crate::shim::launch::SELF_EXE)))?;
+    // (The command, and with it this process's copy of the notice pipe's write end, is gone.)
     // Reap the shim whenever it ends; its records carry the outcome.
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let notified = match tokio::time::timeout(START_TIMEOUT, notice.wait()).await {
+        Ok(Ok(notified)) => notified,
+        Ok(Err(e)) => {
+            return Err(CriError::io(
+                "wait for the start notice of the shim logging to",
+                &shim_log,
+            )(e))
+        }
+        Err(_) => {
+            return Err(CriError::StartContainer {
+                id: c.id.clone(),
+                message: format!("the shim did not report a start within {} s", START_TIMEOUT.as_secs()),
+            })
+        }
+    };
+    start_outcome(paths, c, notified, &shim_log).await
+}
+
+/// How long StartContainer waits for the shim's notice (libcontainer's create and start).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the records say once the shim has notified its start, or closed the notice pipe
+/// without one: then it is ending, and its records settle within moments (the dead shim's
+/// record reads as an exit).
+async fn start_outcome(paths: &Paths, c: &CriContainer, notified: bool, shim_log: &Path) -> Result<()> {
+    let settle = Instant::now()
+        + if notified {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(2)
+        };
     loop {
         match c.phase(paths) {
             Phase::Running(rec) if rec.init_pid.is_some() => return Ok(()),
@@ -136,15 +170,13 @@ pub(crate) async fn start(paths: &Paths, c: &CriContainer) -> Result<()> {
                     None => Ok(()),
                 }
             }
-            _ if Instant::now() > deadline => {
+            _ if Instant::now() >= settle => {
                 return Err(CriError::StartContainer {
                     id: c.id.clone(),
-                    message: "the shim did not report a start within 60 s".into(),
+                    message: format!("the shim ended without reporting a start; see {}", shim_log.display()),
                 })
             }
-            // Short: the shim's start takes 10–30 ms, and this wait is the whole latency
-            // of StartContainer beyond it (a poll reads two small files and /proc).
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }

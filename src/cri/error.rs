@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use tonic::{Code, Status};
 
+use super::cni::CniError;
 use crate::bundle::images::ImageError;
 use crate::cgroups::v2::V2Error;
 use crate::inroot::InRootError;
@@ -99,14 +100,10 @@ pub enum CriError {
         #[source]
         source: io::Error,
     },
-    #[error("CNI {command} with plugin {plugin}: {message}")]
-    Cni {
-        command: &'static str,
-        plugin: String,
-        message: String,
-    },
-    #[error("CNI configuration {}: {message}", path.display())]
-    CniConfig { path: PathBuf, message: String },
+    /// FailedPrecondition when the node's network configuration or plugins are missing
+    /// or wrong (nothing the request can change), Internal when a plugin run fails.
+    #[error(transparent)]
+    Cni(#[from] super::cni::CniError),
 }
 
 impl CriError {
@@ -142,6 +139,14 @@ impl CriError {
                 InRootError::Resolve { .. } | InRootError::NotRegular { .. } | InRootError::TooLarge { .. },
             ) => Code::InvalidArgument,
             Self::CgroupV2(V2Error::BadKey { .. } | V2Error::SwapBelowMemory { .. }) => Code::InvalidArgument,
+            Self::Cni(
+                CniError::NoConfig { .. }
+                | CniError::NoPodCidr { .. }
+                | CniError::ParseConfig { .. }
+                | CniError::BadConfig { .. }
+                | CniError::PluginMissing { .. }
+                | CniError::PluginNotFound { .. },
+            ) => Code::FailedPrecondition,
             // Everything else, I/O above all, is the server's failure.
             _ => Code::Internal,
         }
@@ -183,6 +188,39 @@ mod tests {
             io.message().starts_with("OCI bundle: write /x/config.json: "),
             "{}",
             io.message()
+        );
+    }
+
+    #[test]
+    fn the_nodes_cni_setup_is_a_failed_precondition_a_failing_plugin_internal() {
+        use super::super::cni::CniError;
+        let none = CriError::from(CniError::NoConfig {
+            dir: "/etc/cni/net.d".into(),
+        });
+        assert_eq!(Status::from(none).code(), Code::FailedPrecondition);
+        let early = Status::from(CriError::from(CniError::NoPodCidr {
+            path: "/etc/cni/net.d/10-flannel.conflist".into(),
+        }));
+        assert_eq!(early.code(), Code::FailedPrecondition);
+        assert!(
+            early.message().contains("uses {{.PodCIDR}} but no pod CIDR"),
+            "{}",
+            early.message()
+        );
+        let spawn = CriError::from(CniError::Run {
+            command: "ADD",
+            plugin: "bridge".into(),
+            step: "run the plugin",
+            source: io_err(),
+        });
+        let status = Status::from(spawn);
+        assert_eq!(status.code(), Code::Internal);
+        assert!(
+            status
+                .message()
+                .starts_with("CNI ADD with plugin bridge: run the plugin: "),
+            "{}",
+            status.message()
         );
     }
 

@@ -181,8 +181,7 @@ fn reap_forever() -> ! {
     // The server reads the parent's stdout to its end: the child must not hold it open.
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
     let _ = std::env::set_current_dir("/");

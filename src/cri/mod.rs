@@ -229,7 +229,7 @@ impl Cri {
         let cidr = self.inner.lock().await.pod_cidr.clone();
         match self.config.cni.network(&cidr) {
             Ok(_) => (true, String::new()),
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, crate::base::error::chain(&e)),
         }
     }
 
@@ -396,7 +396,7 @@ impl Cri {
                     let _ = self.config.cni.del(&net, &Self::attachment(&s, &path), None).await;
                     let _ = netns::unpin(&id, &path);
                     Self::release_namespaces(&mut s);
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             s.state.netns = Some(path);
@@ -830,7 +830,7 @@ mod tests {
         };
         assert!(matches!(
             c.run_sandbox(pod_net, String::new()).await,
-            Err(CriError::CniConfig { .. })
+            Err(CriError::Cni(cni::CniError::NoConfig { .. }))
         ));
         c.stop_sandbox("nope").await.unwrap();
         c.run_sandbox(host_network_config("x"), String::new()).await.unwrap();

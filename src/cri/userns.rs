@@ -175,9 +175,59 @@ async fn probe(paths: &Paths) -> std::result::Result<(), String> {
             mapping::detached_idmapped(&dir, &h.namespace("user"))
                 .map(drop)
                 .map_err(|(step, hint, e)| format!("{}: {step}: {e}{hint}", dir.display()))
-        });
+        })
+        .and_then(|()| reachable_by_pods(paths));
     h.stop();
     outcome
+}
+
+/// A pod's containers reach their rootfs, their id-mapped volumes and the pod's pinned
+/// namespaces by path from inside the pod's user namespace, where root is an unprivileged
+/// host uid: libcontainer switches to it before its init opens the namespaces and
+/// bind-mounts the rootfs. So every directory from `/` down to kboot's container and
+/// namespace directories must let others search it, and kboot's umask must leave them that
+/// for the directories it makes per container; otherwise the container fails at start with
+/// a bare EACCES (a `--root` under a `mktemp -d` directory did). Mode bits only: an ACL that
+/// grants search would satisfy the kernel but not this check, which then refuses clearly
+/// instead of failing later.
+fn reachable_by_pods(paths: &Paths) -> std::result::Result<(), String> {
+    for dir in [paths.containers(), paths.netns_dir()] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        if let Some((blocked, mode)) = first_unsearchable(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            return Err(format!(
+                "{} (mode {mode:04o}) cannot be searched by a pod's root, an unprivileged host uid, and {} is below it; make it searchable by others (chmod o+x {}; containerd keeps its root 0711)",
+                blocked.display(),
+                dir.display(),
+                blocked.display()
+            ));
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok());
+    if let Some(umask) = umask.filter(|m| m & 0o001 != 0) {
+        return Err(format!(
+            "kboot's umask {umask:04o} takes others' search permission from the directories it makes for each container, which a pod's root must pass; start kboot with umask 022"
+        ));
+    }
+    Ok(())
+}
+
+/// The first directory from `/` down to `dir` (symlinks resolved) that others may not search.
+fn first_unsearchable(dir: &std::path::Path) -> std::io::Result<Option<(std::path::PathBuf, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(dir)?;
+    let mut chain: Vec<&std::path::Path> = real.ancestors().collect();
+    chain.reverse();
+    for d in chain {
+        let mode = std::fs::metadata(d)?.mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            return Ok(Some((d.to_owned(), mode)));
+        }
+    }
+    Ok(None)
 }
 
 /// FailedPrecondition naming what this host lacks, when it lacks it.
@@ -251,6 +301,28 @@ mod tests {
         let mut host_net = pod(NamespaceMode::Pod, vec![m(0, 65536, 65536)]);
         host_net.network = NamespaceMode::Node as i32;
         assert!(err(host_net).contains("network"));
+    }
+
+    #[test]
+    fn the_first_directory_others_cannot_search_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let set =
+            |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("a/b"));
+        std::fs::create_dir_all(b.join("c")).unwrap();
+        set(tmp.path(), 0o755);
+        set(&a, 0o711);
+        set(&b, 0o700);
+        assert_eq!(first_unsearchable(&b.join("c")).unwrap(), Some((b.clone(), 0o700)));
+        // Through a symlink: the directory it leads to is the one checked.
+        std::os::unix::fs::symlink(&b, tmp.path().join("link")).unwrap();
+        assert_eq!(
+            first_unsearchable(&tmp.path().join("link/c")).unwrap(),
+            Some((b.clone(), 0o700))
+        );
+        set(&b, 0o751);
+        assert_eq!(first_unsearchable(&b.join("c")).unwrap(), None);
     }
 
     #[test]

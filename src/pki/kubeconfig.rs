@@ -10,7 +10,7 @@ use super::{BootstrapToken, PkiError};
 const CLUSTER: &str = "kubernetes";
 
 fn to_yaml(what: &str, v: &Value) -> Result<String, PkiError> {
-    serde_yaml::to_string(v).map_err(|source| PkiError::EncodeYaml {
+    serde_norway::to_string(v).map_err(|source| PkiError::EncodeYaml {
         what: what.to_string(),
         source,
     })

@@ -78,7 +78,7 @@ pub enum PkiError {
     EncodeYaml {
         what: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("encode {what}")]
     Encode {

@@ -114,7 +114,7 @@ fn ensure_master_keys_are_0600_and_kubeconfigs_embed_a_working_client_cert() {
     }
     let dir_mode = fs::metadata(l.dir()).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
-    let admin: serde_json::Value = serde_yaml::from_str(&read(&l.kubeconfig("admin.conf")).unwrap()).unwrap();
+    let admin: serde_json::Value = serde_norway::from_str(&read(&l.kubeconfig("admin.conf")).unwrap()).unwrap();
     assert_eq!(admin["clusters"][0]["cluster"]["server"], "https://203.0.113.5:6443");
     use base64::Engine;
     let cert = base64::engine::general_purpose::STANDARD
@@ -265,7 +265,7 @@ fn write_worker_bootstrap_refuses_a_ca_that_does_not_match_the_hash() {
         &token,
     )
     .unwrap();
-    let kc: serde_json::Value = serde_yaml::from_str(&read(&wl.bootstrap_kubeconfig()).unwrap()).unwrap();
+    let kc: serde_json::Value = serde_norway::from_str(&read(&wl.bootstrap_kubeconfig()).unwrap()).unwrap();
     assert_eq!(kc["users"][0]["user"]["token"], token.expose());
     assert_eq!(kc["clusters"][0]["cluster"]["server"], "https://192.0.2.10:6443");
     let mode = fs::metadata(wl.bootstrap_kubeconfig()).unwrap().permissions().mode() & 0o777;

@@ -52,7 +52,7 @@ pub fn load(path: &Path) -> Result<Plan, ComposeError> {
 
 /// Parses Compose text; `path` only names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Plan, ComposeError> {
-    let file: ComposeFile = serde_yaml::from_str(text).map_err(|e| ComposeError::Parse {
+    let file: ComposeFile = serde_norway::from_str(text).map_err(|e| ComposeError::Parse {
         path: path.to_owned(),
         message: describe(text, &e),
     })?;
@@ -98,17 +98,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan, ComposeError> {
     })
 }
 
-/// Rewrites serde_yaml's `services.NAME.KEY: detail at line L column C` as
-/// `service `NAME`, key `KEY` (line L): detail`. Errors raised while checking a
-/// value are placed by serde_yaml at the start of the service's map, so the
-/// key's own line is looked up when the path stops at the service.
-fn describe(text: &str, e: &serde_yaml::Error) -> String {
+/// Rewrites serde_norway's `services.NAME.KEY: detail at line L column C` as
+/// `service `NAME`, key `KEY` (line L): detail`. The line comes from the error's
+/// location (`Error::location`), which also says which suffix to drop; the path
+/// prefix is only in the text (the crate has no accessor for it). Errors raised
+/// while checking a value are placed by serde_norway at the start of the service's
+/// map, so the key's own line is looked up when the path stops at the service.
+fn describe(text: &str, e: &serde_norway::Error) -> String {
     let msg = e.to_string();
-    let body = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(b, _)| b);
-    let serde_line = e.location().map(|l| l.line());
+    let location = e.location();
+    let serde_line = location.as_ref().map(|l| l.line());
+    // The text names the location unless it is the very start (line 1, column 1); a
+    // syntax error may name a second one (its context) after it, and is kept whole.
+    let stripped = location
+        .as_ref()
+        .and_then(|l| msg.strip_suffix(&format!(" at line {} column {}", l.line(), l.column())));
+    let at_start = location.as_ref().is_some_and(|l| (l.line(), l.column()) == (1, 1));
+    let body = stripped.unwrap_or(&msg);
     let Some((svc_path, detail)) = body.strip_prefix("services.").and_then(|r| r.split_once(": ")) else {
         return match serde_line {
-            Some(l) if !msg.contains(" at line ") => format!("{msg} (line {l})"),
+            Some(l) if stripped.is_some() || at_start => format!("{body} (line {l})"),
             _ => msg,
         };
     };
@@ -169,7 +178,7 @@ fn start_order(services: &[Service]) -> Result<Vec<Service>, String> {
 }
 
 /// The 1-based line of `key:` inside service `service`'s block, found by
-/// indentation (serde_yaml gives no positions once a value is parsed).
+/// indentation (serde_norway gives no positions once a value is parsed).
 fn locate(text: &str, service: &str, key: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
@@ -204,7 +213,7 @@ struct ComposeFile {
     /// Accepted and ignored: it carries no meaning for the subset.
     #[serde(default)]
     #[allow(dead_code)]
-    version: Option<serde_yaml::Value>,
+    version: Option<serde_norway::Value>,
     #[serde(default)]
     services: indexmap_like::OrderedMap<RawService>,
 }
@@ -332,12 +341,12 @@ impl RawService {
 }
 
 /// Implements `Deserialize` for a newtype from a string-or-value parser whose
-/// error message becomes a serde error (which serde_yaml places at the line).
+/// error message becomes a serde error (which serde_norway places at the line).
 macro_rules! from_yaml_value {
     ($ty:ident, $parse:expr) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let v = serde_yaml::Value::deserialize(d)?;
+                let v = serde_norway::Value::deserialize(d)?;
                 #[allow(clippy::redundant_closure_call)]
                 ($parse)(&v).map($ty).map_err(de::Error::custom)
             }
@@ -348,10 +357,10 @@ macro_rules! from_yaml_value {
 /// `entrypoint` / `command`: a list, or a string split like a shell would.
 #[derive(Debug)]
 struct Argv(Vec<String>);
-from_yaml_value!(Argv, |v: &serde_yaml::Value| -> Result<Vec<String>, String> {
+from_yaml_value!(Argv, |v: &serde_norway::Value| -> Result<Vec<String>, String> {
     match v {
-        serde_yaml::Value::String(s) => split_words(s),
-        serde_yaml::Value::Sequence(items) => items
+        serde_norway::Value::String(s) => split_words(s),
+        serde_norway::Value::Sequence(items) => items
             .iter()
             .map(|i| scalar(i).ok_or_else(|| "list items must be strings".to_owned()))
             .collect(),
@@ -363,10 +372,10 @@ from_yaml_value!(Argv, |v: &serde_yaml::Value| -> Result<Vec<String>, String> {
 struct Environment(BTreeMap<String, String>);
 impl<'de> Deserialize<'de> for Environment {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_yaml::Value::deserialize(d)?;
+        let v = serde_norway::Value::deserialize(d)?;
         let mut out = BTreeMap::new();
         match v {
-            serde_yaml::Value::Mapping(m) => {
+            serde_norway::Value::Mapping(m) => {
                 for (k, v) in m {
                     let k = scalar(&k).ok_or_else(|| de::Error::custom("environment names must be strings"))?;
                     let v = if v.is_null() {
@@ -378,14 +387,14 @@ impl<'de> Deserialize<'de> for Environment {
                     out.insert(k, v);
                 }
             }
-            serde_yaml::Value::Sequence(items) => {
+            serde_norway::Value::Sequence(items) => {
                 for i in items {
                     let s = scalar(&i).ok_or_else(|| de::Error::custom("environment entries must be `NAME=VALUE`"))?;
                     let (k, v) = s.split_once('=').unwrap_or((s.as_str(), ""));
                     out.insert(k.to_owned(), v.to_owned());
                 }
             }
-            serde_yaml::Value::Null => {}
+            serde_norway::Value::Null => {}
             _ => return Err(de::Error::custom("environment: expected a map or a list of NAME=VALUE")),
         }
         if let Some(k) = out.keys().find(|k| k.is_empty() || k.contains('=')) {
@@ -397,7 +406,7 @@ impl<'de> Deserialize<'de> for Environment {
 
 #[derive(Debug)]
 struct VolumeSpec(Volume);
-from_yaml_value!(VolumeSpec, |v: &serde_yaml::Value| -> Result<Volume, String> {
+from_yaml_value!(VolumeSpec, |v: &serde_norway::Value| -> Result<Volume, String> {
     let s = scalar(v).ok_or("volumes: long syntax is not supported; use `SRC:DST[:ro|rw|shared|slave|private]`")?;
     parse_volume(&s)
 });
@@ -464,7 +473,7 @@ enum PidMode {
 
 #[derive(Debug)]
 struct CapName(String);
-from_yaml_value!(CapName, |v: &serde_yaml::Value| -> Result<String, String> {
+from_yaml_value!(CapName, |v: &serde_norway::Value| -> Result<String, String> {
     let s = scalar(v).ok_or("cap_add: expected capability names")?;
     let name = s.trim_start_matches("CAP_").to_ascii_uppercase();
     if parse_capability(&name).is_some() {
@@ -476,7 +485,7 @@ from_yaml_value!(CapName, |v: &serde_yaml::Value| -> Result<String, String> {
 
 #[derive(Debug)]
 struct DeviceSpec(Device);
-from_yaml_value!(DeviceSpec, |v: &serde_yaml::Value| -> Result<Device, String> {
+from_yaml_value!(DeviceSpec, |v: &serde_norway::Value| -> Result<Device, String> {
     let s = scalar(v).ok_or("devices: expected `HOST[:CONTAINER[:PERMS]]`")?;
     let parts: Vec<&str> = s.split(':').collect();
     let (host, container, perms) = match parts.as_slice() {
@@ -500,14 +509,17 @@ from_yaml_value!(DeviceSpec, |v: &serde_yaml::Value| -> Result<Device, String> {
 
 #[derive(Debug, Clone, Copy)]
 struct RestartSpec(RestartPolicy);
-from_yaml_value!(RestartSpec, |v: &serde_yaml::Value| -> Result<RestartPolicy, String> {
-    // YAML 1.1 reads a bare `no` as a boolean.
-    if v.as_bool() == Some(false) {
-        return Ok(RestartPolicy::No);
+from_yaml_value!(
+    RestartSpec,
+    |v: &serde_norway::Value| -> Result<RestartPolicy, String> {
+        // YAML 1.1 reads a bare `no` as a boolean.
+        if v.as_bool() == Some(false) {
+            return Ok(RestartPolicy::No);
+        }
+        let s = scalar(v).ok_or("restart: expected no, on-failure[:N], always or unless-stopped")?;
+        s.parse::<RestartPolicy>().map_err(|e| format!("restart: {e}"))
     }
-    let s = scalar(v).ok_or("restart: expected no, on-failure[:N], always or unless-stopped")?;
-    s.parse::<RestartPolicy>().map_err(|e| format!("restart: {e}"))
-});
+);
 
 #[derive(Debug, Default)]
 struct DependsOn(Vec<String>);
@@ -519,18 +531,18 @@ impl<'de> Deserialize<'de> for DependsOn {
             #[serde(default)]
             condition: Option<String>,
         }
-        let v = serde_yaml::Value::deserialize(d)?;
+        let v = serde_norway::Value::deserialize(d)?;
         match v {
-            serde_yaml::Value::Sequence(items) => items
+            serde_norway::Value::Sequence(items) => items
                 .iter()
                 .map(|i| scalar(i).ok_or_else(|| de::Error::custom("depends_on: expected service names")))
                 .collect::<Result<_, _>>()
                 .map(DependsOn),
-            serde_yaml::Value::Mapping(m) => {
+            serde_norway::Value::Mapping(m) => {
                 let mut out = Vec::new();
                 for (k, v) in m {
                     let name = scalar(&k).ok_or_else(|| de::Error::custom("depends_on: expected service names"))?;
-                    let long: Long = serde_yaml::from_value(v).map_err(de::Error::custom)?;
+                    let long: Long = serde_norway::from_value(v).map_err(de::Error::custom)?;
                     match long.condition.as_deref() {
                         None | Some("service_started") => {}
                         Some(c) => {
@@ -543,7 +555,7 @@ impl<'de> Deserialize<'de> for DependsOn {
                 }
                 Ok(DependsOn(out))
             }
-            serde_yaml::Value::Null => Ok(DependsOn(Vec::new())),
+            serde_norway::Value::Null => Ok(DependsOn(Vec::new())),
             _ => Err(de::Error::custom("depends_on: expected a list of service names")),
         }
     }
@@ -556,7 +568,7 @@ impl<'de> Deserialize<'de> for RawHealthcheck {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct H {
-            test: serde_yaml::Value,
+            test: serde_norway::Value,
             #[serde(default)]
             interval: Option<String>,
             #[serde(default)]
@@ -568,7 +580,7 @@ impl<'de> Deserialize<'de> for RawHealthcheck {
         }
         let h = H::deserialize(d)?;
         let test = match &h.test {
-            serde_yaml::Value::Sequence(items) => {
+            serde_norway::Value::Sequence(items) => {
                 let argv: Vec<String> = items
                     .iter()
                     .map(|i| scalar(i).ok_or_else(|| de::Error::custom("healthcheck.test: expected strings")))
@@ -585,7 +597,7 @@ impl<'de> Deserialize<'de> for RawHealthcheck {
                     }
                 }
             }
-            serde_yaml::Value::String(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+            serde_norway::Value::String(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
             _ => return Err(de::Error::custom("healthcheck.test: expected a list or a string")),
         };
         let dur = |s: &Option<String>, default: u64| -> Result<Duration, D::Error> {
@@ -615,7 +627,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, Copy)]
 struct ByteSize(u64);
-from_yaml_value!(ByteSize, |v: &serde_yaml::Value| -> Result<u64, String> {
+from_yaml_value!(ByteSize, |v: &serde_norway::Value| -> Result<u64, String> {
     if let Some(n) = v.as_u64() {
         return Ok(n);
     }
@@ -646,7 +658,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Debug, Clone, Copy)]
 struct Cpus(f64);
-from_yaml_value!(Cpus, |v: &serde_yaml::Value| -> Result<f64, String> {
+from_yaml_value!(Cpus, |v: &serde_norway::Value| -> Result<f64, String> {
     let n = v
         .as_f64()
         .or_else(|| scalar(v).and_then(|s| s.parse().ok()))
@@ -659,11 +671,11 @@ from_yaml_value!(Cpus, |v: &serde_yaml::Value| -> Result<f64, String> {
 });
 
 /// A YAML scalar as the string the user wrote (numbers and booleans included).
-fn scalar(v: &serde_yaml::Value) -> Option<String> {
+fn scalar(v: &serde_norway::Value) -> Option<String> {
     match v {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        serde_yaml::Value::Number(n) => Some(n.to_string()),
-        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_norway::Value::String(s) => Some(s.clone()),
+        serde_norway::Value::Number(n) => Some(n.to_string()),
+        serde_norway::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
@@ -809,6 +821,18 @@ services:
             .unwrap_err()
             .to_string();
         assert!(err.contains("service `etcd`, key `ports` (line 4)"), "{err}");
+    }
+
+    #[test]
+    fn compose_error_outside_services_says_its_line_once() {
+        let err = parse_str("services:\n  a:\n    image: x\nnetworks: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field `networks`") && err.contains("(line 4)"),
+            "{err}"
+        );
+        assert!(!err.contains("at line"), "{err}");
     }
 
     #[test]

@@ -39,15 +39,16 @@ fn healthy() -> (tempfile::TempDir, Host) {
 }
 
 fn cfg(role: Role, use_cni: bool) -> NodeConfig {
-    let layer: crate::roles::config::Layer = [
-        (crate::roles::config::Key::IpAddress, "192.0.2.10".to_string()),
-        (crate::roles::config::Key::MasterIp, "192.0.2.1".to_string()),
-        (crate::roles::config::Key::Arch, "amd64".to_string()),
-        (crate::roles::config::Key::UseCni, use_cni.to_string()),
-    ]
-    .into();
-    let empty = Default::default();
-    crate::roles::config::resolve(role, &layer, &empty, &empty, &crate::roles::config::tests::host()).unwrap()
+    use crate::roles::config::Key;
+    crate::roles::config::tests::config(
+        role,
+        &[
+            (Key::IpAddress, "192.0.2.10"),
+            (Key::MasterIp, "192.0.2.1"),
+            (Key::Arch, "amd64"),
+            (Key::UseCni, if use_cni { "true" } else { "false" }),
+        ],
+    )
 }
 
 #[test]

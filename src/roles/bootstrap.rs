@@ -123,7 +123,7 @@ pub fn write_generated(paths: &Paths, layout: &PkiLayout, id: &NodeIdentity) -> 
     let ca = std::fs::read_to_string(&ca_path).map_err(|source| PkiError::Read { path: ca_path, source })?;
     let dir = paths.bootstrap_objects();
     let yaml = |what: &str, v: &Value| {
-        serde_yaml::to_string(v).map_err(|source| PkiError::EncodeYaml {
+        serde_norway::to_string(v).map_err(|source| PkiError::EncodeYaml {
             what: what.to_string(),
             source,
         })

@@ -716,11 +716,10 @@ pub(crate) fn worker(ctx: &Ctx, plan: &mut Plan) -> Result<(), RoleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::config::{resolve, tests::host, Key, Layer};
+    use crate::roles::config::{tests::config, Key};
 
     fn plan(pairs: &[(Key, &str)]) -> (crate::roles::RolePlan, KubeDirs) {
-        let flags: Layer = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let cfg = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let cfg = config(Role::Master, pairs);
         let dirs = KubeDirs::default();
         (
             crate::roles::build(&cfg, &Paths::under("/tmp/kb"), &dirs).unwrap(),
@@ -805,7 +804,7 @@ mod tests {
                 .iter()
                 .find(|f| f.path == dirs.kubelet_config())
                 .unwrap();
-            serde_yaml::from_str::<serde_yaml::Value>(&f.content).unwrap()["cgroupDriver"].clone()
+            serde_norway::from_str::<serde_norway::Value>(&f.content).unwrap()["cgroupDriver"].clone()
         };
         let (p, dirs) = plan(&[]);
         assert_eq!(file(&p, &dirs), "cgroupfs", "the test host has no systemd");

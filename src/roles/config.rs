@@ -256,6 +256,21 @@ pub enum FlannelBackend {
     Wireguard,
 }
 
+impl std::str::FromStr for FlannelBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "udp" => Ok(FlannelBackend::Udp),
+            "vxlan" => Ok(FlannelBackend::Vxlan),
+            "host-gw" => Ok(FlannelBackend::HostGw),
+            "wireguard" => Ok(FlannelBackend::Wireguard),
+            _ => Err(format!(
+                "{s:?} is not a flannel backend: use udp, vxlan, host-gw or wireguard"
+            )),
+        }
+    }
+}
+
 impl FlannelBackend {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -449,7 +464,9 @@ pub fn verify_cgroup_driver(cfg: &NodeConfig, host: &dyn HostFacts) -> Result<()
         })
 }
 
-/// Merges the layers (flag > env > file) and validates every value.
+/// Merges the layers (flag > env > file) and validates every value, one setting group at a
+/// time: the version and image family, the architecture, the pod network, the kubelet and
+/// containers, the addresses.
 pub fn resolve(
     role: Role,
     flags: &Layer,
@@ -457,32 +474,87 @@ pub fn resolve(
     file: &Layer,
     host: &dyn HostFacts,
 ) -> Result<NodeConfig, ConfigError> {
-    let picked: BTreeMap<Key, (String, Source)> = Key::ALL
-        .into_iter()
-        .filter_map(|key| {
-            [(flags, Source::Flag), (env, Source::Env), (file, Source::File)]
-                .into_iter()
-                .find_map(|(layer, src)| layer.get(&key).map(|v| (key, (v.clone(), src))))
-        })
-        .collect();
-    let mut sources: BTreeMap<Key, Source> = picked.iter().map(|(k, (_, s))| (*k, *s)).collect();
-    let pick = |key: Key| picked.get(&key).cloned();
-    fn invalid(key: Key, from: Source) -> impl FnOnce(String) -> ConfigError {
-        move |message| ConfigError::Invalid { key, from, message }
+    let mut picked = Picked::merge(flags, env, file);
+    let (k8s_version, family) = resolve_version(&picked)?;
+    let arch = resolve_arch(&mut picked, host)?;
+    let etcd_version = picked
+        .raw(Key::EtcdVersion)
+        .unwrap_or_else(|| default_etcd_version(&k8s_version, &arch).to_string());
+    let network = resolve_network(&picked)?;
+    let runtime = resolve_runtime(&mut picked, &k8s_version, family, host)?;
+    let (ip_address, master_ip) = resolve_addresses(&mut picked, role, host)?;
+    let mut sources = picked.sources;
+    for key in Key::ALL {
+        sources.entry(key).or_insert(Source::Default);
     }
-    fn parsed<T>(
-        v: Option<(String, Source)>,
-        key: Key,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<(T, Source)>, ConfigError> {
-        v.map(|(s, src)| parse(&s).map(|t| (t, src)).map_err(invalid(key, src)))
-            .transpose()
+    Ok(NodeConfig {
+        role,
+        k8s_version,
+        family,
+        etcd_version,
+        flannel_version: network.version,
+        flannel_network: network.cidr,
+        flannel_backend: network.backend,
+        flannel_ipmasq: network.ipmasq,
+        restart: runtime.restart,
+        master_ip,
+        ip_address,
+        use_cni: runtime.use_cni,
+        use_containerized: runtime.use_containerized,
+        arch,
+        timeout_for_services: runtime.timeout_for_services,
+        cgroup_driver: runtime.cgroup_driver,
+        sources,
+    })
+}
+
+/// The layers merged: each key's value from the highest layer that has it, and where
+/// every value came from (defaults and detections are added as they are taken).
+struct Picked {
+    values: BTreeMap<Key, (String, Source)>,
+    sources: BTreeMap<Key, Source>,
+}
+
+impl Picked {
+    fn merge(flags: &Layer, env: &Layer, file: &Layer) -> Self {
+        let values: BTreeMap<Key, (String, Source)> = Key::ALL
+            .into_iter()
+            .filter_map(|key| {
+                [(flags, Source::Flag), (env, Source::Env), (file, Source::File)]
+                    .into_iter()
+                    .find_map(|(layer, src)| layer.get(&key).map(|v| (key, (v.clone(), src))))
+            })
+            .collect();
+        let sources = values.iter().map(|(k, (_, s))| (*k, *s)).collect();
+        Self { values, sources }
     }
 
-    let version = parsed(pick(Key::K8sVersion), Key::K8sVersion, |s| s.parse::<KubeVersion>())?;
-    let k8s_version = version.map(|(v, _)| v).unwrap_or(DEFAULT_K8S_VERSION);
-    let family = parsed(pick(Key::Family), Key::Family, |s| s.parse::<Family>())?.map(|(f, _)| f);
-    let family = match family {
+    /// The value as given, unparsed.
+    fn raw(&self, key: Key) -> Option<String> {
+        self.values.get(&key).map(|(v, _)| v.clone())
+    }
+
+    /// The value parsed; a parse error names the key and where the value came from.
+    fn parsed<T>(&self, key: Key, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
+        self.values
+            .get(&key)
+            .map(|(s, from)| {
+                parse(s).map_err(|message| ConfigError::Invalid {
+                    key,
+                    from: *from,
+                    message,
+                })
+            })
+            .transpose()
+    }
+}
+
+/// `K8S_VERSION` and the image family, which must cover it (by default: the family that does).
+fn resolve_version(picked: &Picked) -> Result<(KubeVersion, Family), ConfigError> {
+    let k8s_version = picked
+        .parsed(Key::K8sVersion, |s| s.parse::<KubeVersion>())?
+        .unwrap_or(DEFAULT_K8S_VERSION);
+    let family = match picked.parsed(Key::Family, |s| s.parse::<Family>())? {
         Some(f) if !f.covers(&k8s_version) => {
             let (lo, hi) = f.minors();
             return Err(ConfigError::FamilyMismatch {
@@ -498,131 +570,139 @@ pub fn resolve(
             supported: super::version::supported_versions(),
         })?,
     };
+    Ok((k8s_version, family))
+}
 
-    let arch = match pick(Key::Arch) {
-        Some((a, src)) => arch_from_machine(&a)
+/// `ARCH`, by default this machine's.
+fn resolve_arch(picked: &mut Picked, host: &dyn HostFacts) -> Result<String, ConfigError> {
+    let given = picked.parsed(Key::Arch, |a| {
+        arch_from_machine(a)
             .ok_or_else(|| format!("{a:?} is not a supported architecture: use amd64, arm64, arm or ppc64le"))
-            .map_err(invalid(Key::Arch, src))?
-            .to_string(),
-        None => {
-            let m = host.machine();
-            sources.insert(Key::Arch, Source::Detected);
-            arch_from_machine(&m)
-                .ok_or_else(|| format!("this machine ({m}) has no Kubernetes images; set ARCH explicitly"))
-                .map_err(invalid(Key::Arch, Source::Detected))?
-                .to_string()
-        }
-    };
+    })?;
+    if let Some(arch) = given {
+        return Ok(arch.to_string());
+    }
+    let m = host.machine();
+    picked.sources.insert(Key::Arch, Source::Detected);
+    arch_from_machine(&m)
+        .map(str::to_string)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: Key::Arch,
+            from: Source::Detected,
+            message: format!("this machine ({m}) has no Kubernetes images; set ARCH explicitly"),
+        })
+}
 
-    let etcd_version = pick(Key::EtcdVersion)
-        .map(|(v, _)| v)
-        .unwrap_or_else(|| default_etcd_version(&k8s_version, &arch).to_string());
-    let flannel_version = pick(Key::FlannelVersion)
-        .map(|(v, _)| v)
-        .unwrap_or_else(|| DEFAULT_FLANNEL_VERSION.to_string());
-    let flannel_network = parsed(pick(Key::FlannelNetwork), Key::FlannelNetwork, |s| {
-        s.parse::<Ipv4Cidr>()
-    })?
-    .map(|(c, _)| c)
-    .unwrap_or(Ipv4Cidr {
-        addr: Ipv4Addr::new(10, 1, 0, 0),
-        prefix: 16,
-    });
-    let flannel_backend = parsed(pick(Key::FlannelBackend), Key::FlannelBackend, |s| match s {
-        "udp" => Ok(FlannelBackend::Udp),
-        "vxlan" => Ok(FlannelBackend::Vxlan),
-        "host-gw" => Ok(FlannelBackend::HostGw),
-        "wireguard" => Ok(FlannelBackend::Wireguard),
-        _ => Err(format!(
-            "{s:?} is not a flannel backend: use udp, vxlan, host-gw or wireguard"
-        )),
-    })?
-    .map(|(b, _)| b)
-    .unwrap_or(FlannelBackend::Udp);
-    let flannel_ipmasq = parsed(pick(Key::FlannelIpmasq), Key::FlannelIpmasq, parse_bool)?
-        .map(|(b, _)| b)
-        .unwrap_or(true);
-    let restart = parsed(pick(Key::RestartPolicy), Key::RestartPolicy, |s| {
-        s.parse::<RestartPolicy>()
-    })?
-    .map(|(r, _)| r)
-    .unwrap_or(RestartPolicy::UnlessStopped);
-    let use_cni = parsed(pick(Key::UseCni), Key::UseCni, parse_bool)?
-        .map(|(b, _)| b)
-        .unwrap_or(false);
-    let use_containerized = parsed(pick(Key::UseContainerized), Key::UseContainerized, parse_bool)?
-        .map(|(b, _)| b)
-        .unwrap_or(false);
+/// flannel's settings: the pod network.
+struct Network {
+    version: String,
+    cidr: Ipv4Cidr,
+    backend: FlannelBackend,
+    ipmasq: bool,
+}
+
+fn resolve_network(picked: &Picked) -> Result<Network, ConfigError> {
+    Ok(Network {
+        version: picked
+            .raw(Key::FlannelVersion)
+            .unwrap_or_else(|| DEFAULT_FLANNEL_VERSION.to_string()),
+        cidr: picked
+            .parsed(Key::FlannelNetwork, |s| s.parse::<Ipv4Cidr>())?
+            .unwrap_or(Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 1, 0, 0),
+                prefix: 16,
+            }),
+        backend: picked
+            .parsed(Key::FlannelBackend, |s| s.parse::<FlannelBackend>())?
+            .unwrap_or(FlannelBackend::Udp),
+        ipmasq: picked.parsed(Key::FlannelIpmasq, parse_bool)?.unwrap_or(true),
+    })
+}
+
+/// How kboot runs the containers and the kubelet.
+struct Runtime {
+    restart: RestartPolicy,
+    use_cni: bool,
+    use_containerized: bool,
+    timeout_for_services: Duration,
+    cgroup_driver: Driver,
+}
+
+fn resolve_runtime(
+    picked: &mut Picked,
+    k8s_version: &KubeVersion,
+    family: Family,
+    host: &dyn HostFacts,
+) -> Result<Runtime, ConfigError> {
+    let restart = picked
+        .parsed(Key::RestartPolicy, |s| s.parse::<RestartPolicy>())?
+        .unwrap_or(RestartPolicy::UnlessStopped);
+    let use_cni = picked.parsed(Key::UseCni, parse_bool)?.unwrap_or(false);
+    let use_containerized = picked.parsed(Key::UseContainerized, parse_bool)?.unwrap_or(false);
     if use_containerized && (family != Family::Hyperkube || k8s_version.at_least(1, 16)) {
         return Err(ConfigError::ContainerizedUnsupported {
             version: k8s_version.to_string(),
         });
     }
-    let timeout_for_services = parsed(pick(Key::TimeoutForServices), Key::TimeoutForServices, |s| {
-        s.parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
-    })?
-    .map(|(d, _)| d)
-    .unwrap_or(Duration::from_secs(20));
-    let cgroup_driver = match parsed(pick(Key::CgroupDriver), Key::CgroupDriver, |s| {
-        s.parse::<Driver>().map_err(|e| e.to_string())
-    })? {
-        Some((d, _)) => d,
+    let timeout_for_services = picked
+        .parsed(Key::TimeoutForServices, |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+        })?
+        .unwrap_or(Duration::from_secs(20));
+    let cgroup_driver = match picked.parsed(Key::CgroupDriver, |s| s.parse::<Driver>().map_err(|e| e.to_string()))? {
+        Some(d) => d,
         None => {
-            sources.insert(Key::CgroupDriver, Source::Detected);
+            picked.sources.insert(Key::CgroupDriver, Source::Detected);
             Driver::detect(host.cgroups())
         }
     };
+    Ok(Runtime {
+        restart,
+        use_cni,
+        use_containerized,
+        timeout_for_services,
+        cgroup_driver,
+    })
+}
 
-    let parse_ip = |s: &str| -> Result<Ipv4Addr, String> {
-        let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-            return Err(format!(
-                "{ip} cannot identify a node: use an address other hosts reach this node on"
-            ));
-        }
-        Ok(ip)
-    };
-    let ip_address = match parsed(pick(Key::IpAddress), Key::IpAddress, parse_ip)? {
-        Some((ip, _)) => ip,
+/// A node's address: one other hosts can reach it on.
+fn parse_node_ip(s: &str) -> Result<Ipv4Addr, String> {
+    let ip: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+        return Err(format!(
+            "{ip} cannot identify a node: use an address other hosts reach this node on"
+        ));
+    }
+    Ok(ip)
+}
+
+/// `IP_ADDRESS` (by default the default-route interface's) and `MASTER_IP` (a master's
+/// own address by default; a worker must be told).
+fn resolve_addresses(
+    picked: &mut Picked,
+    role: Role,
+    host: &dyn HostFacts,
+) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
+    let ip_address = match picked.parsed(Key::IpAddress, parse_node_ip)? {
+        Some(ip) => ip,
         None => {
-            sources.insert(Key::IpAddress, Source::Detected);
+            picked.sources.insert(Key::IpAddress, Source::Detected);
             host.default_ipv4()?
         }
     };
-    let master_ip = match (parsed(pick(Key::MasterIp), Key::MasterIp, parse_ip)?, role) {
-        (Some((ip, _)), _) => ip,
+    let master_ip = match (picked.parsed(Key::MasterIp, parse_node_ip)?, role) {
+        (Some(ip), _) => ip,
         (None, Role::Master) => {
-            sources.insert(Key::MasterIp, Source::Default);
+            picked.sources.insert(Key::MasterIp, Source::Default);
             ip_address
         }
         (None, Role::Worker) => return Err(ConfigError::MissingMaster),
     };
-    for key in Key::ALL {
-        sources.entry(key).or_insert(Source::Default);
-    }
-    Ok(NodeConfig {
-        role,
-        k8s_version,
-        family,
-        etcd_version,
-        flannel_version,
-        flannel_network,
-        flannel_backend,
-        flannel_ipmasq,
-        restart,
-        master_ip,
-        ip_address,
-        use_cni,
-        use_containerized,
-        arch,
-        timeout_for_services,
-        cgroup_driver,
-        sources,
-    })
+    Ok((ip_address, master_ip))
 }
 
 #[cfg(test)]
@@ -663,13 +743,23 @@ pub(crate) mod tests {
         }
     }
 
-    fn layer(pairs: &[(Key, &str)]) -> Layer {
+    pub(crate) fn layer(pairs: &[(Key, &str)]) -> Layer {
         pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    /// `resolve` with only flags set, on the fake [`host`].
+    pub(crate) fn resolve_flags(role: Role, flags: &Layer) -> Result<NodeConfig, ConfigError> {
+        resolve(role, flags, &Layer::new(), &Layer::new(), &host())
+    }
+
+    /// A valid configuration from these flags (the rest defaults).
+    pub(crate) fn config(role: Role, pairs: &[(Key, &str)]) -> NodeConfig {
+        resolve_flags(role, &layer(pairs)).unwrap()
     }
 
     #[test]
     fn resolve_defaults_pin_the_version_and_detect_the_address() {
-        let c = resolve(Role::Master, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &Layer::new()).unwrap();
         assert_eq!(c.k8s_version, DEFAULT_K8S_VERSION);
         assert_eq!(c.family, Family::Modern);
         assert_eq!(c.ip_address, Ipv4Addr::new(192, 0, 2, 10));
@@ -773,10 +863,10 @@ pub(crate) mod tests {
     #[test]
     fn resolve_family_that_does_not_cover_the_version_is_refused() {
         let flags = layer(&[(Key::K8sVersion, "v1.34.4"), (Key::Family, "hyperkube")]);
-        let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        let err = resolve_flags(Role::Master, &flags).unwrap_err();
         assert!(matches!(err, ConfigError::FamilyMismatch { .. }), "{err}");
         let flags = layer(&[(Key::K8sVersion, "v1.3.6")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.family, Family::Hyperkube, "old versions pick hyperkube by themselves");
         assert_eq!(c.etcd_version, "3.0.4");
     }
@@ -784,7 +874,7 @@ pub(crate) mod tests {
     #[test]
     fn resolve_ip_address_not_on_this_host_is_a_clear_error() {
         let flags = layer(&[(Key::IpAddress, "203.0.113.9")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         let err = verify_ip_address(&c, &host()).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -792,19 +882,19 @@ pub(crate) mod tests {
             "{msg}"
         );
         let flags = layer(&[(Key::IpAddress, "127.0.0.1")]);
-        assert!(resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).is_err());
+        assert!(resolve_flags(Role::Master, &flags).is_err());
         let flags = layer(&[(Key::IpAddress, "198.51.100.7")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.ip_address, Ipv4Addr::new(198, 51, 100, 7));
         verify_ip_address(&c, &host()).unwrap();
     }
 
     #[test]
     fn resolve_worker_without_master_is_refused_and_master_can_advertise_another_address() {
-        let err = resolve(Role::Worker, &Layer::new(), &Layer::new(), &Layer::new(), &host()).unwrap_err();
+        let err = resolve_flags(Role::Worker, &Layer::new()).unwrap_err();
         assert!(matches!(err, ConfigError::MissingMaster));
         let flags = layer(&[(Key::MasterIp, "203.0.113.1")]);
-        let c = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap();
+        let c = resolve_flags(Role::Master, &flags).unwrap();
         assert_eq!(c.master_ip, Ipv4Addr::new(203, 0, 113, 1));
     }
 
@@ -819,7 +909,7 @@ pub(crate) mod tests {
             (Key::UseContainerized, "true"),
         ] {
             let flags = layer(&[(key, bad)]);
-            let err = resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap_err();
+            let err = resolve_flags(Role::Master, &flags).unwrap_err();
             let msg = err.to_string();
             assert!(
                 msg.contains(key.env()) || matches!(err, ConfigError::ContainerizedUnsupported { .. }),

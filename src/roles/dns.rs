@@ -143,11 +143,10 @@ pub fn addon_file(cfg: &NodeConfig, paths: &Paths) -> Option<Result<PlanFile, Ro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::roles::config::{resolve, tests::host, Key, Layer, Role};
+    use crate::roles::config::{tests::config, Key, Role};
 
     fn cfg(pairs: &[(Key, &str)]) -> NodeConfig {
-        let flags: Layer = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        resolve(Role::Master, &flags, &Layer::new(), &Layer::new(), &host()).unwrap()
+        config(Role::Master, pairs)
     }
 
     #[test]
@@ -155,7 +154,7 @@ mod tests {
         let paths = Paths::under("/tmp/kb");
         let file = addon_file(&cfg(&[]), &paths).unwrap().unwrap();
         assert_eq!(file.path, paths.bootstrap_objects().join(FILE));
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&file.content)
+        let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&file.content)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap().clone();

@@ -116,7 +116,7 @@ pub async fn discover_ca(api_server: &str, token: &BootstrapToken, ca_cert_hash:
         })?;
     verify_detached_jws(jws, kubeconfig, token)?;
     let parsed: serde_json::Value =
-        serde_yaml::from_str(kubeconfig).map_err(|e| malformed(&format!("kubeconfig is not YAML: {e}")))?;
+        serde_norway::from_str(kubeconfig).map_err(|e| malformed(&format!("kubeconfig is not YAML: {e}")))?;
     let ca_b64 = parsed["clusters"][0]["cluster"]["certificate-authority-data"]
         .as_str()
         .ok_or_else(|| malformed("kubeconfig has no certificate-authority-data"))?;

@@ -162,7 +162,7 @@ pub enum RoleError {
     Encode {
         what: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
 }
 
@@ -200,27 +200,10 @@ pub fn kubelet_needs_docker(cfg: &NodeConfig) -> bool {
 
 /// Builds the role's plan. Pure: reads nothing, writes nothing.
 pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePlan, RoleError> {
-    let layout = PkiLayout::new(paths.pki());
-    let mut warnings = Vec::new();
-    if kubelet_needs_docker(cfg) {
-        warnings.push(format!(
-            "kubelet {} predates the CRI kboot serves (runtime.v1alpha2, v1.10+): it talks only to a Docker API, which \
-             kboot does not provide, so its pods (the control plane's static pods included) will not start. \
-             Use v1.10 or newer to run pods.",
-            cfg.k8s_version
-        ));
-    }
-    if cfg.family == Family::Hyperkube && !cfg.k8s_version.at_least(1, 6) {
-        warnings.push(format!(
-            "Kubernetes {} has no RBAC: the apiserver runs with --authorization-mode=AlwaysAllow, so any \
-             authenticated client is an administrator",
-            cfg.k8s_version
-        ));
-    }
     if cfg.role == Role::Worker && !supports_secure_join(cfg) {
         return Err(RoleError::WorkerTooOld { family: cfg.family });
     }
-    let id = NodeIdentity::new(cfg.ip_address, cfg.master_ip);
+    let layout = PkiLayout::new(paths.pki());
     let ctx = components::Ctx {
         cfg,
         paths,
@@ -237,57 +220,11 @@ pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePla
     let pki_plan = match cfg.role {
         Role::Master => {
             components::master(&ctx, &mut plan)?;
-            let mut generated = vec![
-                gen(
-                    &layout.dir().join("*.crt, *.key, etcd/*"),
-                    "0644/0600",
-                    "CAs, certificates and keys listed above",
-                ),
-                gen(
-                    &layout.sa_key(),
-                    "0600",
-                    "service-account token signing key (public half: sa.pub)",
-                ),
-                gen(
-                    &layout.bootstrap_token(),
-                    "0600",
-                    "bootstrap token `id.secret` workers join with",
-                ),
-            ];
-            for kc in pki::KUBECONFIGS {
-                generated.push(gen(
-                    &layout.kubeconfig(kc.file),
-                    "0600",
-                    &format!("kubeconfig with the {} client certificate", kc.leaf),
-                ));
-            }
-            if supports_secure_join(cfg) {
-                generated.extend(bootstrap::generated_files(paths));
-            }
-            PkiPlan {
-                dir: layout.dir().to_path_buf(),
-                certificates: pki::leaf_specs(&id),
-                generated,
-            }
+            master_pki_plan(cfg, paths, &layout)
         }
         Role::Worker => {
             components::worker(&ctx, &mut plan)?;
-            PkiPlan {
-                dir: layout.dir().to_path_buf(),
-                certificates: Vec::new(),
-                generated: vec![
-                    gen(
-                        &layout.ca_cert(pki::Authority::Kubernetes),
-                        "0644",
-                        "the master's CA, accepted only if its public key matches --ca-cert-hash",
-                    ),
-                    gen(
-                        &layout.bootstrap_kubeconfig(),
-                        "0600",
-                        "kubeconfig with the bootstrap token, for the kubelet's TLS bootstrapping",
-                    ),
-                ],
-            }
+            worker_pki_plan(&layout)
         }
     };
     Ok(RolePlan {
@@ -295,10 +232,87 @@ pub fn build(cfg: &NodeConfig, paths: &Paths, dirs: &KubeDirs) -> Result<RolePla
         config: cfg.clone(),
         platform: format!("linux/{}", cfg.arch),
         command: Vec::new(),
-        warnings,
+        warnings: warnings(cfg),
         pki: pki_plan,
         plan,
     })
+}
+
+/// What works on this version but not as a user expects.
+fn warnings(cfg: &NodeConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if kubelet_needs_docker(cfg) {
+        warnings.push(format!(
+            "kubelet {} predates the CRI kboot serves (runtime.v1alpha2, v1.10+): it talks only to a Docker API, which \
+             kboot does not provide, so its pods (the control plane's static pods included) will not start. \
+             Use v1.10 or newer to run pods.",
+            cfg.k8s_version
+        ));
+    }
+    if cfg.family == Family::Hyperkube && !cfg.k8s_version.at_least(1, 6) {
+        warnings.push(format!(
+            "Kubernetes {} has no RBAC: the apiserver runs with --authorization-mode=AlwaysAllow, so any \
+             authenticated client is an administrator",
+            cfg.k8s_version
+        ));
+    }
+    warnings
+}
+
+/// A master makes the cluster PKI: CAs, certificates, keys, kubeconfigs, the bootstrap token.
+fn master_pki_plan(cfg: &NodeConfig, paths: &Paths, layout: &PkiLayout) -> PkiPlan {
+    let mut generated = vec![
+        gen(
+            &layout.dir().join("*.crt, *.key, etcd/*"),
+            "0644/0600",
+            "CAs, certificates and keys listed above",
+        ),
+        gen(
+            &layout.sa_key(),
+            "0600",
+            "service-account token signing key (public half: sa.pub)",
+        ),
+        gen(
+            &layout.bootstrap_token(),
+            "0600",
+            "bootstrap token `id.secret` workers join with",
+        ),
+    ];
+    for kc in pki::KUBECONFIGS {
+        generated.push(gen(
+            &layout.kubeconfig(kc.file),
+            "0600",
+            &format!("kubeconfig with the {} client certificate", kc.leaf),
+        ));
+    }
+    if supports_secure_join(cfg) {
+        generated.extend(bootstrap::generated_files(paths));
+    }
+    PkiPlan {
+        dir: layout.dir().to_path_buf(),
+        certificates: pki::leaf_specs(&NodeIdentity::new(cfg.ip_address, cfg.master_ip)),
+        generated,
+    }
+}
+
+/// A worker gets the master's CA and a bootstrap kubeconfig; its kubelet requests the rest.
+fn worker_pki_plan(layout: &PkiLayout) -> PkiPlan {
+    PkiPlan {
+        dir: layout.dir().to_path_buf(),
+        certificates: Vec::new(),
+        generated: vec![
+            gen(
+                &layout.ca_cert(pki::Authority::Kubernetes),
+                "0644",
+                "the master's CA, accepted only if its public key matches --ca-cert-hash",
+            ),
+            gen(
+                &layout.bootstrap_kubeconfig(),
+                "0600",
+                "kubeconfig with the bootstrap token, for the kubelet's TLS bootstrapping",
+            ),
+        ],
+    }
 }
 
 fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
@@ -311,7 +325,7 @@ fn gen(path: &std::path::Path, mode: &str, what: &str) -> GeneratedFile {
 
 /// `kboot plan --format yaml`.
 pub fn to_yaml(plan: &RolePlan) -> Result<String, RoleError> {
-    serde_yaml::to_string(plan).map_err(|source| RoleError::Encode {
+    serde_norway::to_string(plan).map_err(|source| RoleError::Encode {
         what: "plan".into(),
         source,
     })
@@ -332,14 +346,7 @@ mod tests {
         let second = Paths::under(tmp.path().join("second"));
         check_host_owner(&second, &dirs).expect("nobody owns a fresh host");
         // What `run` writes: the owner file is one of the plan's files.
-        let cfg = config::resolve(
-            Role::Master,
-            &config::Layer::new(),
-            &config::Layer::new(),
-            &config::Layer::new(),
-            &config::tests::host(),
-        )
-        .unwrap();
+        let cfg = config::tests::config(Role::Master, &[]);
         let plan = build(&cfg, &first, &dirs).unwrap();
         let owner = plan.plan.files.iter().find(|f| f.path == dirs.owner_file()).unwrap();
         std::fs::create_dir_all(&dirs.etc).unwrap();

@@ -48,32 +48,13 @@ pub fn default_route_interface(routes: &str) -> Option<String> {
 
 /// `(interface, address)` for every IPv4 address on this host, in the kernel's order.
 pub fn host_ipv4_addresses() -> Result<Vec<(String, Ipv4Addr)>, DetectError> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head into `head` and returns 0, or -1 with errno set.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(DetectError::ListInterfaces(std::io::Error::last_os_error()));
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a non-null node of the list getifaddrs returned, valid until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr is null or points to a sockaddr whose family field is always readable.
-        if !ifa.ifa_addr.is_null() && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET {
-            // SAFETY: the family is AF_INET, so the address is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-                .to_string_lossy()
-                .into_owned();
-            out.push((name, addr));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from a successful getifaddrs and is freed once; no reference outlives it.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+    let list = nix::ifaddrs::getifaddrs().map_err(|e| DetectError::ListInterfaces(e.into()))?;
+    Ok(list
+        .filter_map(|ifa| {
+            let addr = ifa.address?.as_sockaddr_in()?.ip();
+            Some((ifa.interface_name, addr))
+        })
+        .collect())
 }
 
 /// The first IPv4 address of the default-route interface.

@@ -272,10 +272,7 @@ pub fn systemctl(args: &[&str]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn layer(pairs: &[(Key, &str)]) -> Layer {
-        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-    }
+    use crate::roles::config::tests::layer;
 
     #[test]
     fn run_command_names_non_default_dirs_and_pinned_flags_in_key_order() {

@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use command_fds::{CommandFdExt, FdMapping};
 
 use crate::bundle::userns::IdRange;
 use crate::state::Paths;
@@ -46,9 +47,28 @@ pub struct ShimArgs {
     /// With --attach: the container's stdio is a pseudo-terminal.
     #[arg(long, requires = "attach")]
     pub tty: bool,
+    /// Write one byte on descriptor 3 (`record::START_NOTICE_FD`) once the records say how the
+    /// start went; set by [`Internal::shim_with_start_notice`], never by hand.
+    #[arg(long, hide = true)]
+    pub notify_start: bool,
 }
 
 impl ShimArgs {
+    /// A `kboot run` service's shim: its log in the container directory, no attach socket.
+    pub fn service(id: &str, bundle: PathBuf, log_max_bytes: u64) -> Self {
+        Self {
+            id: id.to_owned(),
+            bundle,
+            log_max_bytes,
+            log_path: None,
+            attach: false,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+            notify_start: false,
+        }
+    }
+
     /// The arguments that parse back into `self`.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut out: Vec<OsString> = vec![
@@ -67,6 +87,7 @@ impl ShimArgs {
             (self.stdin, "--stdin"),
             (self.stdin_once, "--stdin-once"),
             (self.tty, "--tty"),
+            (self.notify_start, "--notify-start"),
         ] {
             if set {
                 out.push(flag.into());
@@ -150,6 +171,26 @@ impl Internal {
         sub.iter().map(OsString::from).chain(args).collect()
     }
 
+    /// [`Internal::command`] for a shim whose start the caller waits for: `--notify-start`
+    /// set, the write end of a new pipe at the child's [`super::record::START_NOTICE_FD`], and the read
+    /// end returned ([`super::record::StartNotice::wait`]). The parent's copy of the write
+    /// end lives in the command: drop it once spawned, so the shim's end closes the pipe.
+    pub fn shim_with_start_notice(
+        mut args: ShimArgs,
+        paths: &Paths,
+    ) -> std::io::Result<(std::process::Command, super::record::StartNotice)> {
+        args.notify_start = true;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut command = Internal::Shim(args).command(paths);
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: write,
+                child_fd: super::record::START_NOTICE_FD,
+            }])
+            .map_err(std::io::Error::other)?;
+        Ok((command, super::record::StartNotice::new(read)))
+    }
+
     /// `kboot --root R --state S --config C <argv>`, for the caller to set stdio,
     /// environment and session on. `argv[0]` is `kboot`, so `ps` and `pgrep -f`
     /// show what runs.
@@ -198,16 +239,7 @@ mod tests {
 
     #[test]
     fn shim_args_round_trip() {
-        let plain = ShimArgs {
-            id: "web".into(),
-            bundle: "/var/lib/kboot/containers/web/bundle".into(),
-            log_max_bytes: 1234,
-            log_path: None,
-            attach: false,
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-        };
+        let plain = ShimArgs::service("web", "/var/lib/kboot/containers/web/bundle".into(), 1234);
         assert_eq!(parse::<ShimArgs>(plain.to_args()), plain);
         let cri = ShimArgs {
             id: "0123abcd".into(),
@@ -218,6 +250,7 @@ mod tests {
             stdin: true,
             stdin_once: true,
             tty: true,
+            notify_start: true,
         };
         assert_eq!(parse::<ShimArgs>(cri.to_args()), cri);
     }

@@ -129,9 +129,28 @@ pub struct ShimConfig {
     /// Serve the attach socket (`Paths::attach_socket`), with the container's stdin as
     /// given; `None`: no socket, stdin is `/dev/null` (`kboot run` services).
     pub attach: Option<StdioMode>,
+    /// The launcher passed a start notice pipe (`--notify-start`, `record::StartNotifier`).
+    pub notify_start: bool,
 }
 
 impl ShimConfig {
+    /// What `kboot shim ARGS` runs, on `paths`.
+    pub fn from_args(args: launch::ShimArgs, paths: Paths) -> Self {
+        Self {
+            id: args.id,
+            bundle: args.bundle,
+            paths,
+            log_max_bytes: args.log_max_bytes,
+            log_path: args.log_path,
+            attach: args.attach.then_some(StdioMode {
+                open: args.stdin,
+                once: args.stdin_once,
+                tty: args.tty,
+            }),
+            notify_start: args.notify_start,
+        }
+    }
+
     /// The file the shim writes the container's output to.
     pub fn log_file(&self) -> PathBuf {
         self.log_path
@@ -146,53 +165,15 @@ impl ShimConfig {
 /// a busy disk (measured, bench/README.md), and a record lost to a power cut
 /// only means the container is started again, as a reboot does anyway.
 pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
-    let id = cfg.id.clone();
-    let sys = |step: &'static str| {
-        let id = id.clone();
-        move |source| ShimError::Sys { id, step, source }
-    };
-    // Own session: a SIGKILL'd or restarted supervisor (or its terminal) takes no container with it.
-    // EPERM means we already lead a session (started by hand with setsid).
-    let _ = nix::unistd::setsid();
-    nix::sys::prctl::set_child_subreaper(true).map_err(sys("become the container's subreaper"))?;
-    let (start_ticks, _) = crate::base::proc::stat(std::process::id() as i32).unwrap_or((0, 'R'));
-    let mut rec = ShimRecord {
-        shim_pid: std::process::id() as i32,
-        shim_start_ticks: start_ticks,
-        init_pid: None,
-        started_at_ms: None,
-    };
-    record::write_running(&cfg.paths, &cfg.id, &rec)?;
-
-    // Blocked before the container exists so no signal is lost in between;
-    // the container's init unblocks them before exec (UnblockingExecutor).
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    mask.add(REOPEN_LOG_SIGNAL);
-    for s in FORWARDED {
-        mask.add(*s);
-    }
-    mask.thread_block().map_err(sys("block signals"))?;
-    let sfd =
-        SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(sys("create signalfd"))?;
-
+    let mut notice = record::StartNotifier::inherited(cfg.notify_start);
+    let mut rec = become_the_containers_parent(cfg)?;
+    let sfd = block_signals(cfg)?;
     let mut logw = LogWriter::open(&cfg.log_file(), cfg.log_max_bytes).map_err(|source| ShimError::Io {
-        id: id.clone(),
+        id: cfg.id.clone(),
         step: "open the log file",
         source,
     })?;
-    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stdout pipe"))?;
-    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("create the stderr pipe"))?;
-    let mut stdio = Stdio {
-        stdin: None,
-        out_r,
-        out_w,
-        err_w,
-    };
-    let mut attach = match cfg.attach {
-        Some(mode) => open_attach(cfg, mode, &mut stdio)?,
-        None => None,
-    };
+    let (stdio, err_r, mut attach) = open_stdio(cfg)?;
     let Stdio {
         stdin,
         out_r,
@@ -209,25 +190,15 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let (pid, container, spec) = match started {
         Ok(s) => s,
         Err(err) => {
-            // The error belongs in the container's log too: `kboot logs` is where users look.
-            let _ = logw.write(
-                Stream::Stderr,
-                format!("kboot: {}\n", crate::base::error::chain(&err)).as_bytes(),
-            );
-            let exit = ExitRecord {
-                exit_code: 127,
-                error: Some(crate::base::error::chain(&err)),
-                finished_at_ms: now_ms(),
-                ..Default::default()
-            };
-            record::write_exit(&cfg.paths, &cfg.id, &exit)?;
-            record::clear_running(&cfg.paths, &cfg.id);
+            let err = record_start_failure(cfg, &mut logw, err);
+            notice.notify();
             return Err(err);
         }
     };
     rec.init_pid = Some(pid.as_raw());
     rec.started_at_ms = Some(now_ms());
     record::write_running(&cfg.paths, &cfg.id, &rec)?;
+    notice.notify();
     tracing::info!(container = %cfg.id, pid = pid.as_raw(), "container started");
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
@@ -240,7 +211,86 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let _ = logw.flush_partial();
     // Attached clients see end of file only once the last output went out.
     drop(attach);
+    record_exit(cfg, &rec, status, container, spec.as_ref())
+}
 
+/// The shim's own session (a SIGKILL'd or restarted supervisor, or its terminal, takes
+/// no container with it), the subreaper role, and the first shim record (no init yet).
+fn become_the_containers_parent(cfg: &ShimConfig) -> Result<ShimRecord> {
+    // EPERM means we already lead a session (started by hand with setsid).
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true).map_err(sys_error(&cfg.id, "become the container's subreaper"))?;
+    let (start_ticks, _) = crate::base::proc::stat(std::process::id() as i32).unwrap_or((0, 'R'));
+    let rec = ShimRecord {
+        shim_pid: std::process::id() as i32,
+        shim_start_ticks: start_ticks,
+        init_pid: None,
+        started_at_ms: None,
+    };
+    record::write_running(&cfg.paths, &cfg.id, &rec)?;
+    Ok(rec)
+}
+
+/// The signals the shim handles, blocked and read from a signalfd. Blocked before the
+/// container exists so no signal is lost in between; the container's init unblocks them
+/// before exec (UnblockingExecutor).
+fn block_signals(cfg: &ShimConfig) -> Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(REOPEN_LOG_SIGNAL);
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.thread_block().map_err(sys_error(&cfg.id, "block signals"))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(sys_error(&cfg.id, "create signalfd"))
+}
+
+/// The container's stdio pipes, the stderr pipe's read end, and the attach socket when
+/// the config asks for one.
+fn open_stdio(cfg: &ShimConfig) -> Result<(Stdio, OwnedFd, Option<Attach>)> {
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_error(&cfg.id, "create the stdout pipe"))?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_error(&cfg.id, "create the stderr pipe"))?;
+    let mut stdio = Stdio {
+        stdin: None,
+        out_r,
+        out_w,
+        err_w,
+    };
+    let attach = match cfg.attach {
+        Some(mode) => open_attach(cfg, mode, &mut stdio)?,
+        None => None,
+    };
+    Ok((stdio, err_r, attach))
+}
+
+/// A container that did not start: the error goes to its log (`kboot logs` is where users
+/// look) and into its exit record (code 127), and the shim record goes.
+fn record_start_failure(cfg: &ShimConfig, logw: &mut LogWriter, err: ShimError) -> ShimError {
+    let message = crate::base::error::chain(&err);
+    let _ = logw.write(Stream::Stderr, format!("kboot: {message}\n").as_bytes());
+    let exit = ExitRecord {
+        exit_code: 127,
+        error: Some(message),
+        finished_at_ms: now_ms(),
+        ..Default::default()
+    };
+    if let Err(e) = record::write_exit(&cfg.paths, &cfg.id, &exit) {
+        return e.into();
+    }
+    record::clear_running(&cfg.paths, &cfg.id);
+    err
+}
+
+/// How the container ended (code, signal, OOM kill) into its exit record; the stopped
+/// container is deleted and the shim record goes.
+fn record_exit(
+    cfg: &ShimConfig,
+    rec: &ShimRecord,
+    status: WaitStatus,
+    container: Option<Container>,
+    spec: Option<&Spec>,
+) -> Result<ExitRecord> {
     let mut exit = ExitRecord {
         started_at_ms: rec.started_at_ms,
         finished_at_ms: now_ms(),
@@ -254,7 +304,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
         }
         _ => {}
     }
-    if let Some(spec) = &spec {
+    if let Some(spec) = spec {
         exit.oom_killed = oom_kills(spec) > 0;
     }
     if let Some(mut c) = container {
@@ -266,6 +316,12 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     record::clear_running(&cfg.paths, &cfg.id);
     tracing::info!(container = %cfg.id, code = exit.exit_code, "container exited");
     Ok(exit)
+}
+
+/// Maps a failed system call of `step` for container `id`.
+fn sys_error(id: &str, step: &'static str) -> impl FnOnce(Errno) -> ShimError {
+    let id = id.to_owned();
+    move |source| ShimError::Sys { id, step, source }
 }
 
 /// The container's stdio: what it gets (`stdin`, `None` for `/dev/null`; `out_w`, `err_w`)
@@ -281,10 +337,7 @@ struct Stdio {
 /// whose master replaces the stdout pipe) and binds the attach socket. A socket that cannot
 /// be bound costs attaching, not the container: it still starts.
 fn open_attach(cfg: &ShimConfig, mode: StdioMode, stdio: &mut Stdio) -> Result<Option<Attach>> {
-    let sys = |step: &'static str| {
-        let id = cfg.id.clone();
-        move |source| ShimError::Sys { id, step, source }
-    };
+    let sys = |step: &'static str| sys_error(&cfg.id, step);
     let dup = |fd: &OwnedFd| {
         fd.try_clone().map_err(|source| ShimError::Io {
             id: cfg.id.clone(),
@@ -660,8 +713,8 @@ fn oom_kills(spec: &Spec) -> u64 {
     };
     let rel = cg.trim_start_matches('/');
     let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),
+        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ];
     candidates
         .iter()

@@ -5,11 +5,21 @@
 //! ([`write_running`], [`write_exit`], [`clear_running`]); everyone else reads
 //! through [`read_exit`] and [`running`]. The request side is `super::launch`.
 //!
+//! A launcher that waits for the start (the CRI's StartContainer) is told when to read:
+//! the shim writes one byte on the start notice pipe ([`StartNotifier::notify`]) once its
+//! records say how the start went, and the launcher waits on the read end
+//! ([`StartNotice::wait`]) instead of polling the records.
+//!
 //! Records are renamed into place but not fsynced: a flush costs 10–15 ms per
 //! container on a busy disk (measured, bench/README.md), and a record lost to a
 //! power cut only means the container is started again, as a reboot does anyway.
 
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 
 use crate::base::proc;
 use crate::base::record::{read_json, write_json, Durability, RecordError};
@@ -43,6 +53,59 @@ pub fn read_running(paths: &Paths, id: &str) -> Option<ShimRecord> {
 /// The record of the shim of `id`, if that shim is alive.
 pub fn running(paths: &Paths, id: &str) -> Option<ShimRecord> {
     read_running(paths, id).filter(|r| r.is_alive())
+}
+
+/// Where a shim started with `--notify-start` finds the write end of its start notice:
+/// the first descriptor after stdio.
+pub const START_NOTICE_FD: std::os::fd::RawFd = 3;
+
+/// The shim's end of the start notice: the pipe the launcher put at [`START_NOTICE_FD`]
+/// (`--notify-start`).
+#[derive(Debug)]
+pub struct StartNotifier(Option<File>);
+
+impl StartNotifier {
+    /// The notice pipe, when the launcher passed one (`enabled`), made close-on-exec so
+    /// the container does not inherit it. Taken once, at the start of `super::run`.
+    pub fn inherited(enabled: bool) -> Self {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let fd = START_NOTICE_FD;
+        // A descriptor that is not open (a shim started by hand with the flag) is no notice.
+        if !enabled || fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+            return Self(None);
+        }
+        // SAFETY: the launcher put the pipe's write end at this descriptor
+        // (`Internal::shim_with_start_notice`); nothing else in this process opened or owns
+        // it, and `enabled` comes from the one `--notify-start` flag, taken here once.
+        Self(Some(unsafe { File::from_raw_fd(fd) }))
+    }
+
+    /// The records now say how the start went (init runs, or a failed start's exit
+    /// record is written): one byte to the launcher, then the pipe is closed.
+    pub fn notify(&mut self) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = pipe.write_all(b"s");
+        }
+    }
+}
+
+/// The launcher's end of the start notice: the read end of the pipe
+/// ([`super::launch::Internal::shim_with_start_notice`]).
+#[derive(Debug)]
+pub struct StartNotice(OwnedFd);
+
+impl StartNotice {
+    pub(super) fn new(read: OwnedFd) -> Self {
+        Self(read)
+    }
+
+    /// Waits until the shim notifies (true) or the pipe closes without a notice (false:
+    /// the shim ended first). Either way the records are what to read next.
+    pub async fn wait(self) -> std::io::Result<bool> {
+        let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(self.0)?;
+        let mut byte = [0u8; 1];
+        Ok(pipe.read(&mut byte).await? == 1)
+    }
 }
 
 /// A running shim: enough to signal it and its container, and to tell it from

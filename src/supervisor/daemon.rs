@@ -398,16 +398,11 @@ impl Supervisor {
             .open(&shim_log)
             .map_err(io("open", shim_log.clone()))?;
         let log2 = log.try_clone().map_err(io("open", shim_log))?;
-        let shim = Internal::Shim(ShimArgs {
-            id: name.to_owned(),
-            bundle: self.paths.container(name).bundle(),
-            log_max_bytes: self.opts.log_max_bytes,
-            log_path: None,
-            attach: false,
-            stdin: false,
-            stdin_once: false,
-            tty: false,
-        });
+        let shim = Internal::Shim(ShimArgs::service(
+            name,
+            self.paths.container(name).bundle(),
+            self.opts.log_max_bytes,
+        ));
         let mut cmd = tokio::process::Command::from(shim.command(&self.paths));
         // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
         cmd.env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")

@@ -223,7 +223,7 @@ impl ContainerView {
 pub fn inspect(paths: &Paths, name: &str) -> ContainerView {
     let desired = read_desired(paths, name);
     let status = read_status(paths, name);
-    let exit = shim::record::read_exit(&paths, name);
+    let exit = shim::record::read_exit(paths, name);
     let shim = shim::running(paths, name);
     // Spawned, but the shim has not written its record yet (or died before it could).
     let spawning = status.spawned_at_ms > exit.as_ref().map_or(0, |e| e.finished_at_ms)
@@ -293,7 +293,7 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
         for v in views.iter_mut() {
             let desired = read_desired(paths, &v.name);
             let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
-            let exit = shim::record::read_exit(&paths, &v.name);
+            let exit = shim::record::read_exit(paths, &v.name);
             // An exit counts once the supervisor applied the policy to it (restart or not).
             let handled = exit.is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms

@@ -101,14 +101,11 @@ impl Extractor {
         Ok(())
     }
 
+    /// One tar entry: its name checked, then the root's metadata, a whiteout, a
+    /// directory or another node, each a step of its own below.
     fn apply_entry<R: Read>(&mut self, st: &mut LayerState, mut entry: tar::Entry<R>) -> Result<(), UnpackError> {
         let raw = entry.path_bytes().into_owned();
-        let refuse = |reason: String| UnpackError::Refused {
-            layer: st.layer.to_string(),
-            entry: String::from_utf8_lossy(&raw).into_owned(),
-            reason,
-        };
-        let comps = clean_components(&raw).map_err(|r| refuse(r.to_string()))?;
+        let comps = clean_components(&raw).map_err(|r| refused(st, &raw, r.to_string()))?;
         let header = entry.header().clone();
         let kind = header.entry_type();
         if matches!(
@@ -120,13 +117,7 @@ impl Extractor {
         let Some((name, parent)) = comps.split_last() else {
             // The root entry ("/" or "./"): its metadata applies to the root itself.
             if kind == tar::EntryType::Directory {
-                let root = self
-                    .root
-                    .try_clone()
-                    .map_err(|e| self.write_err(st, &raw, "open root", e))?;
-                let dir = open_at(&root, b".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-                    .map_err(|e| self.write_err(st, &raw, "open root", e.into()))?;
-                self.set_fd_metadata(st, &raw, dir, &header, &mut entry)?;
+                self.apply_root(st, &raw, &header, &mut entry)?;
             }
             return Ok(());
         };
@@ -138,70 +129,93 @@ impl Extractor {
 
         let (key, dir) = self.parent(st, &raw, parent, true)?.expect("created on demand");
         let rel = child_path(&dir.path, name);
+        let made = if kind == tar::EntryType::Directory {
+            let fd = self.make_dir(st, &raw, &dir, name)?;
+            self.set_fd_metadata(st, &raw, fd, &header, &mut entry)?;
+            self.dir_mtimes.insert(rel.clone(), mtime(&header));
+            true
+        } else {
+            self.make_node(st, &raw, &dir, name, &mut entry)?
+        };
+        if made {
+            st.created.insert(rel);
+            Self::keep_parent(st, key, dir);
+        }
+        Ok(())
+    }
 
+    /// The root entry's owner, mode and xattrs, set on the root directory.
+    fn apply_root<R: Read>(
+        &self,
+        st: &LayerState,
+        raw: &[u8],
+        header: &tar::Header,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), UnpackError> {
+        let root = self
+            .root
+            .try_clone()
+            .map_err(|e| self.write_err(st, raw, "open root", e))?;
+        let dir = open_at(&root, b".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| self.write_err(st, raw, "open root", e.into()))?;
+        self.set_fd_metadata(st, raw, dir, header, entry)
+    }
+
+    /// A directory entry: made unless one is there (anything else at the name is
+    /// replaced), and opened for its metadata; its mtime is set at the end ([`Self::finish`]).
+    fn make_dir(&self, st: &LayerState, raw: &[u8], dir: &Resolved, name: &[u8]) -> Result<OwnedFd, UnpackError> {
+        let mkdir = || nix::sys::stat::mkdirat(Some(dir.fd.as_raw_fd()), os(name), Mode::from_bits_truncate(0o700));
+        match mkdir() {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let existing = lstat_at(&dir.fd, name).map_err(|e| self.write_err(st, raw, "stat", e.into()))?;
+                if existing.is_none_or(|s| file_type(&s) != SFlag::S_IFDIR) {
+                    self.remove(st, raw, &dir.fd, name)?;
+                    mkdir().map_err(|e| self.write_err(st, raw, "mkdir", e.into()))?;
+                }
+            }
+            Err(e) => return Err(self.write_err(st, raw, "mkdir", e.into())),
+        }
+        open_at(
+            &dir.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| self.write_err(st, raw, "open directory", e.into()))
+    }
+
+    /// Any entry but a directory: a file, symlink, hardlink, device or fifo, made at
+    /// `name` (whatever is there is replaced). False when the entry was skipped (an
+    /// unsupported type); a hardlink to itself is made by leaving it.
+    fn make_node<R: Read>(
+        &mut self,
+        st: &LayerState,
+        raw: &[u8],
+        dir: &Resolved,
+        name: &[u8],
+        entry: &mut tar::Entry<R>,
+    ) -> Result<bool, UnpackError> {
+        let header = &entry.header().clone();
+        let kind = header.entry_type();
         // A hardlink's target is resolved before anything is replaced (it may be this
         // very path).
         let link_target = if kind == tar::EntryType::Link {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| refuse("hardlink without a target".into()))?
-                .into_owned();
-            let tcomps = clean_components(&target).map_err(|r| refuse(format!("hardlink target: {r}")))?;
-            let Some((tname, tparent)) = tcomps.split_last() else {
-                return Err(refuse("hardlink to the root directory".into()));
-            };
-            let tdir = resolve_dir(&self.root, tparent, false, &mut |_| {})
-                .map_err(|e| refuse(format!("hardlink target {}: {}", lossy(&target), walk_reason(&e))))?;
-            let tst = lstat_at(&tdir.fd, tname)
-                .map_err(|e| self.write_err(st, &raw, "stat hardlink target", e.into()))?
-                .ok_or_else(|| refuse(format!("hardlink target {} does not exist", lossy(&target))))?;
-            if file_type(&tst) == SFlag::S_IFDIR {
-                return Err(refuse("hardlink to a directory".into()));
+            match self.hardlink_target(st, raw, entry, &child_path(&dir.path, name))? {
+                Some(target) => Some(target),
+                None => return Ok(true), // a link to itself: nothing to do
             }
-            if child_path(&tdir.path, tname) == rel {
-                st.created.insert(rel);
-                return Ok(()); // a link to itself: nothing to do
-            }
-            Some((tdir, tname.to_vec()))
         } else {
             None
         };
-
-        if kind == tar::EntryType::Directory {
-            let mkdir = || nix::sys::stat::mkdirat(Some(dir.fd.as_raw_fd()), os(name), Mode::from_bits_truncate(0o700));
-            match mkdir() {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
-                    let existing = lstat_at(&dir.fd, name).map_err(|e| self.write_err(st, &raw, "stat", e.into()))?;
-                    if existing.is_none_or(|s| file_type(&s) != SFlag::S_IFDIR) {
-                        self.remove(st, &raw, &dir.fd, name)?;
-                        mkdir().map_err(|e| self.write_err(st, &raw, "mkdir", e.into()))?;
-                    }
-                }
-                Err(e) => return Err(self.write_err(st, &raw, "mkdir", e.into())),
-            }
-            let fd = open_at(
-                &dir.fd,
-                name,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(|e| self.write_err(st, &raw, "open directory", e.into()))?;
-            self.set_fd_metadata(st, &raw, fd, &header, &mut entry)?;
-            self.dir_mtimes.insert(rel.clone(), mtime(&header));
-            st.created.insert(rel);
-            Self::keep_parent(st, key, dir);
-            return Ok(());
-        }
-
         // Create; if the name exists (any type), remove it and create again.
         let create = |f: &mut dyn FnMut() -> nix::Result<()>| -> Result<(), UnpackError> {
             match f() {
                 Err(Errno::EEXIST) => {
-                    self.remove(st, &raw, &dir.fd, name)?;
-                    f().map_err(|e| self.write_err(st, &raw, "create", e.into()))
+                    self.remove(st, raw, &dir.fd, name)?;
+                    f().map_err(|e| self.write_err(st, raw, "create", e.into()))
                 }
-                other => other.map_err(|e| self.write_err(st, &raw, "create", e.into())),
+                other => other.map_err(|e| self.write_err(st, raw, "create", e.into())),
             }
         };
         match kind {
@@ -217,17 +231,17 @@ impl Extractor {
                     Ok(())
                 })?;
                 let mut file = File::from(fd.expect("created"));
-                copy(&mut entry, &mut file, &mut self.buf).map_err(|e| self.write_err(st, &raw, "write file", e))?;
-                self.set_fd_metadata(st, &raw, file.into(), &header, &mut entry)?;
-                self.set_mtime(st, &raw, &dir.fd, name, &header)?;
+                copy(entry, &mut file, &mut self.buf).map_err(|e| self.write_err(st, raw, "write file", e))?;
+                self.set_fd_metadata(st, raw, file.into(), header, entry)?;
+                self.set_mtime(st, raw, &dir.fd, name, header)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| refuse("symlink without a target".into()))?
+                    .ok_or_else(|| refused(st, raw, "symlink without a target".into()))?
                     .into_owned();
                 create(&mut || symlinkat(os(&target), Some(dir.fd.as_raw_fd()), os(name)))?;
-                self.set_at_metadata(st, &raw, &dir, name, &header, &mut entry, false)?;
+                self.set_at_metadata(st, raw, dir, name, header, entry, false)?;
             }
             tar::EntryType::Link => {
                 let (tdir, tname) = link_target.expect("resolved above");
@@ -243,8 +257,8 @@ impl Extractor {
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, dev) = match kind {
-                    tar::EntryType::Char => (SFlag::S_IFCHR, device(&header)),
-                    tar::EntryType::Block => (SFlag::S_IFBLK, device(&header)),
+                    tar::EntryType::Char => (SFlag::S_IFCHR, device(header)),
+                    tar::EntryType::Block => (SFlag::S_IFBLK, device(header)),
                     _ => (SFlag::S_IFIFO, 0),
                 };
                 create(&mut || {
@@ -256,16 +270,46 @@ impl Extractor {
                         dev,
                     )
                 })?;
-                self.set_at_metadata(st, &raw, &dir, name, &header, &mut entry, true)?;
+                self.set_at_metadata(st, raw, dir, name, header, entry, true)?;
             }
             other => {
-                tracing::warn!(layer = st.layer, entry = %lossy(&raw), kind = ?other, "unsupported tar entry type; skipped");
-                return Ok(());
+                tracing::warn!(layer = st.layer, entry = %lossy(raw), kind = ?other, "unsupported tar entry type; skipped");
+                return Ok(false);
             }
         }
-        st.created.insert(rel);
-        Self::keep_parent(st, key, dir);
-        Ok(())
+        Ok(true)
+    }
+
+    /// A hardlink's target, inside the root and not a directory: its directory and
+    /// name, or `None` when it is the link's own path `rel`.
+    fn hardlink_target<R: Read>(
+        &self,
+        st: &LayerState,
+        raw: &[u8],
+        entry: &tar::Entry<R>,
+        rel: &[u8],
+    ) -> Result<Option<(Resolved, Vec<u8>)>, UnpackError> {
+        let refuse = |reason: String| refused(st, raw, reason);
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| refuse("hardlink without a target".into()))?
+            .into_owned();
+        let tcomps = clean_components(&target).map_err(|r| refuse(format!("hardlink target: {r}")))?;
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Err(refuse("hardlink to the root directory".into()));
+        };
+        let tdir = resolve_dir(&self.root, tparent, false, &mut |_| {})
+            .map_err(|e| refuse(format!("hardlink target {}: {}", lossy(&target), walk_reason(&e))))?;
+        let tst = lstat_at(&tdir.fd, tname)
+            .map_err(|e| self.write_err(st, raw, "stat hardlink target", e.into()))?
+            .ok_or_else(|| refuse(format!("hardlink target {} does not exist", lossy(&target))))?;
+        if file_type(&tst) == SFlag::S_IFDIR {
+            return Err(refuse("hardlink to a directory".into()));
+        }
+        if child_path(&tdir.path, tname) == rel {
+            return Ok(None);
+        }
+        Ok(Some((tdir, tname.to_vec())))
     }
 
     /// `.wh.NAME` or `.wh..wh..opq` in `parent`.
@@ -323,13 +367,7 @@ impl Extractor {
             Err(WalkError::NotFound(_)) if !create => return Ok(None),
             Err(WalkError::NotDir(_)) if !create => return Ok(None),
             Err(WalkError::Io(e)) => return Err(self.write_err(st, raw, "open parent directory", e.into())),
-            Err(e) => {
-                return Err(UnpackError::Refused {
-                    layer: st.layer.to_string(),
-                    entry: lossy(raw),
-                    reason: walk_reason(&e),
-                })
-            }
+            Err(e) => return Err(refused(st, raw, walk_reason(&e))),
         };
         st.created.extend(made);
         Ok(Some((key, resolved)))
@@ -448,6 +486,15 @@ impl Extractor {
             step,
             source,
         }
+    }
+}
+
+/// The entry `raw` of this layer is refused (it would escape the root, or makes no sense).
+fn refused(st: &LayerState, raw: &[u8], reason: String) -> UnpackError {
+    UnpackError::Refused {
+        layer: st.layer.to_string(),
+        entry: lossy(raw),
+        reason,
     }
 }
 

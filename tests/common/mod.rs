@@ -9,10 +9,8 @@ use std::process::{Command, Output};
 
 /// Panics unless running as root: a privileged test must fail loudly, not pass, without root.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        nix::unistd::geteuid().is_root(),
         "this test needs root (run the privileged suite as root: see README)"
     );
 }
@@ -53,6 +51,17 @@ impl Drop for Dir {
     fn drop(&mut self) {
         kboot::supervisor::remove_cgroup_parents(&kboot::state::Paths::under(self.path()));
     }
+}
+
+/// A non-loopback address of this host, for `run master|worker` (which checks that
+/// IP_ADDRESS is local).
+pub fn local_ip() -> std::net::Ipv4Addr {
+    kboot::roles::netdetect::host_ipv4_addresses()
+        .unwrap()
+        .into_iter()
+        .map(|(_, a)| a)
+        .find(|a| !a.is_loopback())
+        .expect("this test needs a host with a non-loopback IPv4 address")
 }
 
 pub fn kboot_bin() -> PathBuf {

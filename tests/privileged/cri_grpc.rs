@@ -634,11 +634,7 @@ fn cri_container_events_follow_a_container_lifecycle_in_order() {
         })
         .await
         .unwrap();
-        let e = next_event(&mut events).await;
-        assert_eq!(
-            (e.container_id.as_str(), e.container_event_type),
-            (id.as_str(), E::ContainerDeletedEvent as i32)
-        );
+        let e = expect_event(&mut events, &id, E::ContainerDeletedEvent).await;
         assert!(
             e.containers_statuses.is_empty(),
             "the removed container is gone from the statuses"
@@ -648,11 +644,7 @@ fn cri_container_events_follow_a_container_lifecycle_in_order() {
         })
         .await
         .unwrap();
-        let e = next_event(&mut events).await;
-        assert_eq!(
-            (e.container_id.as_str(), e.container_event_type),
-            (pod.as_str(), E::ContainerStoppedEvent as i32)
-        );
+        let e = expect_event(&mut events, &pod, E::ContainerStoppedEvent).await;
         assert_eq!(
             e.pod_sandbox_status.unwrap().state,
             cri::PodSandboxState::SandboxNotready as i32
@@ -662,17 +654,24 @@ fn cri_container_events_follow_a_container_lifecycle_in_order() {
         })
         .await
         .unwrap();
-        let e = next_event(&mut events).await;
-        assert_eq!(
-            (e.container_id.as_str(), e.container_event_type),
-            (pod.as_str(), E::ContainerDeletedEvent as i32)
-        );
+        let e = expect_event(&mut events, &pod, E::ContainerDeletedEvent).await;
         assert_eq!(
             e.pod_sandbox_status.unwrap().id,
             pod,
             "the last status names the pod that went away"
         );
     });
+}
+
+/// The next event, which must be `kind` for `id`.
+async fn expect_event(
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    id: &str,
+    kind: cri::ContainerEventType,
+) -> cri::ContainerEventResponse {
+    let e = next_event(events).await;
+    assert_eq!((e.container_id.as_str(), e.container_event_type), (id, kind as i32));
+    e
 }
 
 async fn next_event(events: &mut tonic::Streaming<cri::ContainerEventResponse>) -> cri::ContainerEventResponse {

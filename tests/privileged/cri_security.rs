@@ -32,6 +32,27 @@ fn ns(pid: NamespaceMode, ipc: NamespaceMode) -> NamespaceOption {
     }
 }
 
+/// A pod's own network and IPC namespaces in its own user namespace, the kubelet's 65536
+/// ids from `host_id`, with `pid` as given.
+fn in_user_namespace(pid: NamespaceMode, host_id: u32) -> NamespaceOption {
+    let mapping = kboot_cri::v1::IdMapping {
+        host_id,
+        container_id: 0,
+        length: 65536,
+    };
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: pid as i32,
+        ipc: NamespaceMode::Pod as i32,
+        userns_options: Some(kboot_cri::v1::UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: vec![mapping],
+            gids: vec![mapping],
+        }),
+        ..Default::default()
+    }
+}
+
 fn pod_config(dir: &Dir, name: &str, options: NamespaceOption) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -453,22 +474,7 @@ fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
     std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
     nix::unistd::chown(&outside, Some(70000.into()), Some(70000.into())).unwrap();
 
-    let mapping = kboot_cri::v1::IdMapping {
-        host_id: 200_000,
-        container_id: 0,
-        length: 65536,
-    };
-    let options = NamespaceOption {
-        network: NamespaceMode::Pod as i32,
-        pid: NamespaceMode::Container as i32,
-        ipc: NamespaceMode::Pod as i32,
-        userns_options: Some(kboot_cri::v1::UserNamespace {
-            mode: NamespaceMode::Pod as i32,
-            uids: vec![mapping],
-            gids: vec![mapping],
-        }),
-        ..Default::default()
-    };
+    let options = in_user_namespace(NamespaceMode::Container, 200_000);
     let mut pod = Pod::run(&rt, &server, pod_config(&dir, "userns", options.clone()));
     let sc = || LinuxContainerSecurityContext {
         namespace_options: Some(options.clone()),
@@ -547,6 +553,80 @@ fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
         vol.join("written").exists(),
         "removing the pod leaves the volume's contents"
     );
+}
+
+/// critest's `NamespaceMode_POD` spec failed with a bare EACCES at container start when the
+/// server's `--root` and `--state` were under a 0700 directory (`mktemp -d` makes one): the
+/// container's init, the pod's root and so an unprivileged host uid, opens the pod's pinned
+/// namespaces and bind-mounts its rootfs by path. Such a layout is refused up front, naming
+/// the directory and the fix, and reported as no user-namespace support; a directory others
+/// may only search (0711, as containerd's root) is enough.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_user_namespace_pods_need_a_root_the_pods_root_can_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let dir = Dir::new();
+    crate::cri::cni_config(&dir, "10.231.10.0/24");
+    load_busybox_image(&dir, IMAGE, vec![], |b| b.cmd(["sleep", "300"]));
+    let mode = |m: u32| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m)).unwrap();
+    let options = in_user_namespace(NamespaceMode::Pod, 300_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cni: &[&std::path::Path] = &[std::path::Path::new("/usr/lib/cni")];
+    let supported = |server: &Server| {
+        rt.block_on(async {
+            let status = server
+                .runtime()
+                .await
+                .status(kboot_cri::v1::StatusRequest { verbose: false })
+                .await
+                .expect("Status")
+                .into_inner();
+            status.runtime_handlers[0].features.unwrap().user_namespaces
+        })
+    };
+
+    mode(0o700);
+    let server = Server::start(&dir, &["unshare", "--net", "--"], cni);
+    assert!(!supported(&server), "user namespaces reported under a 0700 directory");
+    let refused = rt
+        .block_on(async {
+            server
+                .runtime()
+                .await
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pod_config(&dir, "reach", options.clone())),
+                    runtime_handler: String::new(),
+                })
+                .await
+        })
+        .map(|r| r.into_inner().pod_sandbox_id)
+        .expect_err("a user-namespace pod under a 0700 directory must be refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    let msg = refused.message();
+    assert!(
+        msg.contains(&format!("{} (mode 0700)", dir.path().display())) && msg.contains("chmod o+x"),
+        "the refusal names the directory and the fix: {msg}"
+    );
+    server.stop();
+
+    // Search-only for others is enough: the container starts and runs as the mapped root.
+    mode(0o711);
+    let server = Server::start(&dir, &["unshare", "--net", "--"], cni);
+    assert!(supported(&server), "{}", server.log_text());
+    let mut pod = Pod::run(&rt, &server, pod_config(&dir, "reach", options.clone()));
+    let sc = LinuxContainerSecurityContext {
+        namespace_options: Some(options),
+        ..Default::default()
+    };
+    let c = pod.start("c", &["sleep", "349"], sc);
+    let (code, map, err) = pod.exec(&c, &["cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "300000", "65536"]);
+    pod.stop();
 }
 
 fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {

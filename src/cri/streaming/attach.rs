@@ -11,20 +11,14 @@ use kboot_cri::v1 as cri;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
-use super::exec::{closed, finish, resize_terminal, wait_for_streams, Streams, Wanted};
+use super::exec::{closed, finish, open_streams, resize_terminal, Streams, Wanted};
 use super::spdy::{copy_to, Session, StreamWriter};
 use crate::cri::Cri;
 use crate::shim::attach::{FRAME_HEADER, STDERR, STDOUT};
 
-pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::AttachRequest) {
-    let wanted = Wanted {
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-        tty: req.tty,
-    };
-    let Some(mut streams) = wait_for_streams(&mut session, wanted).await else {
-        session.finish().await;
+pub(super) async fn serve(cri: Arc<Cri>, session: Session, req: cri::AttachRequest) {
+    let wanted = Wanted::new(req.stdin, req.stdout, req.stderr, req.tty);
+    let Some((mut session, mut streams)) = open_streams(session, wanted).await else {
         return;
     };
     let outcome = match connect(&cri, &req.container_id).await {

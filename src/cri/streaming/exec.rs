@@ -39,9 +39,20 @@ pub(super) struct Wanted {
     pub tty: bool,
 }
 
+impl Wanted {
+    pub(super) fn new(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Self {
+        Self {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        }
+    }
+}
+
 /// Collects the streams the request announced, as the kubelet does: one per requested
 /// stdio, the error stream, and the resize stream with a TTY.
-pub(super) async fn wait_for_streams(session: &mut Session, req: Wanted) -> Option<Streams> {
+async fn wait_for_streams(session: &mut Session, req: Wanted) -> Option<Streams> {
     let stderr = req.stderr && !req.tty;
     let expected = 1 + usize::from(req.stdin) + usize::from(req.stdout) + usize::from(stderr) + usize::from(req.tty);
     let mut got = Streams::default();
@@ -73,15 +84,21 @@ pub(super) async fn wait_for_streams(session: &mut Session, req: Wanted) -> Opti
     Some(got)
 }
 
-pub(super) async fn serve(cri: Arc<Cri>, mut session: Session, req: cri::ExecRequest) {
-    let wanted = Wanted {
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-        tty: req.tty,
-    };
-    let Some(mut streams) = wait_for_streams(&mut session, wanted).await else {
-        session.finish().await;
+/// The streams of an exec or attach, opened; `None` once the session is finished because
+/// the client did not open them.
+pub(super) async fn open_streams(mut session: Session, wanted: Wanted) -> Option<(Session, Streams)> {
+    match wait_for_streams(&mut session, wanted).await {
+        Some(streams) => Some((session, streams)),
+        None => {
+            session.finish().await;
+            None
+        }
+    }
+}
+
+pub(super) async fn serve(cri: Arc<Cri>, session: Session, req: cri::ExecRequest) {
+    let wanted = Wanted::new(req.stdin, req.stdout, req.stderr, req.tty);
+    let Some((mut session, mut streams)) = open_streams(session, wanted).await else {
         return;
     };
     let outcome = run(&cri, &req, &mut streams, &mut session).await;

@@ -58,6 +58,24 @@ impl Pending {
             Self::PortForward(_) => "portforward",
         }
     }
+
+    /// The stdio an exec or attach asks for; `None` for a port-forward.
+    fn wanted(&self) -> Option<exec::Wanted> {
+        match self {
+            Self::Exec(r) => Some(exec::Wanted::new(r.stdin, r.stdout, r.stderr, r.tty)),
+            Self::Attach(r) => Some(exec::Wanted::new(r.stdin, r.stdout, r.stderr, r.tty)),
+            Self::PortForward(_) => None,
+        }
+    }
+
+    /// Serves the request on its session, whatever the transport.
+    async fn serve(self, cri: Arc<Cri>, session: spdy::Session) {
+        match self {
+            Self::Exec(r) => exec::serve(cri, session, r).await,
+            Self::Attach(r) => attach::serve(cri, session, r).await,
+            Self::PortForward(r) => portforward::serve(cri, session, r).await,
+        }
+    }
 }
 
 /// The running streaming server: its address and the tokens handed out.
@@ -223,12 +241,7 @@ impl Streams {
         };
         tracing::debug!(kind, protocol = ?protocol, "streaming session starts");
         let mut response = switch_protocols(&mut req, "SPDY/3.1", move |io| async move {
-            let session = spdy::Session::new(io);
-            match request {
-                Pending::Exec(r) => exec::serve(cri, session, r).await,
-                Pending::Attach(r) => attach::serve(cri, session, r).await,
-                Pending::PortForward(r) => portforward::serve(cri, session, r).await,
-            }
+            request.serve(cri, spdy::Session::new(io)).await;
         });
         if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
             response.headers_mut().insert(PROTOCOL_HEADER, p);
@@ -241,25 +254,11 @@ impl Streams {
     /// An exec or attach over a WebSocket: the remotecommand channel protocols the kubelet's
     /// own streaming server speaks ([`websocket::PROTOCOLS`]).
     fn websocket(cri: Arc<Cri>, mut req: Request<Incoming>, request: Pending) -> Response<Full<Bytes>> {
-        let wanted = match &request {
-            Pending::Exec(r) => exec::Wanted {
-                stdin: r.stdin,
-                stdout: r.stdout,
-                stderr: r.stderr,
-                tty: r.tty,
-            },
-            Pending::Attach(r) => exec::Wanted {
-                stdin: r.stdin,
-                stdout: r.stdout,
-                stderr: r.stderr,
-                tty: r.tty,
-            },
-            Pending::PortForward(_) => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "kboot forwards ports over SPDY/3.1 only: send Upgrade: SPDY/3.1",
-                )
-            }
+        let Some(wanted) = request.wanted() else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "kboot forwards ports over SPDY/3.1 only: send Upgrade: SPDY/3.1",
+            );
         };
         let (name, protocol, accept) = match websocket::negotiate(req.headers()) {
             Ok(n) => n,
@@ -267,12 +266,7 @@ impl Streams {
         };
         tracing::debug!(kind = request.kind(), protocol = %name, "WebSocket streaming session starts");
         let mut response = switch_protocols(&mut req, "websocket", move |io| async move {
-            let session = websocket::session(io, protocol, wanted).await;
-            match request {
-                Pending::Exec(r) => exec::serve(cri, session, r).await,
-                Pending::Attach(r) => attach::serve(cri, session, r).await,
-                Pending::PortForward(_) => {}
-            }
+            request.serve(cri, websocket::session(io, protocol, wanted).await).await;
         });
         let h = response.headers_mut();
         h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);

@@ -646,6 +646,137 @@ impl StreamWriter {
     }
 }
 
+/// The writer task of a session: encodes what arrives on `out_rx` until [`Out::Close`] or
+/// the connection fails, flushing whenever nothing more is queued.
+async fn write_frames(mut wr: impl AsyncWrite + Unpin, mut out_rx: mpsc::Receiver<Out>) {
+    let mut encoder = Encoder::new();
+    while let Some(item) = out_rx.recv().await {
+        let Out::Frame(frame) = item else { break };
+        let bytes = match encoder.encode(&frame) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "SPDY frame not sent");
+                continue;
+            }
+        };
+        if let Err(e) = wr.write_all(&bytes).await {
+            tracing::debug!(error = %e, "SPDY connection closed while writing");
+            break;
+        }
+        if out_rx.is_empty() {
+            let _ = wr.flush().await;
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}
+
+/// The reader task's state: the client's frames to streams.
+struct Demux {
+    to_writer: mpsc::Sender<Out>,
+    new_streams: mpsc::Sender<Stream>,
+    /// The streams the client may still send data on.
+    open: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+}
+
+impl Demux {
+    /// Reads frames until the client goes away, says GOAWAY, or the writer is gone.
+    async fn read_frames(mut self, mut rd: impl AsyncRead + Unpin) {
+        let mut decoder = Decoder::new();
+        loop {
+            let frame = match decoder.read(&mut rd).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "SPDY connection ends");
+                    break;
+                }
+            };
+            if !self.frame(frame).await {
+                break;
+            }
+        }
+    }
+
+    /// One frame from the client; false when the session ends.
+    async fn frame(&mut self, frame: Frame) -> bool {
+        match frame {
+            Frame::SynStream {
+                stream_id,
+                fin,
+                headers,
+                ..
+            } => return self.new_stream(stream_id, fin, headers).await,
+            Frame::Data { stream_id, fin, data } => {
+                if !data.is_empty() {
+                    if let Some(tx) = self.open.get(&stream_id) {
+                        if tx.send(data).await.is_err() {
+                            self.open.remove(&stream_id);
+                        }
+                    }
+                }
+                if fin {
+                    self.open.remove(&stream_id);
+                }
+            }
+            Frame::Headers {
+                stream_id, fin: true, ..
+            }
+            | Frame::SynReply {
+                stream_id, fin: true, ..
+            }
+            | Frame::RstStream { stream_id, .. } => {
+                self.open.remove(&stream_id);
+            }
+            // The client's pings (odd IDs) are answered with the same frame.
+            Frame::Ping(id) => {
+                let _ = self.to_writer.send(Out::Frame(Frame::Ping(id))).await;
+            }
+            Frame::GoAway { .. } => return false,
+            Frame::Settings(_)
+            | Frame::WindowUpdate { .. }
+            | Frame::Headers { .. }
+            | Frame::SynReply { .. }
+            | Frame::Unknown(_) => {}
+        }
+        true
+    }
+
+    /// SYN_STREAM: reply, then hand the stream to the session's owner (or refuse it when
+    /// nobody takes streams any more); false when the writer is gone.
+    async fn new_stream(&mut self, stream_id: u32, fin: bool, headers: Headers) -> bool {
+        // Reply first: the peer drops data for streams it has no reply for.
+        let reply = Frame::SynReply {
+            stream_id,
+            fin: false,
+            headers: Vec::new(),
+        };
+        if self.to_writer.send(Out::Frame(reply)).await.is_err() {
+            return false;
+        }
+        let (tx, data) = mpsc::channel(16);
+        if !fin {
+            self.open.insert(stream_id, tx);
+        }
+        let stream = Stream {
+            headers,
+            data,
+            out: StreamWriter::new(stream_id, self.to_writer.clone()),
+        };
+        if self.new_streams.send(stream).await.is_err() {
+            // Nobody takes new streams any more: refuse it.
+            let _ = self
+                .to_writer
+                .send(Out::Frame(Frame::RstStream {
+                    stream_id,
+                    status: REFUSED_STREAM,
+                }))
+                .await;
+        }
+        true
+    }
+}
+
 /// An upgraded connection speaking SPDY/3.1: new streams arrive on [`Session::next_stream`].
 pub(super) struct Session {
     streams: mpsc::Receiver<Stream>,
@@ -664,122 +795,22 @@ impl std::fmt::Debug for Session {
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Session {
+    /// Serves `io` as a SPDY session: one task writes the frames sent on `out`, one reads
+    /// the client's frames and hands new streams to [`Session::next_stream`].
     pub(super) fn new<IO>(io: IO) -> Self
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (mut rd, mut wr) = tokio::io::split(io);
-        let (out, mut out_rx) = mpsc::channel::<Out>(64);
-        let writer = tokio::spawn(async move {
-            let mut encoder = Encoder::new();
-            while let Some(item) = out_rx.recv().await {
-                let Out::Frame(frame) = item else { break };
-                let bytes = match encoder.encode(&frame) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SPDY frame not sent");
-                        continue;
-                    }
-                };
-                if let Err(e) = wr.write_all(&bytes).await {
-                    tracing::debug!(error = %e, "SPDY connection closed while writing");
-                    break;
-                }
-                if out_rx.is_empty() {
-                    let _ = wr.flush().await;
-                }
-            }
-            let _ = wr.flush().await;
-            let _ = wr.shutdown().await;
-        });
+        let (rd, wr) = tokio::io::split(io);
+        let (out, out_rx) = mpsc::channel::<Out>(64);
+        let writer = tokio::spawn(write_frames(wr, out_rx));
         let (new_streams, streams) = mpsc::channel::<Stream>(16);
-        let to_writer = out.clone();
-        let reader = tokio::spawn(async move {
-            let mut decoder = Decoder::new();
-            let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
-            loop {
-                let frame = match decoder.read(&mut rd).await {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "SPDY connection ends");
-                        break;
-                    }
-                };
-                match frame {
-                    Frame::SynStream {
-                        stream_id,
-                        fin,
-                        headers,
-                        ..
-                    } => {
-                        // Reply first: the peer drops data for streams it has no reply for.
-                        let reply = Frame::SynReply {
-                            stream_id,
-                            fin: false,
-                            headers: Vec::new(),
-                        };
-                        if to_writer.send(Out::Frame(reply)).await.is_err() {
-                            break;
-                        }
-                        let (tx, data) = mpsc::channel(16);
-                        if !fin {
-                            open.insert(stream_id, tx);
-                        }
-                        let stream = Stream {
-                            headers,
-                            data,
-                            out: StreamWriter {
-                                id: stream_id,
-                                tx: to_writer.clone(),
-                            },
-                        };
-                        if new_streams.send(stream).await.is_err() {
-                            // Nobody takes new streams any more: refuse it.
-                            let _ = to_writer
-                                .send(Out::Frame(Frame::RstStream {
-                                    stream_id,
-                                    status: REFUSED_STREAM,
-                                }))
-                                .await;
-                        }
-                    }
-                    Frame::Data { stream_id, fin, data } => {
-                        if !data.is_empty() {
-                            if let Some(tx) = open.get(&stream_id) {
-                                if tx.send(data).await.is_err() {
-                                    open.remove(&stream_id);
-                                }
-                            }
-                        }
-                        if fin {
-                            open.remove(&stream_id);
-                        }
-                    }
-                    Frame::Headers {
-                        stream_id, fin: true, ..
-                    }
-                    | Frame::SynReply {
-                        stream_id, fin: true, ..
-                    } => {
-                        open.remove(&stream_id);
-                    }
-                    Frame::RstStream { stream_id, .. } => {
-                        open.remove(&stream_id);
-                    }
-                    // The client's pings (odd IDs) are answered with the same frame.
-                    Frame::Ping(id) => {
-                        let _ = to_writer.send(Out::Frame(Frame::Ping(id))).await;
-                    }
-                    Frame::GoAway { .. } => break,
-                    Frame::Settings(_)
-                    | Frame::WindowUpdate { .. }
-                    | Frame::Headers { .. }
-                    | Frame::SynReply { .. }
-                    | Frame::Unknown(_) => {}
-                }
-            }
-        });
+        let demux = Demux {
+            to_writer: out.clone(),
+            new_streams,
+            open: HashMap::new(),
+        };
+        let reader = tokio::spawn(demux.read_frames(rd));
         Self {
             streams,
             out,

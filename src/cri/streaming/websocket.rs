@@ -150,13 +150,24 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut messages) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Out>(64);
+    let (sink, messages) = ws.split();
+    let (out, out_rx) = mpsc::channel::<Out>(64);
     let (new_streams, streams) = mpsc::channel::<Stream>(8);
+    let inputs = open_channels(wanted, &new_streams, &out).await;
+    let writer = tokio::spawn(write_messages(sink, protocol, first_channel(wanted), out_rx));
+    let reader = tokio::spawn(read_messages(messages, protocol, inputs, new_streams));
+    Session::from_parts(streams, out, reader, writer)
+}
 
-    // The channels the request opens, as the SPDY streams exec and attach expect: stderr joins
-    // stdout on a terminal, and only a terminal is resized.
-    let mut inputs: HashMap<u8, mpsc::Sender<Vec<u8>>> = HashMap::new();
+/// The channels the request opens, as the SPDY streams exec and attach expect (stderr joins
+/// stdout on a terminal, and only a terminal is resized), sent on `new_streams`; returns the
+/// senders of the client's channels (stdin, resize).
+async fn open_channels(
+    wanted: Wanted,
+    new_streams: &mpsc::Sender<Stream>,
+    out: &mpsc::Sender<Out>,
+) -> HashMap<u8, mpsc::Sender<Vec<u8>>> {
+    let mut inputs = HashMap::new();
     let kinds = [
         (ERROR, "error", true),
         (STDIN, "stdin", wanted.stdin),
@@ -177,79 +188,95 @@ where
         // Fewer streams than the channel holds: this cannot wait.
         let _ = new_streams.send(stream).await;
     }
-    // The client learns the connection is up from an empty message on the lowest channel it
-    // reads (wsstream does the same).
-    let first = if wanted.stdout {
+    inputs
+}
+
+/// The client learns the connection is up from an empty message on the lowest channel it
+/// reads (wsstream does the same).
+fn first_channel(wanted: Wanted) -> u8 {
+    if wanted.stdout {
         STDOUT
     } else if wanted.stderr && !wanted.tty {
         STDERR
     } else {
         ERROR
-    };
+    }
+}
 
-    let writer = tokio::spawn(async move {
-        if sink.send(encode(protocol, first, &[])).await.is_err() {
+/// The writer task: the first empty message, then each stream's data as messages of its
+/// channel (the error channel in the protocol's form), then a normal close.
+async fn write_messages<S>(mut sink: S, protocol: Protocol, first: u8, mut out_rx: mpsc::Receiver<Out>)
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    if sink.send(encode(protocol, first, &[])).await.is_err() {
+        return;
+    }
+    while let Some(item) = out_rx.recv().await {
+        let (channel, data) = match item {
+            // An empty DATA frame is a stream's FIN: WebSocket channels have none.
+            Out::Frame(Frame::Data { stream_id, data, .. }) if !data.is_empty() => (stream_id as u8, data),
+            Out::Frame(_) => continue,
+            Out::Close => break,
+        };
+        let data = if channel == ERROR && !protocol.status_json {
+            match v1_status(&data) {
+                Some(message) => message,
+                None => continue,
+            }
+        } else {
+            data
+        };
+        if let Err(e) = sink.send(encode(protocol, channel, &data)).await {
+            tracing::debug!(error = %e, "WebSocket connection closed while writing");
             return;
         }
-        while let Some(item) = out_rx.recv().await {
-            let (channel, data) = match item {
-                // An empty DATA frame is a stream's FIN: WebSocket channels have none.
-                Out::Frame(Frame::Data { stream_id, data, .. }) if !data.is_empty() => (stream_id as u8, data),
-                Out::Frame(_) => continue,
-                Out::Close => break,
-            };
-            let data = if channel == ERROR && !protocol.status_json {
-                match v1_status(&data) {
-                    Some(message) => message,
-                    None => continue,
-                }
-            } else {
-                data
-            };
-            if let Err(e) = sink.send(encode(protocol, channel, &data)).await {
-                tracing::debug!(error = %e, "WebSocket connection closed while writing");
-                return;
-            }
-        }
-        let close = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        let _ = sink.send(Message::Close(Some(close))).await;
-    });
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+}
 
-    let reader = tokio::spawn(async move {
-        // Held until the client goes: exec and attach see the end of the session there.
-        let _open = new_streams;
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(Message::Close(_)) => break,
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(error = %e, "WebSocket connection ends");
-                    break;
-                }
-            };
-            let Some((channel, data)) = decode(protocol, message) else {
-                continue;
-            };
-            if protocol.close && channel == STREAM_CLOSE {
-                if let Some(closed) = data.first() {
-                    inputs.remove(closed);
-                }
-                continue;
+/// The reader task: the client's messages to the input channels, until it closes.
+/// `new_streams` is held until then: exec and attach see the end of the session there.
+async fn read_messages<M>(
+    mut messages: M,
+    protocol: Protocol,
+    mut inputs: HashMap<u8, mpsc::Sender<Vec<u8>>>,
+    new_streams: mpsc::Sender<Stream>,
+) where
+    M: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let _open = new_streams;
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(Message::Close(_)) => break,
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket connection ends");
+                break;
             }
-            if data.is_empty() {
-                continue;
+        };
+        let Some((channel, data)) = decode(protocol, message) else {
+            continue;
+        };
+        if protocol.close && channel == STREAM_CLOSE {
+            if let Some(closed) = data.first() {
+                inputs.remove(closed);
             }
-            if let Some(tx) = inputs.get(&channel) {
-                if tx.send(data).await.is_err() {
-                    inputs.remove(&channel);
-                }
+            continue;
+        }
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(tx) = inputs.get(&channel) {
+            if tx.send(data).await.is_err() {
+                inputs.remove(&channel);
             }
         }
-    });
-    Session::from_parts(streams, out, reader, writer)
+    }
 }
 
 #[cfg(test)]
