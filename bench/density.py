@@ -224,6 +224,24 @@ def table(results):
     row("delete: node empty after, s", lambda x: x["delete"]["empty_s"])
     row("delete: runtime clean after, s", lambda x: x["delete"]["clean_s"])
     lines.append("")
+    lines.append("Per round (`sleep`): host load average at the round's start and end, p99 pod start, runtime Pss and CPU:")
+    lines.append("")
+    lines.append("| round | order | load | p99 kboot / containerd, s | Pss kboot / containerd, MB | CPU kboot / containerd, % |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rounds:
+        def one(rt, getter, fmt):
+            try:
+                return fmt.format(getter(r[rt]["sleep"]))
+            except (KeyError, TypeError):
+                return "–"
+        p99 = lambda x: x["start"]["start_s"]["p99"]
+        pss = lambda x: x["steady"]["runtime"]["pss_kb"] / 1024
+        cpu = lambda x: x["steady"]["runtime_cpu_pct"]
+        lines.append(f"| {r['round']} | {' then '.join(r['order'])} | {r['loadavg_start']:.1f} → {r['loadavg_end']:.1f} | "
+                     f"{one('kboot', p99, '{:.2f}')} / {one('containerd', p99, '{:.2f}')} | "
+                     f"{one('kboot', pss, '{:.1f}')} / {one('containerd', pss, '{:.1f}')} | "
+                     f"{one('kboot', cpu, '{:.2f}')} / {one('containerd', cpu, '{:.2f}')} |")
+    lines.append("")
     lines.append("kubelet → runtime call latency (`kubelet_runtime_operations_duration_seconds`, mean ms, from pod creation to deletion):")
     lines.append("")
     lines.append("| operation | kboot | containerd | ratio |")

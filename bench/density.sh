@@ -165,16 +165,22 @@ echo "# bench/density.sh $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)
 echo "ROUNDS=$ROUNDS PODS=$PODS STEADY=$STEADY STEADY_PROBE=$STEADY_PROBE RUNTIMES=$RUNTIMES WORKLOADS=$WORKLOADS EVENTED_PLEG=$EVENTED_PLEG" >> "$RESULTS/run.txt"
 
 # --- registry (shared with scripts/e2e.sh: reused when it already answers) --------------------
-if ! curl -fsS "http://$REG/v2/" >/dev/null 2>&1; then
-  [ -f "$REG_CONF" ] || { log "no loopback registry ($REG_CONF): run scripts/e2e-images.sh once"; exit 1; }
-  daemon registry docker-registry serve "$REG_CONF"
-  wait_for 20 "the registry" curl -fsS "http://$REG/v2/" || exit 1
-fi
-for ref in library/busybox:1.36 pause:3.10.1; do
-  curl -fsS -o /dev/null "http://$REG/v2/${ref%:*}/manifests/${ref#*:}" \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    || { log "the registry has no $ref (scripts/e2e-images.sh, scripts/conformance-images.sh)"; exit 1; }
-done
+# Checked again at every round: a registry of another user of the host (the e2e, the
+# conformance run) answers now and may be gone when the next round starts.
+registry_up() {
+  if ! curl -fsS "http://$REG/v2/" >/dev/null 2>&1; then
+    [ -f "$REG_CONF" ] || { log "no loopback registry ($REG_CONF): run scripts/e2e-images.sh once"; return 1; }
+    stop registry
+    daemon registry docker-registry serve "$REG_CONF"
+    wait_for 20 "the registry" curl -fsS "http://$REG/v2/" || return 1
+  fi
+  for ref in library/busybox:1.36 pause:3.10.1; do
+    curl -fsS -o /dev/null "http://$REG/v2/${ref%:*}/manifests/${ref#*:}" \
+      -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+      || { log "the registry has no $ref (scripts/e2e-images.sh, scripts/conformance-images.sh)"; return 1; }
+  done
+}
+registry_up || exit 1
 
 # --- control plane ------------------------------------------------------------------------------
 log "control plane"
@@ -368,6 +374,7 @@ for r in $(seq "$ROUNDS"); do
   wait "$locker" || exit 1
   HOLD=1
   log "round $r: lock held; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  registry_up || { HOLD=0; flock -u "$lockfd"; exit 1; }
   load0=$(cut -d' ' -f1 /proc/loadavg)
   ok=1
   for rt in $order; do run_runtime "$rt" "$r" || { ok=0; log "round $r: $rt failed"; stop kubelet; kc delete node "$NODE" >/dev/null 2>&1; stop "$rt"; }; done

@@ -74,41 +74,61 @@ else
   not_run+=("end-to-end (KBOOT_E2E=0): sudo scripts/e2e.sh")
 fi
 
-# The conformance subset (docs/conformance.md): Kubernetes' own [NodeConformance] [Conformance]
-# specs, in parallel, against the same two-node cluster, minus the known kboot failures that
-# page lists with their causes (CONFORMANCE_CI_SKIP). Its inputs (e2e.test, agnhost, the sample
-# API server; scripts/build-k8s.sh --only e2e) are built when the budget leaves room for the
-# build and a run; otherwise, or when the run itself hits its budget, the tier is NOT RUN with
-# the command, never counted as passed. KBOOT_CONFORMANCE=1 makes NOT RUN an error; =auto runs
-# it when it fits. Its cold cost and the runs behind the choice of subset are in
-# docs/conformance.md (## CI); whether it is on by default is the lead's call: off until then,
-# and listed as NOT RUN.
-KBOOT_CONFORMANCE=${KBOOT_CONFORMANCE:-0}
-CONFORMANCE_RUN_S=${KBOOT_CONFORMANCE_RUN_S:-1200}
-CONFORMANCE_CMD="sudo CONFORMANCE_FOCUS='\\[NodeConformance\\]' CONFORMANCE_SKIP='$CONFORMANCE_CI_SKIP' scripts/conformance.sh"
+# The conformance subset (docs/conformance.md ## CI): Kubernetes' own 140 [NodeConformance]
+# [Conformance] specs, in parallel, on the same two-node cluster, minus the known kboot failures
+# that page lists with their causes (CONFORMANCE_CI_SKIP, empty today); any failure fails CI.
+# KBOOT_CONFORMANCE (auto|0|1), default auto: the tier runs when the budget left holds its
+# measured cost and is otherwise reported NOT RUN with its command, never passed. =1 runs it
+# whatever the budget and makes NOT RUN (the suite's time running out) an error. The default
+# is auto, not 1: the one thing auto forgives is time, so a healthy run on a machine slower
+# than the figures below stays green (the tier listed NOT RUN), while a spec failure is red
+# under both.
+KBOOT_CONFORMANCE=${KBOOT_CONFORMANCE:-auto}
+# Costs measured on 2 loaded cores (docs/conformance.md ## CI), with margin:
+# CONFORMANCE_BUILD_S: e2e.test, agnhost and ginkgo (build-k8s.sh --only e2e-suite) after the
+#   components, build cache cold; 0 when they are cached.
+# CONFORMANCE_RUN_S: busybox from Debian's source and the subset's 4 images when not cached,
+#   the cluster, the 140 specs and the teardown (conformance.sh with CONFORMANCE_IMAGES=node).
+CONFORMANCE_BUILD_S=${KBOOT_CONFORMANCE_BUILD_S:-900}
+CONFORMANCE_RUN_S=${KBOOT_CONFORMANCE_RUN_S:-1800}
+# What the suite itself may take once the cluster is up: the run's cost minus the images and
+# the cluster (about 10 min cold).
+CONFORMANCE_SETUP_S=600
+CONFORMANCE_CMD="sudo CONFORMANCE_FOCUS='\\[NodeConformance\\]' CONFORMANCE_SKIP='$CONFORMANCE_CI_SKIP' CONFORMANCE_IMAGES=node scripts/conformance.sh"
 if [ "$KBOOT_CONFORMANCE" != 0 ] && [ "${KBOOT_E2E:-auto}" != 0 ] && [ -x "$K8S_BIN/kubectl" ]; then
-  left=$(( BUDGET_S - ($(date +%s) - START) - CONFORMANCE_RUN_S ))
-  echo "== conformance subset: e2e.test and images (build budget ${left}s)"
-  if [ "$left" -gt 60 ] && timeout --foreground "$left" scripts/build-k8s.sh --only e2e; then
-    run_min=$(( (BUDGET_S - ($(date +%s) - START)) / 60 ))
-    echo "== conformance subset: [NodeConformance] [Conformance] specs (budget ${run_min} min)"
+  need=$CONFORMANCE_RUN_S
+  [ -x "$K8S_BIN/e2e.test" ] && [ -x "$K8S_BIN/agnhost" ] && [ -x "$K8S_BIN/ginkgo" ] || need=$(( need + CONFORMANCE_BUILD_S ))
+  left=$(( BUDGET_S - ($(date +%s) - START) ))
+  if [ "$KBOOT_CONFORMANCE" = 1 ] || [ "$left" -ge "$need" ]; then
+    echo "== conformance subset: e2e.test, agnhost, ginkgo (needs ~${need}s, ${left}s of the budget left)"
+    build_left=$(( left - CONFORMANCE_RUN_S )); [ "$KBOOT_CONFORMANCE" = 1 ] && build_left=0
     rc=0
-    CONFORMANCE_FOCUS='\[NodeConformance\]' CONFORMANCE_SKIP="$CONFORMANCE_CI_SKIP" \
-      CONFORMANCE_BUDGET_MIN=$run_min scripts/conformance.sh || rc=$?
-    case $rc in
-      0) ;;
-      3) [ "$KBOOT_CONFORMANCE" = 1 ] && exit 1
-         not_run+=("conformance subset (budget ran out; the summary lists what did not run): $CONFORMANCE_CMD") ;;
-      *) echo "scripts/test.sh: the conformance subset failed (/var/tmp/kboot-conformance/results/summary.txt)" >&2; exit 1 ;;
-    esac
-  elif [ "$KBOOT_CONFORMANCE" = 1 ]; then
-    echo "scripts/test.sh: e2e.test could not be built within the budget" >&2
-    exit 1
+    timeout --foreground "$build_left" scripts/build-k8s.sh --only e2e-suite || rc=$?
+    if [ "$rc" = 0 ]; then
+      # The suite's own budget (ginkgo --timeout): what is left after the images and the cluster.
+      # Running out reports the specs without a result NOT RUN (exit 3); under =1 that fails.
+      run_args=()
+      [ "$KBOOT_CONFORMANCE" = 1 ] || run_args=(CONFORMANCE_BUDGET_MIN=$(( (BUDGET_S - ($(date +%s) - START) - CONFORMANCE_SETUP_S) / 60 )))
+      echo "== conformance subset: [NodeConformance] [Conformance] specs (${run_args[*]:-no budget: KBOOT_CONFORMANCE=1})"
+      env "${run_args[@]}" CONFORMANCE_FOCUS='\[NodeConformance\]' CONFORMANCE_SKIP="$CONFORMANCE_CI_SKIP" \
+        CONFORMANCE_IMAGES=node scripts/conformance.sh || rc=$?
+      case $rc in
+        0) ;;
+        3) [ "$KBOOT_CONFORMANCE" = 1 ] && { echo "scripts/test.sh: the conformance subset ran out of time (KBOOT_CONFORMANCE=1)" >&2; exit 1; }
+           not_run+=("conformance subset (the budget ran out; the summary lists what did not run): $CONFORMANCE_CMD") ;;
+        *) echo "scripts/test.sh: the conformance subset failed (/var/tmp/kboot-conformance/results/summary.txt)" >&2; exit 1 ;;
+      esac
+    elif [ "$rc" = 124 ] && [ "$KBOOT_CONFORMANCE" != 1 ]; then
+      not_run+=("conformance subset (e2e.test not built within the budget): sudo scripts/build-k8s.sh --only e2e-suite && $CONFORMANCE_CMD")
+    else
+      echo "scripts/test.sh: building the conformance suite failed (build-k8s.sh --only e2e-suite, status $rc)" >&2
+      exit 1
+    fi
   else
-    not_run+=("conformance subset (e2e.test not built within ${KBOOT_TEST_BUDGET_MIN:-80} min): sudo scripts/build-k8s.sh --only e2e && $CONFORMANCE_CMD")
+    not_run+=("conformance subset (needs ~${need}s, ${left}s of the ${KBOOT_TEST_BUDGET_MIN:-80} min budget left): $CONFORMANCE_CMD")
   fi
 elif [ "$KBOOT_CONFORMANCE" = 0 ]; then
-  not_run+=("conformance subset (KBOOT_CONFORMANCE=0, the default; docs/conformance.md): $CONFORMANCE_CMD")
+  not_run+=("conformance subset (KBOOT_CONFORMANCE=0): $CONFORMANCE_CMD")
 else
   not_run+=("conformance subset (needs the end-to-end components): $CONFORMANCE_CMD")
 fi

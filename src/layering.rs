@@ -19,12 +19,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cgroups", &[]),
     ("seal", &[]),
     ("layering", &[]),
-    ("state", &["base"]),
-    ("plan", &["base", "state"]),
-    ("pki", &["base", "plan", "state"]),
+    ("state", &[]),
+    ("plan", &[]),
+    ("pki", &["base", "plan"]),
     ("store", &["base", "state"]),
     ("registry", &["base", "state", "store"]),
-    ("unpack", &["base", "state", "store"]),
+    ("unpack", &["state", "store"]),
     (
         "bundle",
         &["base", "cgroups", "inroot", "plan", "state", "store", "unpack"],
@@ -33,17 +33,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "cri",
         &[
-            "base", "bundle", "cgroups", "inroot", "plan", "registry", "shim", "state", "store", "unpack",
+            "base", "bundle", "cgroups", "inroot", "plan", "registry", "shim", "state", "store",
         ],
     ),
     (
         "supervisor",
-        &[
-            "base", "bundle", "cgroups", "cri", "plan", "shim", "state", "store", "unpack",
-        ],
+        &["base", "bundle", "cgroups", "cri", "plan", "shim", "state"],
     ),
     ("roles", &["base", "cgroups", "pki", "plan", "state"]),
-    ("preflight", &["base", "roles", "state"]),
+    ("preflight", &["roles", "state"]),
     ("service", &["base", "roles", "state"]),
     (
         "node",
@@ -52,7 +50,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bundle",
             "cri",
             "pki",
-            "plan",
             "preflight",
             "registry",
             "roles",

@@ -213,13 +213,21 @@ pub(crate) async fn stop(paths: &Paths, c: &CriContainer, timeout: Duration) -> 
     }
 }
 
+/// Unmounts what a stopped container still has mounted, its rootfs view and id-mapped
+/// volumes, keeping the files (its writable layer stays until [`remove`]). Idempotent.
+pub(crate) fn release_rootfs(paths: &Paths, c: &CriContainer) -> Result<()> {
+    let dir = c.dir(paths);
+    crate::bundle::userns::release(&dir).map_err(CriError::io("unmount the id-mapped volumes in", dir.path()))?;
+    LocalImages { paths: paths.clone() }.release(&dir);
+    Ok(())
+}
+
 /// Removes what Create and Start made: the rootfs view, the log, the directory, the attach
 /// socket.
 pub(crate) fn remove(paths: &Paths, c: &CriContainer) -> Result<()> {
     let dir = c.dir(paths);
     // Before anything is deleted: the directory holds id-mapped mounts of volumes.
-    crate::bundle::userns::release(&dir).map_err(CriError::io("unmount the id-mapped volumes in", dir.path()))?;
-    LocalImages { paths: paths.clone() }.release(&dir);
+    release_rootfs(paths, c)?;
     if let Some(log) = &c.record.log_path {
         let _ = fs::remove_file(log);
     }

@@ -124,7 +124,7 @@ impl Cri {
                 .containers
                 .values()
                 .filter(|c| c.record.sandbox_id == sandbox_id)
-                .map(|c| Self::full_status(paths, c))
+                .map(|c| Self::full_status(inner, paths, c))
                 .collect(),
         };
         tracing::debug!(container = %container_id, sandbox = %sandbox_id, ?kind, "container event");
@@ -140,7 +140,9 @@ impl Cri {
         let cri = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(id) = exited.recv().await {
-                let inner = cri.inner.lock().await;
+                let mut inner = cri.inner.lock().await;
+                // Its shim has ended: read the exit once, so lists and statuses say Exited.
+                inner.refresh_phase(&cri.config.paths, &id);
                 if let Some(c) = inner.containers.get(&id) {
                     let sandbox = c.record.sandbox_id.clone();
                     cri.emit(&inner, &id, &sandbox, ContainerEventType::ContainerStoppedEvent);
@@ -149,7 +151,7 @@ impl Cri {
         });
         let inner = self.inner.lock().await;
         for c in inner.containers.values() {
-            if let Phase::Running(rec) = c.phase(&self.config.paths) {
+            if let Phase::Running(rec) = inner.phase(&self.config.paths, c) {
                 self.events.watch_exit(c.id.clone(), rec);
             }
         }

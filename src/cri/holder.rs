@@ -15,6 +15,11 @@
 //! on the host) writes its uid and gid maps, then the child, now root inside, unshares the
 //! PID, network and IPC namespaces and forks the init. Every namespace of the pod is then
 //! owned by its user namespace, which its containers join from inside it.
+//!
+//! The init is PID 1 of a namespace the pod's containers share, so they can reach it
+//! (`/proc/1/root`, `/proc/1/cwd`, ptrace where their capabilities allow): before it reaps,
+//! it [confines](confine) itself to reach nothing they cannot. Before that, a container
+//! given `CAP_SYS_PTRACE` read the host's `/etc/shadow` through `/proc/1/root`.
 
 use std::io;
 
@@ -105,11 +110,110 @@ pub fn spawn_in_new_pid_namespace(userns: Option<(IdRange, IdRange)>) -> io::Res
         return spawn_in_new_user_namespace(ranges);
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    fork_init(Confine::HostUserNamespace).map(Pid::as_raw)
+}
+
+/// Where the init is confined from (see [`confine`]).
+#[derive(Clone, Copy)]
+enum Confine {
+    /// A plain PID holder: root on the host, in the host's other namespaces.
+    HostUserNamespace,
+    /// The pod's user-namespace holder: its network and IPC namespaces are the pod's.
+    PodUserNamespace,
+}
+
+/// Forks the namespace's init, which confines itself and then reaps forever; returns its
+/// PID once it is confined, or the errno of the step that failed.
+fn fork_init(how: Confine) -> io::Result<Pid> {
+    use nix::unistd::{pipe, read, write};
+    let (r, w) = pipe()?;
     // SAFETY: the CLI process is single-threaded here; the child only makes syscalls.
     match unsafe { fork() }.map_err(io::Error::from)? {
-        ForkResult::Parent { child } => Ok(child.as_raw()),
-        ForkResult::Child => reap_forever(),
+        ForkResult::Child => {
+            drop(r);
+            null_stdio();
+            if let Err(e) = confine(how) {
+                // SAFETY: leave the forked child without running the parent's destructors.
+                unsafe { libc::_exit(e as i32) }
+            }
+            let _ = write(&w, b"c");
+            drop(w);
+            // Nothing inherited stays open (the user-namespace holder's pid pipe: its reader
+            // waits for the end of it).
+            // SAFETY: close_range on descriptors this process no longer uses.
+            unsafe { libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) };
+            reap_forever()
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            if read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut [0u8; 1])? == 1 {
+                return Ok(child);
+            }
+            let errno = match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => code,
+                _ => libc::EIO,
+            };
+            Err(io::Error::new(
+                io::Error::from_raw_os_error(errno).kind(),
+                format!(
+                    "the namespace's init could not confine itself (private mount namespace, empty root, no capabilities): {}",
+                    io::Error::from_raw_os_error(errno)
+                ),
+            ))
+        }
     }
+}
+
+/// Leaves the init nothing of the host a pod's container could reach through it: a private
+/// mount namespace whose root is an empty read-only tmpfs (over `/proc`, which every host
+/// has, in that namespace only), no capabilities in any set, no new privileges. The plain
+/// holder also leaves the host's network, IPC and UTS namespaces, and is made non-dumpable:
+/// without capabilities it would otherwise be ptrace-able by any root container of the pod
+/// (the kernel then checks only that the tracer's capabilities include the target's). The
+/// user-namespace holder stays dumpable (its containers open its PID namespace from inside
+/// the pod's user namespace, which a non-dumpable target refuses) and stays host uid 0, so
+/// that only a container given CAP_SYS_PTRACE could trace it, into an empty root without
+/// capabilities.
+fn confine(how: Confine) -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if matches!(how, Confine::HostUserNamespace) {
+        flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags)?;
+    // Private first: the tmpfs must not propagate to the host's `/proc`.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("tmpfs"),
+        "/proc",
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=0555"),
+    )?;
+    nix::unistd::chdir("/proc")?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::chdir("/")?;
+    if matches!(how, Confine::HostUserNamespace) {
+        nix::sys::prctl::set_dumpable(false)?;
+    }
+    nix::sys::prctl::set_no_new_privs()?;
+    let fail = |_| nix::errno::Errno::EPERM;
+    caps::clear(None, caps::CapSet::Bounding).map_err(fail)?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(fail)?;
+    for set in [
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// The user-namespace variant: see the module comment for the steps.
@@ -130,14 +234,11 @@ fn spawn_in_new_user_namespace((uids, gids): (IdRange, IdRange)) -> io::Result<i
                     return Err(nix::errno::Errno::EPERM);
                 }
                 unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC)?;
-                // SAFETY: single-threaded, as above.
-                match unsafe { fork() }? {
-                    ForkResult::Child => {
-                        drop(pid_w);
-                        reap_forever()
-                    }
-                    ForkResult::Parent { child } => write(&pid_w, child.as_raw().to_string().as_bytes()).map(drop),
-                }
+                let child = fork_init(Confine::PodUserNamespace).map_err(|e| {
+                    e.raw_os_error()
+                        .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw)
+                })?;
+                write(&pid_w, child.as_raw().to_string().as_bytes()).map(drop)
             })();
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(i32::from(made.is_err())) }
@@ -177,14 +278,16 @@ fn spawn_in_new_user_namespace((uids, gids): (IdRange, IdRange)) -> io::Result<i
     }
 }
 
-fn reap_forever() -> ! {
-    // The server reads the parent's stdout to its end: the child must not hold it open.
+/// The server reads the holder's stdout to its end: the init must not hold it open.
+fn null_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..3 {
             let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
-    let _ = std::env::set_current_dir("/");
+}
+
+fn reap_forever() -> ! {
     // SIGCHLD blocked, so it stays pending until waited for: no wakeup is lost.
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);

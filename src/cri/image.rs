@@ -166,18 +166,23 @@ impl ImageService for Images {
             .map(|s| s.image)
             .unwrap_or_default();
         let store = self.store()?;
-        let images = if wanted.is_empty() {
-            catalog(&store)?.iter().map(CatalogImage::to_cri).collect()
-        } else {
-            lookup(&store, &wanted)?.iter().map(CatalogImage::to_cri).collect()
-        };
+        let images = super::blocking(move || {
+            Ok(if wanted.is_empty() {
+                catalog(&store)?.iter().map(CatalogImage::to_cri).collect()
+            } else {
+                lookup(&store, &wanted)?.iter().map(CatalogImage::to_cri).collect()
+            })
+        })
+        .await?;
         Ok(Response::new(cri::ListImagesResponse { images }))
     }
 
     async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> Reply<cri::ImageStatusResponse> {
         let image = image_spec(req.into_inner().image)?;
-        // Absent is an empty answer, not an error: the kubelet then pulls.
-        let found = lookup(&self.store()?, &image)?;
+        // Absent is an empty answer, not an error: the kubelet then pulls. The store's files
+        // are read on a blocking thread: a kubelet asks for every pod it starts.
+        let store = self.store()?;
+        let found = super::blocking(move || lookup(&store, &image)).await?;
         Ok(Response::new(cri::ImageStatusResponse {
             image: found.as_ref().map(CatalogImage::to_cri),
             info: Default::default(),
@@ -221,16 +226,22 @@ impl ImageService for Images {
         let image = image_spec(req.into_inner().image)?;
         let store = self.store()?;
         // Every name of the image goes, as containerd does; an absent image is already removed.
-        if let Some(found) = lookup(&store, &image)? {
-            store.remove(&found.keys).map_err(CriError::from)?;
-            tracing::info!(image = %image, id = %found.id, names = ?found.keys, "image removed");
-        }
+        super::blocking(move || {
+            if let Some(found) = lookup(&store, &image)? {
+                store.remove(&found.keys).map_err(CriError::from)?;
+                tracing::info!(image = %image, id = %found.id, names = ?found.keys, "image removed");
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
     async fn image_fs_info(&self, _: Request<cri::ImageFsInfoRequest>) -> Reply<cri::ImageFsInfoResponse> {
+        let paths = self.0.config.paths.clone();
+        let usage = super::blocking(move || Ok(Cri::fs_usage(&paths))).await?;
         Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![self.0.fs_usage()],
+            image_filesystems: vec![usage],
             container_filesystems: vec![],
         }))
     }

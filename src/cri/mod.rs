@@ -141,29 +141,75 @@ pub async fn remove_all(paths: Paths) -> Result<Vec<String>, CriError> {
     Ok(ids)
 }
 
-/// Shared server state behind one lock, held briefly: to check a request against the state,
-/// to reserve what it makes (`Inner::making`, `Inner::starting`) and to record the result.
-/// The slow work of RunPodSandbox, CreateContainer and StartContainer (CNI, rootfs views,
-/// fsynced records, the shim's start) runs outside it, so 110 pods are made side by side
-/// and the kubelet's lists and status calls are not queued behind them. Stop and remove
-/// still hold it throughout.
+/// Shared server state behind one lock, held only to read or change that state: never
+/// across a process, a mount, a namespace, a CNI call or an fsync. The slow part of every
+/// change (RunPodSandbox, CreateContainer, StartContainer, StopPodSandbox,
+/// RemovePodSandbox, RemoveContainer) runs outside it, after reserving what it works on, and
+/// its file and mount work runs on tokio's blocking threads ([`blocking`]): with the lock
+/// or an executor thread held across that work, 110 pods were made and removed one after
+/// the other and every status and list call of the kubelet waited behind them
+/// (bench/README.md, Density). Reads answer from memory.
 #[derive(Debug)]
 pub(crate) struct Cri {
     config: CriConfig,
     inner: Mutex<Inner>,
+    /// The kubelet's pod CIDR (UpdateRuntimeConfig), apart from `inner` so `Status` never
+    /// waits for it.
+    pod_cidr: std::sync::Mutex<String>,
+    /// One lock per sandbox for StopPodSandbox and RemovePodSandbox, which the kubelet may
+    /// send twice at once (a retry after its deadline) and which must not interleave.
+    sandbox_ops: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+    /// Permits for the heavy part of a change (see [`Cri::heavy`]).
+    heavy: tokio::sync::Semaphore,
     events: events::Events,
 }
 
+/// How many heavy changes (a sandbox's namespaces and CNI ADD, a container's rootfs and
+/// bundle, a shim's start, a stop's unmounts and CNI DEL, a removal's deletes) run at once,
+/// per core. They are CPU and kernel-lock bound: 110 at once on 2 cores (the kubelet sends
+/// a whole Deployment at once) left the server's own threads one runnable thread among
+/// hundreds, and a status call took seconds (the 110-pod test); a few per core keep the
+/// cores busy and the reads answered.
+const HEAVY_PER_CORE: usize = 2;
+
 #[derive(Debug, Default)]
 struct Inner {
-    pod_cidr: String,
     sandboxes: BTreeMap<String, Sandbox>,
     containers: BTreeMap<String, CriContainer>,
+    /// Each container's phase as last read from its shim's records: at load, after its
+    /// start, after it stopped, and when its shim ends (the exit watcher of [`events`]), so
+    /// lists and status calls read no file. A container missing here is read from disk.
+    phases: BTreeMap<String, container::Phase>,
     /// Sandboxes (by metadata) and containers (by sandbox and metadata) being made outside
     /// the lock: a second request for the same one is refused as a duplicate meanwhile.
     making: std::collections::BTreeSet<String>,
     /// Containers whose StartContainer is under way (outside the lock).
     starting: std::collections::BTreeSet<String>,
+    /// Containers whose RemoveContainer is under way (outside the lock).
+    removing: std::collections::BTreeSet<String>,
+}
+
+impl Inner {
+    /// The container's phase from memory (from its shim's records when not known yet).
+    fn phase(&self, paths: &Paths, c: &CriContainer) -> container::Phase {
+        self.phases.get(&c.id).cloned().unwrap_or_else(|| c.phase(paths))
+    }
+
+    /// Reads the container's phase from its shim's records again and keeps it.
+    fn refresh_phase(&mut self, paths: &Paths, id: &str) {
+        if let Some(c) = self.containers.get(id) {
+            let phase = c.phase(paths);
+            self.phases.insert(id.to_owned(), phase);
+        }
+    }
+}
+
+/// Runs file, mount and namespace work on tokio's blocking threads: on one of the few
+/// executor threads it would stall every other call of the server meanwhile.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CriError::Unavailable(format!("a blocking task of the CRI server failed: {e}")))?
 }
 
 pub(crate) fn now_nanos() -> i64 {
@@ -187,18 +233,28 @@ impl Cri {
         }
         // Containers keep running under their shims while the server is down; their
         // records and the shims' records are all there is to re-adopt.
-        let containers = CriContainer::load_all(&config.paths)
+        let containers: BTreeMap<String, CriContainer> = CriContainer::load_all(&config.paths)
             .into_iter()
             .filter(|c| sandboxes.contains_key(&c.record.sandbox_id))
             .map(|c| (c.id.clone(), c))
+            .collect();
+        let phases = containers
+            .values()
+            .map(|c| (c.id.clone(), c.phase(&config.paths)))
             .collect();
         Self {
             config,
             inner: Mutex::new(Inner {
                 sandboxes,
                 containers,
+                phases,
                 ..Default::default()
             }),
+            pod_cidr: Default::default(),
+            sandbox_ops: Default::default(),
+            heavy: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()).max(2) * HEAVY_PER_CORE,
+            ),
             events: events::Events::new(),
         }
     }
@@ -207,7 +263,7 @@ impl Cri {
     /// NotReady so the kubelet replaces the pod rather than trusting a broken network.
     async fn check_networks(&self) {
         let mut inner = self.inner.lock().await;
-        let Ok(net) = self.config.cni.network(&inner.pod_cidr) else {
+        let Ok(net) = self.config.cni.network(&self.pod_cidr()) else {
             return;
         };
         for s in inner.sandboxes.values_mut().filter(|s| s.state.ready) {
@@ -226,20 +282,48 @@ impl Cri {
 
     /// `(ready, reason, message)` for the NetworkReady condition.
     async fn network_ready(&self) -> (bool, String) {
-        let cidr = self.inner.lock().await.pod_cidr.clone();
-        match self.config.cni.network(&cidr) {
-            Ok(_) => (true, String::new()),
+        let cni = self.config.cni.clone();
+        let cidr = self.pod_cidr();
+        // The configuration directory is read per call: a CNI plugin may install it any time.
+        match blocking(move || Ok(cni.network(&cidr).map(drop))).await {
+            Ok(Ok(())) => (true, String::new()),
+            Ok(Err(e)) => (false, crate::base::error::chain(&e)),
             Err(e) => (false, crate::base::error::chain(&e)),
         }
     }
 
-    async fn set_pod_cidr(&self, cidr: String) {
+    fn pod_cidr(&self) -> String {
+        self.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set_pod_cidr(&self, cidr: String) {
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-        self.inner.lock().await.pod_cidr = cidr;
+        if let Ok(mut c) = self.pod_cidr.lock() {
+            *c = cidr;
+        }
+    }
+
+    /// A permit for one heavy change (see [`HEAVY_PER_CORE`]); never taken twice by one call.
+    async fn heavy(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        self.heavy
+            .acquire()
+            .await
+            .expect("the CRI's work semaphore is never closed")
+    }
+
+    /// The lock of one sandbox's stop and removal (see `Cri::sandbox_ops`).
+    async fn sandbox_op(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .sandbox_ops
+            .lock()
+            .map(|mut ops| Arc::clone(ops.entry(id.to_owned()).or_default()))
+            .unwrap_or_default();
+        lock.lock_owned().await
     }
 
     /// Bytes and inodes under the content store, for `ImageFsInfo`.
-    fn fs_usage(&self) -> kboot_cri::v1::FilesystemUsage {
+    fn fs_usage(paths: &Paths) -> kboot_cri::v1::FilesystemUsage {
         fn walk(dir: &std::path::Path, bytes: &mut u64, inodes: &mut u64) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
             for e in entries.flatten() {
@@ -252,7 +336,7 @@ impl Cri {
                 }
             }
         }
-        let content = self.config.paths.content();
+        let content = paths.content();
         let (mut bytes, mut inodes) = (0, 0);
         walk(&content, &mut bytes, &mut inodes);
         kboot_cri::v1::FilesystemUsage {
@@ -315,7 +399,7 @@ impl Cri {
             "sandbox\0{}\0{}\0{}\0{}",
             meta.namespace, meta.name, meta.uid, meta.attempt
         );
-        let pod_cidr = {
+        {
             let mut inner = self.inner.lock().await;
             if let Some(dup) = inner
                 .sandboxes
@@ -333,9 +417,11 @@ impl Cri {
                     meta.namespace, meta.name, meta.uid, meta.attempt
                 )));
             }
-            inner.pod_cidr.clone()
-        };
+        }
+        let pod_cidr = self.pod_cidr();
+        let permit = self.heavy().await;
         let made = self.make_sandbox(config, runtime_handler, &pod_cidr).await;
+        drop(permit);
         let mut inner = self.inner.lock().await;
         inner.making.remove(&key);
         let s = made?;
@@ -378,10 +464,14 @@ impl Cri {
         if !s.host_network() {
             let net = self.config.cni.network(pod_cidr)?;
             let path = self.config.paths.netns(&id);
-            let pinned = match s.state.pid_holder.filter(|h| h.userns) {
-                Some(h) => netns::pin_existing(&id, &path, &h.namespace("net")),
-                None => netns::pin(&id, &path),
-            };
+            // A new network namespace takes the kernel 10–100 ms under load (`unshare`).
+            let holder_net = s.state.pid_holder.filter(|h| h.userns).map(|h| h.namespace("net"));
+            let (pin_id, pin_path) = (id.clone(), path.clone());
+            let pinned = blocking(move || match holder_net {
+                Some(ns) => netns::pin_existing(&pin_id, &pin_path, &ns),
+                None => netns::pin(&pin_id, &pin_path),
+            })
+            .await;
             if let Err(e) = pinned {
                 Self::release_namespaces(&mut s);
                 return Err(e);
@@ -401,11 +491,14 @@ impl Cri {
             }
             s.state.netns = Some(path);
         }
-        let held = self.hold_namespaces(&mut s).await;
-        if let Err(e) = held.and_then(|()| {
-            s.save(&self.config.paths)
-                .and_then(|()| s.write_resolv_conf(&self.config.paths))
-        }) {
+        let held = match self.hold_namespaces(&mut s).await {
+            Ok(()) => {
+                let (saved, paths) = (s.clone(), self.config.paths.clone());
+                blocking(move || saved.save(&paths).and_then(|()| saved.write_resolv_conf(&paths))).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = held {
             Self::release_namespaces(&mut s);
             let _ = self.teardown_network(&mut s, pod_cidr).await;
             return Err(e);
@@ -420,10 +513,13 @@ impl Cri {
         let ns = s.namespace_options();
         if ns.ipc != NamespaceMode::Node as i32 {
             let path = self.config.paths.ipcns(&s.id);
-            match s.state.pid_holder.filter(|h| h.userns) {
-                Some(h) => netns::pin_existing(&s.id, &path, &h.namespace("ipc"))?,
-                None => netns::pin_ipc(&s.id, &path)?,
-            }
+            let holder_ipc = s.state.pid_holder.filter(|h| h.userns).map(|h| h.namespace("ipc"));
+            let (id, pin_path) = (s.id.clone(), path.clone());
+            blocking(move || match holder_ipc {
+                Some(ns) => netns::pin_existing(&id, &pin_path, &ns),
+                None => netns::pin_ipc(&id, &pin_path),
+            })
+            .await?;
             s.state.ipcns = Some(path);
         }
         if ns.pid == NamespaceMode::Pod as i32 && s.state.pid_holder.is_none() {
@@ -481,61 +577,135 @@ impl Cri {
         }
     }
 
-    async fn stop_sandbox(&self, id: &str) -> Result<()> {
-        let mut inner = self.inner.lock().await;
-        let mut s = match Self::resolve_sandbox(&inner, id) {
-            Ok(s) => s.clone(),
-            // Idempotent: the kubelet stops sandboxes that may already be gone.
-            Err(CriError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for c in inner.containers.values().filter(|c| c.record.sandbox_id == s.id) {
-            container::stop(&self.config.paths, c, std::time::Duration::ZERO).await?;
+    /// The full ID of sandbox `id` (a prefix), or None when there is none.
+    async fn sandbox_id(&self, id: &str) -> Result<Option<String>> {
+        match Self::resolve_sandbox(&*self.inner.lock().await, id) {
+            Ok(s) => Ok(Some(s.id.clone())),
+            Err(CriError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        let cidr = inner.pod_cidr.clone();
-        self.teardown_network(&mut s, &cidr).await?;
-        Self::release_namespaces(&mut s);
+    }
+
+    async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        // Idempotent: the kubelet stops sandboxes that may already be gone.
+        let Some(full) = self.sandbox_id(id).await? else {
+            return Ok(());
+        };
+        let _op = self.sandbox_op(&full).await;
+        self.stop_sandbox_held(&full).await
+    }
+
+    /// StopPodSandbox with the sandbox's own lock held: its containers are killed, their
+    /// rootfs views unmounted (as containerd unmounts a task's rootfs when it ends: nothing
+    /// of a stopped pod stays mounted until the kubelet's garbage collection removes it),
+    /// its network torn down and its namespaces released. The server lock is held only to
+    /// read and record: the sandbox is marked not ready first, so no container is created
+    /// in it meanwhile.
+    async fn stop_sandbox_held(&self, full: &str) -> Result<()> {
+        let paths = self.config.paths.clone();
+        let (mut s, members) = {
+            let mut inner = self.inner.lock().await;
+            let Some(s) = inner.sandboxes.get_mut(full) else {
+                return Ok(());
+            };
+            s.state.ready = false;
+            let s = s.clone();
+            let members: Vec<CriContainer> = inner
+                .containers
+                .values()
+                .filter(|c| c.record.sandbox_id == full)
+                .cloned()
+                .collect();
+            (s, members)
+        };
+        // The permit covers the kills too: each shim's teardown (the container's cgroups, its
+        // records) is work on this host's cores like a start.
+        let _permit = self.heavy().await;
+        for c in &members {
+            container::stop(&paths, c, std::time::Duration::ZERO).await?;
+        }
+        {
+            let mut inner = self.inner.lock().await;
+            for c in &members {
+                inner.refresh_phase(&paths, &c.id);
+            }
+        }
+        let views = members.clone();
+        let view_paths = paths.clone();
+        blocking(move || {
+            for c in &views {
+                container::release_rootfs(&view_paths, c)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.teardown_network(&mut s, &self.pod_cidr()).await?;
         s.state.ready = false;
-        s.save(&self.config.paths)?;
-        tracing::info!(sandbox = %s.id, "sandbox stopped");
-        let id = s.id.clone();
-        inner.sandboxes.insert(id.clone(), s);
-        self.emit(&inner, &id, &id, ContainerEventType::ContainerStoppedEvent);
+        let saved = s.clone();
+        let saved = blocking(move || {
+            let mut saved = saved;
+            Self::release_namespaces(&mut saved);
+            saved.save(&paths).map(|()| saved)
+        })
+        .await?;
+        tracing::info!(sandbox = %full, "sandbox stopped");
+        let mut inner = self.inner.lock().await;
+        if inner.sandboxes.contains_key(full) {
+            inner.sandboxes.insert(full.to_owned(), saved);
+            self.emit(&inner, full, full, ContainerEventType::ContainerStoppedEvent);
+        }
         Ok(())
     }
 
     async fn remove_sandbox(&self, id: &str) -> Result<()> {
-        let ready = {
-            let inner = self.inner.lock().await;
-            match Self::resolve_sandbox(&inner, id) {
-                Ok(s) => s.state.ready || s.holds_namespaces(),
-                // Removing a sandbox that is already gone succeeds (the kubelet retries).
-                Err(CriError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            }
+        // Removing a sandbox that is already gone succeeds (the kubelet retries).
+        let Some(full) = self.sandbox_id(id).await? else {
+            return Ok(());
+        };
+        let _op = self.sandbox_op(&full).await;
+        let ready = match self.inner.lock().await.sandboxes.get(&full) {
+            Some(s) => s.state.ready || s.holds_namespaces(),
+            None => return Ok(()),
         };
         if ready {
-            self.stop_sandbox(id).await?;
+            self.stop_sandbox_held(&full).await?;
         }
-        let mut inner = self.inner.lock().await;
-        let full = Self::resolve_sandbox(&inner, id)?.id.clone();
-        let members: Vec<String> = inner
+        // Not ready now: no container can be added to it any more.
+        let members: Vec<CriContainer> = self
+            .inner
+            .lock()
+            .await
             .containers
             .values()
             .filter(|c| c.record.sandbox_id == full)
-            .map(|c| c.id.clone())
+            .cloned()
             .collect();
-        for cid in members {
-            if let Some(c) = inner.containers.get(&cid) {
-                container::remove(&self.config.paths, c)?;
-            }
-            inner.containers.remove(&cid);
-            self.emit(&inner, &cid, &full, ContainerEventType::ContainerDeletedEvent);
+        for c in &members {
+            container::stop(&self.config.paths, c, std::time::Duration::ZERO).await?;
         }
-        Sandbox::delete(&self.config.paths, &full)?;
+        let (paths, gone, sandbox) = (self.config.paths.clone(), members.clone(), full.clone());
+        let permit = self.heavy().await;
+        blocking(move || {
+            for c in &gone {
+                container::remove(&paths, c)?;
+            }
+            Sandbox::delete(&paths, &sandbox)
+        })
+        .await?;
+        drop(permit);
+        let mut inner = self.inner.lock().await;
+        for c in &members {
+            inner.containers.remove(&c.id);
+            inner.phases.remove(&c.id);
+            self.emit(&inner, &c.id, &full, ContainerEventType::ContainerDeletedEvent);
+        }
         // With the sandbox's last status, so the kubelet can tell which pod went away.
         self.emit(&inner, &full, &full, ContainerEventType::ContainerDeletedEvent);
         inner.sandboxes.remove(&full);
+        drop(inner);
+        if let Ok(mut ops) = self.sandbox_ops.lock() {
+            ops.remove(&full);
+        }
         tracing::info!(sandbox = %full, "sandbox removed");
         Ok(())
     }
@@ -544,8 +714,8 @@ impl Cri {
 impl Cri {
     /// A container's status as `ContainerStatus` and the events report it: the shim's
     /// records, and the resources in force.
-    fn full_status(paths: &Paths, c: &CriContainer) -> kboot_cri::v1::ContainerStatus {
-        let mut status = c.status(paths);
+    fn full_status(inner: &Inner, paths: &Paths, c: &CriContainer) -> kboot_cri::v1::ContainerStatus {
+        let mut status = c.status(inner.phase(paths, c));
         status.resources = c.config.linux.as_ref().map(|l| kboot_cri::v1::ContainerResources {
             linux: l.resources.clone(),
             windows: None,
@@ -614,37 +784,43 @@ impl Cri {
             }
             (pod, key)
         };
-        let made = self.make_container(&pod, &wanted, config);
+        let paths = self.config.paths.clone();
+        let pod_id = pod.id.clone();
+        let permit = self.heavy().await;
+        let made = blocking(move || Self::make_container(&paths, &pod, &wanted, config)).await;
+        drop(permit);
         let mut inner = self.inner.lock().await;
         inner.making.remove(&key);
         let c = made?;
         let id = c.id.clone();
         // The pod was stopped or removed meanwhile: nothing may be left in it.
-        if !inner.sandboxes.get(&pod.id).is_some_and(|s| s.state.ready) {
-            let _ = container::remove(&self.config.paths, &c);
+        if !inner.sandboxes.get(&pod_id).is_some_and(|s| s.state.ready) {
+            drop(inner);
+            let (paths, half) = (self.config.paths.clone(), c);
+            let _ = blocking(move || container::remove(&paths, &half)).await;
             return Err(CriError::FailedPrecondition(format!(
                 "pod sandbox {} stopped while container {} was being created",
-                pod.id, meta.name
+                pod_id, meta.name
             )));
         }
-        tracing::info!(container = %id, sandbox = %pod.id, name = %meta.name, image = %c.record.image, "container created");
+        tracing::info!(container = %id, sandbox = %pod_id, name = %meta.name, image = %c.record.image, "container created");
         inner.containers.insert(id.clone(), c);
-        self.emit(&inner, &id, &pod.id, ContainerEventType::ContainerCreatedEvent);
+        inner.phases.insert(id.clone(), container::Phase::Created);
+        self.emit(&inner, &id, &pod_id, ContainerEventType::ContainerCreatedEvent);
         Ok(id)
     }
 
     /// The container's rootfs view, bundle and records; on failure nothing is left.
     fn make_container(
-        &self,
+        paths: &Paths,
         pod: &Sandbox,
         wanted: &str,
         config: kboot_cri::v1::ContainerConfig,
     ) -> Result<CriContainer> {
-        let store = crate::store::Store::open(&self.config.paths)?;
+        let store = crate::store::Store::open(paths)?;
         let image = image::resolve_for_container(&store, wanted)?;
         let id = sandbox::new_id()?;
-        let paths = self.config.paths.clone();
-        let c = match container::prepare(&paths, &id, image, &config, pod) {
+        let c = match container::prepare(paths, &id, image, &config, pod) {
             Ok(record) => CriContainer {
                 id: id.clone(),
                 config,
@@ -656,12 +832,12 @@ impl Cri {
                     config,
                     record: Default::default(),
                 };
-                let _ = container::remove(&paths, &half);
+                let _ = container::remove(paths, &half);
                 return Err(e);
             }
         };
-        if let Err(e) = c.save(&paths) {
-            let _ = container::remove(&paths, &c);
+        if let Err(e) = c.save(paths) {
+            let _ = container::remove(paths, &c);
             return Err(e);
         }
         Ok(c)
@@ -673,7 +849,10 @@ impl Cri {
         let c = {
             let mut inner = self.inner.lock().await;
             let c = Self::resolve_container(&inner, id)?.clone();
-            if inner.starting.contains(&c.id) || !matches!(c.phase(&self.config.paths), record::Phase::Created) {
+            if inner.starting.contains(&c.id)
+                || inner.removing.contains(&c.id)
+                || !matches!(inner.phase(&self.config.paths, &c), record::Phase::Created)
+            {
                 return Err(CriError::FailedPrecondition(format!(
                     "container {} was already started",
                     c.id
@@ -682,9 +861,12 @@ impl Cri {
             inner.starting.insert(c.id.clone());
             c
         };
+        let permit = self.heavy().await;
         let started = container::start(&self.config.paths, &c).await;
+        drop(permit);
         let mut inner = self.inner.lock().await;
         inner.starting.remove(&c.id);
+        inner.refresh_phase(&self.config.paths, &c.id);
         started?;
         tracing::info!(container = %c.id, "container started");
         self.emit(
@@ -693,7 +875,7 @@ impl Cri {
             &c.record.sandbox_id,
             ContainerEventType::ContainerStartedEvent,
         );
-        match c.phase(&self.config.paths) {
+        match inner.phase(&self.config.paths, &c) {
             container::Phase::Running(shim) => self.events.watch_exit(c.id.clone(), shim),
             // Ended already (a short command): its STOPPED follows its STARTED now.
             container::Phase::Exited(_) => self.emit(
@@ -714,25 +896,49 @@ impl Cri {
             Err(CriError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        container::stop(&self.config.paths, &c, timeout).await
+        let stopped = container::stop(&self.config.paths, &c, timeout).await;
+        // Exited from now on, without waiting for the exit watcher to tell.
+        self.inner.lock().await.refresh_phase(&self.config.paths, &c.id);
+        stopped
     }
 
     async fn remove_container(&self, id: &str) -> Result<()> {
-        let mut inner = self.inner.lock().await;
-        let c = match Self::resolve_container(&inner, id) {
-            Ok(c) => c.clone(),
-            Err(CriError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
+        // The lock reserves the removal; the kill, the unmounts and the deletes run outside it.
+        let c = {
+            let mut inner = self.inner.lock().await;
+            let c = match Self::resolve_container(&inner, id) {
+                Ok(c) => c.clone(),
+                Err(CriError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if inner.starting.contains(&c.id) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "container {} is being started; remove it once StartContainer has returned",
+                    c.id
+                )));
+            }
+            if !inner.removing.insert(c.id.clone()) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "container {} is being removed already",
+                    c.id
+                )));
+            }
+            c
         };
-        if inner.starting.contains(&c.id) {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is being started; remove it once StartContainer has returned",
-                c.id
-            )));
-        }
-        container::stop(&self.config.paths, &c, std::time::Duration::ZERO).await?;
-        container::remove(&self.config.paths, &c)?;
+        let paths = self.config.paths.clone();
+        let removed = match container::stop(&paths, &c, std::time::Duration::ZERO).await {
+            Ok(()) => {
+                let gone = c.clone();
+                let _permit = self.heavy().await;
+                blocking(move || container::remove(&paths, &gone)).await
+            }
+            Err(e) => Err(e),
+        };
+        let mut inner = self.inner.lock().await;
+        inner.removing.remove(&c.id);
+        removed?;
         inner.containers.remove(&c.id);
+        inner.phases.remove(&c.id);
         self.emit(
             &inner,
             &c.id,

@@ -97,14 +97,15 @@ impl CriContainer {
         })
     }
 
-    pub fn summary(&self, paths: &Paths) -> Container {
+    /// The ListContainers entry, in `phase` (the server's, from memory).
+    pub fn summary(&self, phase: &Phase) -> Container {
         Container {
             id: self.id.clone(),
             pod_sandbox_id: self.record.sandbox_id.clone(),
             metadata: self.config.metadata.clone(),
             image: self.image_spec(),
             image_ref: self.record.image_id.clone(),
-            state: Self::state(&self.phase(paths)) as i32,
+            state: Self::state(phase) as i32,
             created_at: self.record.created_at,
             labels: self.config.labels.clone(),
             annotations: self.config.annotations.clone(),
@@ -112,8 +113,8 @@ impl CriContainer {
         }
     }
 
-    pub fn status(&self, paths: &Paths) -> ContainerStatus {
-        let phase = self.phase(paths);
+    /// The ContainerStatus, in `phase` (the server's, from memory).
+    pub fn status(&self, phase: Phase) -> ContainerStatus {
         let mut st = ContainerStatus {
             id: self.id.clone(),
             metadata: self.config.metadata.clone(),
@@ -162,12 +163,11 @@ impl CriContainer {
         }
         st
     }
-    pub fn matches(&self, paths: &Paths, f: &ContainerFilter) -> bool {
+    /// Whether the container in `phase` passes the filter.
+    pub fn matches(&self, phase: &Phase, f: &ContainerFilter) -> bool {
         (f.id.is_empty() || self.id.starts_with(&f.id))
             && (f.pod_sandbox_id.is_empty() || self.record.sandbox_id.starts_with(&f.pod_sandbox_id))
-            && f.state
-                .as_ref()
-                .is_none_or(|s| s.state == Self::state(&self.phase(paths)) as i32)
+            && f.state.as_ref().is_none_or(|s| s.state == Self::state(phase) as i32)
             && labels_match(&self.config.labels, &f.label_selector)
     }
 

@@ -300,15 +300,24 @@ pub(crate) fn pod_stats(paths: &Paths, pod: &Sandbox, containers: &[&CriContaine
 }
 
 impl super::Cri {
-    /// [`pod_stats`] of `pod` with its containers.
-    pub(super) fn pod_stats(&self, inner: &super::Inner, pod: &Sandbox) -> PodSandboxStats {
-        let containers: Vec<&CriContainer> = inner
+    /// `pod` with its containers, copied under the server lock for [`pod_stats`], which
+    /// reads their cgroup files outside it.
+    pub(super) fn pod_members(inner: &super::Inner, pod: &Sandbox) -> (Sandbox, Vec<CriContainer>) {
+        let containers = inner
             .containers
             .values()
             .filter(|c| c.record.sandbox_id == pod.id)
+            .cloned()
             .collect();
-        pod_stats(&self.config.paths, pod, &containers)
+        (pod.clone(), containers)
     }
+}
+
+/// [`pod_stats`] of pods copied by [`super::Cri::pod_members`].
+pub(crate) fn pods_stats(paths: &Paths, pods: &[(Sandbox, Vec<CriContainer>)]) -> Vec<PodSandboxStats> {
+    pods.iter()
+        .map(|(pod, members)| pod_stats(paths, pod, &members.iter().collect::<Vec<_>>()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -157,8 +157,10 @@ impl RuntimeService for Runtime {
         let containers = inner
             .containers
             .values()
-            .filter(|c| c.matches(paths, &filter))
-            .map(|c| c.summary(paths))
+            .filter_map(|c| {
+                let phase = inner.phase(paths, c);
+                c.matches(&phase, &filter).then(|| c.summary(&phase))
+            })
             .collect();
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
@@ -167,7 +169,7 @@ impl RuntimeService for Runtime {
         let id = req.into_inner().container_id;
         let inner = self.cri.inner.lock().await;
         let c = Cri::resolve_container(&inner, &id)?;
-        let status = Cri::full_status(&self.cri.config.paths, c);
+        let status = Cri::full_status(&inner, &self.cri.config.paths, c);
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(status),
             ..Default::default()
@@ -248,8 +250,9 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(&self, req: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
         let id = req.into_inner().container_id;
-        let inner = self.cri.inner.lock().await;
-        let stats = Cri::resolve_container(&inner, &id)?.stats(&self.cri.config.paths);
+        let c = Cri::resolve_container(&*self.cri.inner.lock().await, &id)?.clone();
+        let paths = self.cri.config.paths.clone();
+        let stats = super::blocking(move || Ok(c.stats(&paths))).await?;
         Ok(Response::new(cri::ContainerStatsResponse { stats: Some(stats) }))
     }
 
@@ -264,14 +267,18 @@ impl RuntimeService for Runtime {
             label_selector: f.label_selector,
             state: None,
         };
-        let paths = &self.cri.config.paths;
-        let inner = self.cri.inner.lock().await;
-        let stats = inner
-            .containers
-            .values()
-            .filter(|c| c.matches(paths, &filter))
-            .map(|c| c.stats(paths))
-            .collect();
+        let paths = self.cri.config.paths.clone();
+        // Picked under the lock, their cgroup files read outside it.
+        let picked: Vec<_> = {
+            let inner = self.cri.inner.lock().await;
+            inner
+                .containers
+                .values()
+                .filter(|c| c.matches(&inner.phase(&paths, c), &filter))
+                .cloned()
+                .collect()
+        };
+        let stats = super::blocking(move || Ok(picked.iter().map(|c| c.stats(&paths)).collect())).await?;
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
@@ -280,10 +287,15 @@ impl RuntimeService for Runtime {
         req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        let inner = self.cri.inner.lock().await;
-        let pod = Cri::resolve_sandbox(&inner, &id)?;
-        let stats = self.cri.pod_stats(&inner, pod);
-        Ok(Response::new(cri::PodSandboxStatsResponse { stats: Some(stats) }))
+        let picked = {
+            let inner = self.cri.inner.lock().await;
+            vec![Cri::pod_members(&inner, Cri::resolve_sandbox(&inner, &id)?)]
+        };
+        let paths = self.cri.config.paths.clone();
+        let stats = super::blocking(move || Ok(super::resources::pods_stats(&paths, &picked)))
+            .await?
+            .pop();
+        Ok(Response::new(cri::PodSandboxStatsResponse { stats }))
     }
 
     async fn list_pod_sandbox_stats(
@@ -296,13 +308,17 @@ impl RuntimeService for Runtime {
             label_selector: f.label_selector,
             state: None,
         };
-        let inner = self.cri.inner.lock().await;
-        let stats = inner
-            .sandboxes
-            .values()
-            .filter(|s| s.matches(&filter))
-            .map(|s| self.cri.pod_stats(&inner, s))
-            .collect();
+        let picked: Vec<_> = {
+            let inner = self.cri.inner.lock().await;
+            inner
+                .sandboxes
+                .values()
+                .filter(|s| s.matches(&filter))
+                .map(|s| Cri::pod_members(&inner, s))
+                .collect()
+        };
+        let paths = self.cri.config.paths.clone();
+        let stats = super::blocking(move || Ok(super::resources::pods_stats(&paths, &picked))).await?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
@@ -317,7 +333,7 @@ impl RuntimeService for Runtime {
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
         if !cidr.is_empty() {
-            self.cri.set_pod_cidr(cidr).await;
+            self.cri.set_pod_cidr(cidr);
         }
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }

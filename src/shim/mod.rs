@@ -203,6 +203,7 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     // What ran so far (libcontainer, serde, the CLI) is not needed again until the
     // container exits: give its pages back to the page cache (shim RSS, pages.rs).
     let dropped = pages::drop_clean_file_pages();
+    pages::trim_heap();
     tracing::debug!(container = %cfg.id, kib = dropped / 1024, "dropped start-up mappings");
 
     let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw, &mut attach);

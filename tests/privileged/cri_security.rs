@@ -444,18 +444,11 @@ fn run_unprivileged_service_gets_default_seccomp_privileged_none() {
     assert_eq!(exec("admin"), admin);
 }
 
-/// `hostUsers: false`: the pod's containers run in its user namespace with the kubelet's
-/// mapping; root inside is an unprivileged uid on the host; the image's files look root's
-/// inside (id-mapped rootfs); a volume is id-mapped (its root-owned files are root's inside,
-/// a file of a host uid outside the mapping stays out of reach); removing the pod unmounts
-/// the id-mapped volume and leaves its contents alone.
-#[test]
-#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
-fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    require_root();
+/// A server in a network namespace of its own with the bridge plugin on `subnet`: pods
+/// with their own network namespace (user-namespace pods always have one).
+fn pod_network_setup(subnet: &str) -> (Dir, Server, tokio::runtime::Runtime) {
     let dir = Dir::new();
-    crate::cri::cni_config(&dir, "10.231.9.0/24");
+    crate::cri::cni_config(&dir, subnet);
     load_busybox_image(&dir, IMAGE, vec![], |b| b.cmd(["sleep", "300"]));
     let server = Server::start(
         &dir,
@@ -466,6 +459,20 @@ fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
         .enable_all()
         .build()
         .unwrap();
+    (dir, server, rt)
+}
+
+/// `hostUsers: false`: the pod's containers run in its user namespace with the kubelet's
+/// mapping; root inside is an unprivileged uid on the host; the image's files look root's
+/// inside (id-mapped rootfs); a volume is id-mapped (its root-owned files are root's inside,
+/// a file of a host uid outside the mapping stays out of reach); removing the pod unmounts
+/// the id-mapped volume and leaves its contents alone.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    let (dir, server, rt) = pod_network_setup("10.231.9.0/24");
     let vol = dir.path().join("vol");
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("roots"), "root's\n").unwrap();
@@ -543,11 +550,14 @@ fn cri_pod_in_a_user_namespace_is_not_root_on_the_host() {
     let pod_id = pod.id.clone();
     pod.stop();
     drop(pod);
+    // This test's mounts only: other tests' pods may be running.
+    let mine = dir.path().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.lines().any(|l| l.contains(&pod_id) || l.contains("/idmap/")),
-        "id-mapped mounts are gone with the pod"
-    );
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&pod_id) || (l.contains("/idmap/") && l.contains(&mine)))
+        .collect();
+    assert!(left.is_empty(), "id-mapped mounts are gone with the pod: {left:?}");
     assert_eq!(std::fs::read_to_string(vol.join("roots")).unwrap(), "root's\n");
     assert!(
         vol.join("written").exists(),
@@ -575,7 +585,6 @@ fn cri_user_namespace_pods_need_a_root_the_pods_root_can_reach() {
         .enable_all()
         .build()
         .unwrap();
-    let cni: &[&std::path::Path] = &[std::path::Path::new("/usr/lib/cni")];
     let supported = |server: &Server| {
         rt.block_on(async {
             let status = server
@@ -590,7 +599,11 @@ fn cri_user_namespace_pods_need_a_root_the_pods_root_can_reach() {
     };
 
     mode(0o700);
-    let server = Server::start(&dir, &["unshare", "--net", "--"], cni);
+    let server = Server::start(
+        &dir,
+        &["unshare", "--net", "--"],
+        &[std::path::Path::new("/usr/lib/cni")],
+    );
     assert!(!supported(&server), "user namespaces reported under a 0700 directory");
     let refused = rt
         .block_on(async {
@@ -615,7 +628,11 @@ fn cri_user_namespace_pods_need_a_root_the_pods_root_can_reach() {
 
     // Search-only for others is enough: the container starts and runs as the mapped root.
     mode(0o711);
-    let server = Server::start(&dir, &["unshare", "--net", "--"], cni);
+    let server = Server::start(
+        &dir,
+        &["unshare", "--net", "--"],
+        &[std::path::Path::new("/usr/lib/cni")],
+    );
     assert!(supported(&server), "{}", server.log_text());
     let mut pod = Pod::run(&rt, &server, pod_config(&dir, "reach", options.clone()));
     let sc = LinuxContainerSecurityContext {
@@ -627,6 +644,68 @@ fn cri_user_namespace_pods_need_a_root_the_pods_root_can_reach() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(map.split_whitespace().collect::<Vec<_>>(), ["0", "300000", "65536"]);
     pod.stop();
+}
+
+/// PID 1 of a pod that shares its PID namespace is kboot's holder, which every container of
+/// the pod can see. Before the holder confined itself, a container given CAP_SYS_PTRACE
+/// read the host's `/etc/shadow` through `/proc/1/root` (the holder ran in the host's mount
+/// namespace), and listed the host's `/` from a pod in a user namespace. Now its root is an
+/// empty tmpfs, it has no capabilities, and the plain holder is in no host namespace but
+/// the user namespace.
+#[test]
+#[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+fn cri_pod_pid_1_reaches_nothing_of_the_host() {
+    require_root();
+    let (dir, server, rt) = pod_network_setup("10.231.11.0/24");
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let probe = "ls -a /proc/1/root/; head -c 4 /proc/1/root/etc/shadow; grep -E '^Cap(Prm|Eff|Bnd)' /proc/1/status; readlink /proc/1/ns/mnt /proc/1/ns/uts";
+    for (name, options) in [
+        ("plain", ns(NamespaceMode::Pod, NamespaceMode::Pod)),
+        ("userns", in_user_namespace(NamespaceMode::Pod, 400_000)),
+    ] {
+        let mut pod = Pod::run(&rt, &server, pod_config(&dir, name, options.clone()));
+        let sc = LinuxContainerSecurityContext {
+            namespace_options: Some(options),
+            capabilities: Some(Capability {
+                add_capabilities: vec!["SYS_PTRACE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = pod.start("c", &["sleep", "350"], sc);
+        let (_, init, _) = pod.exec(&c, &["cat", "/proc/1/cmdline"]);
+        assert!(init.contains("pod-holder"), "{name}: pid 1 is {init:?}");
+        let (_, out, err) = pod.exec(&c, &["sh", "-c", probe]);
+        let listed: Vec<&str> = out
+            .lines()
+            .take_while(|l| !l.starts_with("Cap"))
+            .filter(|l| !l.starts_with("mnt:") && !l.starts_with("uts:"))
+            .collect();
+        assert!(
+            listed.iter().all(|l| *l == "." || *l == ".."),
+            "{name}: /proc/1/root lists {listed:?}"
+        );
+        assert!(err.contains("/proc/1/root/etc/shadow"), "{name}: {out}{err}");
+        for set in ["CapPrm", "CapEff", "CapBnd"] {
+            assert!(out.contains(&format!("{set}:\t0000000000000000")), "{name}: {out}");
+        }
+        assert!(
+            !out.contains(&host_ns("mnt")),
+            "{name}: pid 1 is in the host's mount namespace"
+        );
+        if name == "plain" {
+            assert!(
+                !out.contains(&host_ns("uts")),
+                "{name}: pid 1 is in the host's UTS namespace"
+            );
+        }
+        pod.stop();
+    }
 }
 
 fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
