@@ -5,12 +5,23 @@
 # /sys/fs/cgroup/memory.max. Then `kboot down` and power-off. Prints each step's time.
 #
 #   sudo scripts/vm-master.sh            # K8S_VERSION (v1.34.4) picks the component cache
+#   sudo KBOOT_VM_REBOOT=1 scripts/vm-master.sh   # then the reboot test, below
+#
+# The reboot test (KBOOT_VM_REBOOT=1): after the checks, a ConfigMap is created and
+# `kboot service install master` writes and enables the boot unit; the guest reboots on the
+# same disk (`vm.sh reboot`: the qcow2 overlay is kept, the share is fresh), and the node must
+# post a Ready heartbeat newer than the boot with the ConfigMap still in etcd and the
+# Deployment's pod running again. Then `kboot service uninstall` and `kboot down`.
 #
 # Images: the loopback registry scripts/e2e-images.sh fills ($CACHE/e2e-registry), served
 # read-only by a docker-registry of this script's own on 127.0.0.1:$PORT, which the guest
 # reaches as 10.0.2.2:$PORT (qemu user networking) through registries.toml mirrors.
 # Environment: K8S_VERSION, KBOOT_VM_REGISTRY_PORT (5077), READY_TIMEOUT (40m, TCG is slow),
-# KBOOT_VM_MASTER_ARGS (extra `kboot run master` flags, e.g. --cgroup-driver cgroupfs).
+# KBOOT_VM_MASTER_ARGS (extra `kboot run master` flags, e.g. --cgroup-driver cgroupfs),
+# KBOOT_VM_PROFILE (cargo profile of the kboot put in the guest: release, the default, or dev).
+# Release: what a node runs. (The supervisor was the guest's busiest process with either
+# build: 11 min of CPU in 30 debug, 10 min in 31 release; docs/hosts.md.)
+# KBOOT_VM_REBOOT=1 is written but has not been run yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "vm-master.sh: run as root" >&2; exit 2; }
@@ -25,8 +36,10 @@ RUN=${KBOOT_VM_DIR:-/tmp/kboot-vm}
 
 [ -d "$CACHE/e2e-registry/data" ] || { echo "vm-master.sh: no $CACHE/e2e-registry: run scripts/e2e-images.sh" >&2; exit 1; }
 [ -x "$CACHE/k8s-$K8S_VERSION/bin/kubectl" ] || { echo "vm-master.sh: no kubectl in $CACHE/k8s-$K8S_VERSION/bin" >&2; exit 1; }
+PROFILE=${KBOOT_VM_PROFILE:-release}
 t0=$(date +%s)
-cargo build --quiet --bin kboot
+cargo build --quiet --profile "$PROFILE" --bin kboot
+bin=$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/kboot
 
 # A read-only registry over the shared data: the e2e helpers' own registry may come and go.
 mkdir -p "$RUN"
@@ -49,7 +62,7 @@ curl -fsS "http://127.0.0.1:$PORT/v2/" >/dev/null || { echo "vm-master.sh: regis
 scripts/vm.sh start
 share=$RUN/share
 mkdir -p "$share/bin"
-objcopy --strip-debug "$TARGET/debug/kboot" "$share/bin/kboot"
+objcopy --strip-debug "$bin" "$share/bin/kboot"
 cp scripts/lib/e2e-web.yaml "$share/"
 echo "vm-master.sh: built and booted in $(( $(date +%s) - t0 )) s"
 
@@ -68,7 +81,14 @@ kboot plan master | grep -A1 -i 'cgroup_driver\|CGROUP_DRIVER' | head -4"
 # The run: a step of its own, so its time is the guest's.
 scripts/vm.sh exec -t 3600 -- "start=\$(date +%s); rc=0
 kboot run master --detach --wait-ready --timeout $READY_TIMEOUT ${KBOOT_VM_MASTER_ARGS:-} || rc=\$?
-echo \"vm-master: run master exit \$rc after \$(( \$(date +%s) - start )) s (guest clock)\"; exit \$rc"
+echo \"vm-master: run master exit \$rc after \$(( \$(date +%s) - start )) s (guest clock)\"
+if [ \$rc != 0 ]; then
+  kboot ps || true
+  echo '--- the kubelet (warnings and errors, last 40)'; kboot logs kubelet 2>&1 | grep '^[EWF]' | cut -c1-400 | tail -40 || true
+  echo '--- the supervisor'; tail -20 /var/lib/kboot/supervisor.log || true
+  echo '--- CPU time (s) of the busiest processes'; ps -eo time,comm --sort=-time | head -8 || true
+fi
+exit \$rc"
 
 # The checks, in the guest.
 scripts/vm.sh exec -t 1800 -- "set -eu
@@ -102,6 +122,48 @@ find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | head -5
 systemd-cgls --no-pager -u kubepods.slice | head -20
 systemd-cgls --no-pager -u kboot.slice | head -12
 echo \"vm-master: checks took \$(( \$(date +%s) - start )) s (guest clock)\"
+echo 'CPU time of the busiest processes:'; ps -eo time,comm --sort=-time | head -6
+[ \"${KBOOT_VM_REBOOT:-0}\" = 1 ] && exit \$failed
 start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
 exit \$failed"
+
+if [ "${KBOOT_VM_REBOOT:-0}" = 1 ]; then
+  scripts/vm.sh exec -t 600 -- "set -eu
+KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
+\$KC --kubeconfig /root/admin.conf create configmap before-reboot --from-literal=written=\$(date +%s)
+kboot service install master ${KBOOT_VM_MASTER_ARGS:-}
+systemctl is-enabled kboot.service
+grep '^ExecStart' /etc/systemd/system/kboot.service"
+  case $READY_TIMEOUT in
+    *m) ready_secs=$(( ${READY_TIMEOUT%m} * 60 )) ;;
+    *s) ready_secs=${READY_TIMEOUT%s} ;;
+    *) ready_secs=$READY_TIMEOUT ;;
+  esac
+  t1=$(date +%s)
+  scripts/vm.sh reboot
+  echo "vm-master.sh: guest rebooted in $(( $(date +%s) - t1 )) s wall"
+  scripts/vm.sh exec -t 3600 -- "set -eu
+KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
+kc() { \$KC --request-timeout 20s --kubeconfig /root/admin.conf \"\$@\"; }
+boot=\$(date -d \"\$(uptime -s)\" +%s); end=\$(( \$(date +%s) + $ready_secs ))
+echo \"kboot.service: \$(systemctl is-active kboot.service) since \$(systemctl show -P ActiveEnterTimestamp kboot.service)\"
+ready() { # the node's Ready condition, posted after this boot
+  local c; c=\$(kc get node -o jsonpath='{.items[0].status.conditions[?(@.type==\"Ready\")].status} {.items[0].status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}' 2>/dev/null) || return 1
+  [ \"\${c%% *}\" = True ] && [ \"\$(date -d \"\${c#* }\" +%s)\" -gt \"\$boot\" ]; }
+until ready; do
+  [ \$(date +%s) -lt \$end ] || { echo 'FAIL: the node did not come back Ready'; kboot ps; kboot logs kubelet 2>&1 | grep '^[EWF]' | cut -c1-300 | tail -20; exit 1; }
+  sleep 5
+done
+echo \"ok: node Ready again \$(( \$(date +%s) - boot )) s after boot (guest clock)\"
+failed=0
+if kc get configmap before-reboot -o jsonpath='{.data.written}' | grep -q .; then echo 'ok: the ConfigMap made before the reboot is still in etcd'; else echo 'FAIL: ConfigMap lost'; failed=1; fi
+end=\$(( \$(date +%s) + 900 ))
+until kc get deploy e2e-web -o jsonpath='{.status.availableReplicas}' 2>/dev/null | grep -qx 1; do
+  [ \$(date +%s) -lt \$end ] || { echo 'FAIL: the Deployment did not come back'; failed=1; break; }; sleep 5; done
+[ \$failed = 1 ] || echo \"ok: the Deployment's pod runs again \$(( \$(date +%s) - boot )) s after boot\"
+kboot ps
+kboot service uninstall
+start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
+exit \$failed"
+fi
 echo "vm-master.sh: done in $(( $(date +%s) - t0 )) s wall"

@@ -1,4 +1,17 @@
-//! Error chains as one line of text.
+//! Error chains as one line of text, and the I/O error every module names a path with.
+
+use std::path::PathBuf;
+
+/// An I/O step that failed on a path ("create /var/lib/kboot: Permission denied").
+/// Modules whose errors are mostly this wrap it as `Io(#[from] PathIo)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {}", path.display())]
+pub struct PathIo {
+    pub step: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// The error and all its causes, `: `-separated, for logs, records and gRPC
 /// messages that must show the cause (`{err:#}` does this only for anyhow).
@@ -23,5 +36,15 @@ mod tests {
     fn chain_joins_every_cause() {
         let err = Outer(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
         assert_eq!(super::chain(&err), "open config: no such file");
+    }
+
+    #[test]
+    fn path_io_names_the_step_and_the_path() {
+        let err = super::PathIo {
+            step: "create",
+            path: "/var/lib/kboot".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(super::chain(&err), "create /var/lib/kboot: permission denied");
     }
 }

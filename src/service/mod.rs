@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::base::error::PathIo;
 use crate::roles::config::{Key, Layer, Role};
 use crate::state::{paths_from, Paths};
 
@@ -24,13 +25,8 @@ pub const DEFAULT_UNIT_FILE: &str = "/etc/systemd/system/kboot.service";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("{step} {}", path.display())]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("run `systemctl {}`", args.join(" "))]
     Systemctl {
         args: Vec<String>,
@@ -227,10 +223,12 @@ pub fn environment_text(vars: &[(&str, &str)]) -> String {
 /// Writes a file atomically (temp, fsync, rename, fsync the directory).
 pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
     use crate::base::fs::{write_atomic, Durability};
-    write_atomic(path, text.as_bytes(), Durability::Durable, Some(mode)).map_err(|source| ServiceError::Io {
-        step: "write",
-        path: path.to_path_buf(),
-        source,
+    write_atomic(path, text.as_bytes(), Durability::Durable, Some(mode)).map_err(|source| {
+        ServiceError::Io(PathIo {
+            step: "write",
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }
 
@@ -239,11 +237,11 @@ pub fn remove_file(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(ServiceError::Io {
+        Err(source) => Err(ServiceError::Io(PathIo {
             step: "remove",
             path: path.to_path_buf(),
             source,
-        }),
+        })),
     }
 }
 

@@ -20,6 +20,7 @@ use super::health::{read_health, write_health, HealthRecord};
 use super::records::{self, read_desired, read_status, write_desired, write_status, DesiredState};
 use super::restart::{decide, Backoff, Decision};
 use super::{Result, SupervisorError};
+use crate::base::error::PathIo;
 use crate::base::record::now_ms;
 use crate::plan::{Healthcheck, RestartPolicy};
 use crate::shim;
@@ -94,7 +95,7 @@ pub fn running_supervisor(paths: &Paths) -> Option<i32> {
 
 /// Holds the supervisor lock for the life of the loop.
 fn lock(paths: &Paths) -> Result<Flock<File>> {
-    let io = |step, path: PathBuf| move |source| SupervisorError::Io { step, path, source };
+    let io = |step, path: PathBuf| move |source| SupervisorError::Io(PathIo { step, path, source });
     fs::create_dir_all(paths.state()).map_err(io("create", paths.state().to_owned()))?;
     let file = fs::OpenOptions::new()
         .create(true)
@@ -390,7 +391,7 @@ impl Supervisor {
 
     fn spawn(&mut self, name: &str) -> Result<()> {
         let dir = self.paths.container(name);
-        let io = |step, path: PathBuf| move |source| SupervisorError::Io { step, path, source };
+        let io = |step, path: PathBuf| move |source| SupervisorError::Io(PathIo { step, path, source });
         let shim_log = dir.shim_log();
         let log = fs::OpenOptions::new()
             .create(true)

@@ -23,6 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::base::error::PathIo;
 use crate::base::record::{now_ms, RecordError};
 use crate::bundle::{self, BundleError, BundleRequest, Host};
 use crate::plan::{Plan, PlanFile};
@@ -55,13 +56,8 @@ pub enum SupervisorError {
     NotFound { name: String },
     #[error("a supervisor is already running for this root (pid {pid})")]
     AlreadyRunning { pid: i32 },
-    #[error("{step} {}", path.display())]
-    Io {
-        step: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIo),
     #[error("start the background supervisor")]
     SpawnDaemon(#[source] std::io::Error),
     #[error("the background supervisor exited at once ({status}); see {}", log.display())]
@@ -118,10 +114,12 @@ pub async fn run_plan(paths: &Paths, plan: &Plan, opts: &RunOptions) -> Result<R
     let (p, pl) = (paths.clone(), plan.clone());
     let names = tokio::task::spawn_blocking(move || apply(&p, &pl, &LocalImages { paths: p.clone() }))
         .await
-        .map_err(|e| SupervisorError::Io {
-            step: "prepare the plan's containers under",
-            path: paths.containers(),
-            source: std::io::Error::other(e),
+        .map_err(|e| {
+            SupervisorError::Io(PathIo {
+                step: "prepare the plan's containers under",
+                path: paths.containers(),
+                source: std::io::Error::other(e),
+            })
         })??;
     if opts.detach || daemon::running_supervisor(paths).is_some() {
         ensure_daemon(paths)?;
@@ -185,11 +183,11 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
 fn write_plan_file(f: &PlanFile) -> Result<()> {
     use crate::base::fs::{write_atomic, Durability};
     write_atomic(&f.path, f.content.as_bytes(), Durability::Synced, Some(f.mode)).map_err(|source| {
-        SupervisorError::Io {
+        SupervisorError::Io(PathIo {
             step: "write",
             path: f.path.clone(),
             source,
-        }
+        })
     })
 }
 
@@ -346,19 +344,23 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
-    fs::create_dir_all(paths.root()).map_err(|source| SupervisorError::Io {
-        step: "create",
-        path: paths.root().to_owned(),
-        source,
+    fs::create_dir_all(paths.root()).map_err(|source| {
+        SupervisorError::Io(PathIo {
+            step: "create",
+            path: paths.root().to_owned(),
+            source,
+        })
     })?;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.supervisor_log())
-        .map_err(|source| SupervisorError::Io {
-            step: "open",
-            path: paths.supervisor_log(),
-            source,
+        .map_err(|source| {
+            SupervisorError::Io(PathIo {
+                step: "open",
+                path: paths.supervisor_log(),
+                source,
+            })
         })?;
     let log2 = log.try_clone().map_err(SupervisorError::SpawnDaemon)?;
     let mut cmd = Internal::Supervise(SuperviseArgs {}).command(paths);
@@ -450,10 +452,12 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
     let dir = paths.container(name);
     images.release(&dir);
     let _ = fs::remove_file(paths.shim_record(name));
-    fs::remove_dir_all(&dir).map_err(|source| SupervisorError::Io {
-        step: "remove container directory",
-        path: dir.path().to_path_buf(),
-        source,
+    fs::remove_dir_all(&dir).map_err(|source| {
+        SupervisorError::Io(PathIo {
+            step: "remove container directory",
+            path: dir.path().to_path_buf(),
+            source,
+        })
     })
 }
 
@@ -489,10 +493,12 @@ pub fn purge(paths: &Paths) -> Result<()> {
         } else {
             fs::remove_file(&path)
         };
-        res.map_err(|source| SupervisorError::Io {
-            step: "remove",
-            path,
-            source,
+        res.map_err(|source| {
+            SupervisorError::Io(PathIo {
+                step: "remove",
+                path,
+                source,
+            })
         })?;
     }
     Ok(())
