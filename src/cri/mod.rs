@@ -285,9 +285,8 @@ impl Cri {
         let cni = self.config.cni.clone();
         let cidr = self.pod_cidr();
         // The configuration directory is read per call: a CNI plugin may install it any time.
-        match blocking(move || Ok(cni.network(&cidr).map(drop))).await {
-            Ok(Ok(())) => (true, String::new()),
-            Ok(Err(e)) => (false, crate::base::error::chain(&e)),
+        match blocking(move || Ok(cni.network(&cidr).map(drop)?)).await {
+            Ok(()) => (true, String::new()),
             Err(e) => (false, crate::base::error::chain(&e)),
         }
     }
@@ -630,22 +629,18 @@ impl Cri {
                 inner.refresh_phase(&paths, &c.id);
             }
         }
-        let views = members.clone();
         let view_paths = paths.clone();
         blocking(move || {
-            for c in &views {
+            for c in &members {
                 container::release_rootfs(&view_paths, c)?;
             }
             Ok(())
         })
         .await?;
         self.teardown_network(&mut s, &self.pod_cidr()).await?;
-        s.state.ready = false;
-        let saved = s.clone();
         let saved = blocking(move || {
-            let mut saved = saved;
-            Self::release_namespaces(&mut saved);
-            saved.save(&paths).map(|()| saved)
+            Self::release_namespaces(&mut s);
+            s.save(&paths).map(|()| s)
         })
         .await?;
         tracing::info!(sandbox = %full, "sandbox stopped");
