@@ -121,10 +121,12 @@ wait_for 60 "ClusterIP $svc_ip answers" sh -c "curl -fsS --max-time 3 http://$sv
 pass "step1 ClusterIP Service answers from the host through kube-proxy"
 # Cluster DNS: CoreDNS (applied by kube-bootstrap) on the kubelets' cluster DNS address; a pod
 # with the default dnsPolicy (ClusterFirst) resolves the API server's Service. A fully
-# qualified name, so nothing is forwarded to the host's resolvers.
+# qualified name, so nothing is forwarded to the host's resolvers. The client asks up to 15
+# times, 2 s apart: CoreDNS's Deployment counts as available before kube-proxy has programmed
+# the 10.0.0.10 Service for its endpoint, and one lookup in that gap failed a CI run (flannel).
 if wait_for 120 "CoreDNS available" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' -n kube-system get deploy coredns -o jsonpath='{.status.availableReplicas}' | grep -qx 1" \
    && kc run e2e-dns --image=docker.io/library/busybox:1.36 --restart=Never -- \
-        sh -c 'nslookup kubernetes.default.svc.cluster.local. | grep -qE "^Address:[[:space:]]+10\.0\.0\.1\$"' >&2 \
+        sh -c 'for i in $(seq 15); do nslookup kubernetes.default.svc.cluster.local. | grep -qE "^Address:[[:space:]]+10\.0\.0\.1\$" && exit 0; sleep 2; done; exit 1' >&2 \
    && wait_for 60 "DNS client Succeeded" sh -c "'$KUBECTL_BIN' --kubeconfig '$KUBECONFIG_FILE' get pod e2e-dns -o jsonpath='{.status.phase}' | grep -qx Succeeded"; then
   pass "step1 cluster DNS: a pod resolves kubernetes.default.svc.cluster.local to 10.0.0.1 through CoreDNS on 10.0.0.10"
 else
