@@ -38,7 +38,7 @@ pub async fn run(
     verify_host(&plan)?;
     // Worker join parameters are checked before touching the host.
     let join = match req.role {
-        Role::Worker => Some(worker_join_inputs(req, &plan).await?),
+        Role::Worker => Some(worker_join_inputs(req, &plan, notice).await?),
         Role::Master => None,
     };
     roles::check_host_owner(paths, &KubeDirs::default()).map_err(NodeError::HostOwner)?;
@@ -96,7 +96,13 @@ fn verify_host(plan: &RolePlan) -> Result<(), NodeError> {
 /// The token, the CA hash and the master's CA, verified against the hash before preflight
 /// or anything else touches the host. The CA comes from `ca_cert` or, by default, from the
 /// master's `cluster-info` (token discovery, as kubeadm).
-async fn worker_join_inputs(req: &RoleRequest, plan: &RolePlan) -> Result<JoinInputs, NodeError> {
+/// A worker may start before its master is up (both booting together): discovery waits
+/// for the master as kubeadm's does, and says what it waits for.
+async fn worker_join_inputs(
+    req: &RoleRequest,
+    plan: &RolePlan,
+    notice: &mut (dyn FnMut(Notice) + Send),
+) -> Result<JoinInputs, NodeError> {
     let (token, ca_cert_hash) = super::worker_credentials(req)?;
     let ca_pem = match &req.ca_cert {
         Some(path) => {
@@ -109,7 +115,14 @@ async fn worker_join_inputs(req: &RoleRequest, plan: &RolePlan) -> Result<JoinIn
         }
         None => {
             let api = api_server(plan);
-            roles::join::discover_ca(&api, &token, &ca_cert_hash)
+            let mut waiting = |e: &roles::join::JoinError| {
+                notice(Notice::Warning(format!(
+                    "waiting for the master at {api}: {}",
+                    crate::base::error::chain(e)
+                )))
+            };
+            let patience = roles::join::Patience::default();
+            roles::join::discover_ca_waiting(&api, &token, &ca_cert_hash, patience, &mut waiting)
                 .await
                 .map_err(|source| NodeError::DiscoverCa { api, source })?
         }

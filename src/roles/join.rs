@@ -30,10 +30,18 @@ pub enum JoinError {
     #[error("cluster-info from {url} is malformed: {what}")]
     Malformed { url: String, what: String },
     #[error(
-        "cluster-info is not signed for token id {token_id}: the token is unknown to the master, expired, or the \
-         controller-manager has not signed it yet; check --token"
+        "cluster-info is not signed for token id {token_id}: {}",
+        if *others_signed {
+            "the master signs other tokens, so this one is unknown to it or expired; check --token"
+        } else {
+            "no token is signed yet; is the master's controller-manager running?"
+        }
     )]
-    NotSigned { token_id: String },
+    NotSigned {
+        token_id: String,
+        /// The bootstrap signer has signed other tokens: it runs, and this token is not one of them.
+        others_signed: bool,
+    },
     #[error("cluster-info's signature does not match the token: wrong --token secret, or an impostor answered")]
     BadSignature,
     #[error(transparent)]
@@ -42,6 +50,86 @@ pub enum JoinError {
     Changed,
     #[error("build the HTTPS client")]
     Client(#[source] reqwest::Error),
+    #[error("gave up after waiting {waited_s} s for the master")]
+    GaveUp {
+        waited_s: u64,
+        #[source]
+        last: Box<JoinError>,
+    },
+}
+
+impl JoinError {
+    /// Whether the master may still be coming up: its apiserver unreachable or answering
+    /// errors (before the bootstrap objects and their RBAC are applied, anonymous reads of
+    /// cluster-info are refused), or cluster-info not signed by any token yet (the
+    /// controller-manager's bootstrap signer starts after leader election). A wrong token,
+    /// hash or signature is never worth waiting for.
+    fn master_may_be_starting(&self) -> bool {
+        match self {
+            JoinError::Fetch { .. } | JoinError::Status { .. } => true,
+            JoinError::NotSigned { others_signed, .. } => !others_signed,
+            _ => false,
+        }
+    }
+}
+
+/// How long [`discover_ca_waiting`] waits for the master, and how often it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    /// Everything, as kubeadm's discovery timeout (5 min by default).
+    pub timeout: Duration,
+    /// A token left unsigned while the signer signs others: the signer signs a token
+    /// created a moment ago within a second or two of seeing it, so not long.
+    pub new_token_grace: Duration,
+    pub interval: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience {
+            timeout: Duration::from_secs(300),
+            new_token_grace: Duration::from_secs(20),
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// [`discover_ca`], retried while the master may still be starting (a worker started
+/// with or just after its master, or both after a reboot), within `patience`.
+/// `waiting` hears each new reason to wait, once.
+pub async fn discover_ca_waiting(
+    api_server: &str,
+    token: &BootstrapToken,
+    ca_cert_hash: &str,
+    patience: Patience,
+    waiting: &mut (dyn FnMut(&JoinError) + Send),
+) -> Result<String, JoinError> {
+    let start = tokio::time::Instant::now();
+    let mut unsigned_since = None;
+    let mut last_reason = String::new();
+    loop {
+        let err = match discover_ca(api_server, token, ca_cert_hash).await {
+            Ok(ca) => return Ok(ca),
+            Err(e) => e,
+        };
+        let new_token = matches!(err, JoinError::NotSigned { others_signed: true, .. })
+            && unsigned_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < patience.new_token_grace;
+        if !(err.master_may_be_starting() || new_token) {
+            return Err(err);
+        }
+        if start.elapsed() + patience.interval > patience.timeout {
+            return Err(JoinError::GaveUp {
+                waited_s: start.elapsed().as_secs(),
+                last: Box::new(err),
+            });
+        }
+        let reason = crate::base::error::chain(&err);
+        if reason != last_reason {
+            waiting(&err);
+            last_reason = reason;
+        }
+        tokio::time::sleep(patience.interval).await;
+    }
 }
 
 /// The detached JWS (`header..signature`, HS256 keyed with the token secret) the
@@ -113,6 +201,9 @@ pub async fn discover_ca(api_server: &str, token: &BootstrapToken, ca_cert_hash:
         .as_str()
         .ok_or_else(|| JoinError::NotSigned {
             token_id: token.id.clone(),
+            others_signed: cm["data"]
+                .as_object()
+                .is_some_and(|data| data.keys().any(|k| k.starts_with("jws-kubeconfig-"))),
         })?;
     verify_detached_jws(jws, kubeconfig, token)?;
     let parsed: serde_json::Value =
@@ -215,5 +306,84 @@ mod tests {
             .block_on(discover_ca(&url, &unknown_id, &hash))
             .unwrap_err();
         assert!(matches!(err, JoinError::NotSigned { .. }), "{err}");
+    }
+
+    fn quick() -> Patience {
+        Patience {
+            timeout: Duration::from_secs(30),
+            new_token_grace: Duration::from_millis(800),
+            interval: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn a_worker_waits_for_the_signer_but_not_for_a_token_the_master_does_not_know() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = master(tmp.path());
+        let www = tmp.path().join("www");
+        let t = token();
+        let ca = std::fs::read_to_string(layout.ca_cert(Authority::Kubernetes)).unwrap();
+        let hash = pki::ca_cert_hash(&ca).unwrap();
+        // The master is up but its controller-manager has not signed cluster-info yet.
+        publish(&www, &layout, &t, false);
+        let server = serve(&www, &layout);
+        let url = format!("https://127.0.0.1:{}", server.port);
+        let signer = {
+            let (www, layout, t) = (www.clone(), layout.clone(), t.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(700));
+                publish(&www, &layout, &t, true);
+            })
+        };
+        let mut reasons = Vec::new();
+        let got = crate::roles::testutil::rt()
+            .block_on(discover_ca_waiting(&url, &t, &hash, quick(), &mut |e| reasons.push(e.to_string())))
+            .unwrap();
+        signer.join().unwrap();
+        assert_eq!(got, ca);
+        assert_eq!(reasons.len(), 1, "each reason is told once: {reasons:?}");
+        assert!(reasons[0].contains("no token is signed yet"), "{reasons:?}");
+
+        // The signer signs `t`: a token it does not sign is not worth five minutes.
+        let unknown: BootstrapToken = "zzzzzz.0123456789abcdef".parse().unwrap();
+        let begun = std::time::Instant::now();
+        let err = crate::roles::testutil::rt()
+            .block_on(discover_ca_waiting(&url, &unknown, &hash, quick(), &mut |_| {}))
+            .unwrap_err();
+        assert!(
+            matches!(err, JoinError::NotSigned { others_signed: true, .. }),
+            "{}",
+            crate::base::error::chain(&err)
+        );
+        assert!(err.to_string().contains("check --token"), "{err}");
+        assert!(begun.elapsed() < Duration::from_secs(5), "{:?}", begun.elapsed());
+
+        // A wrong secret is refused at once.
+        let wrong_secret: BootstrapToken = "abcdef.ffffffffffffffff".parse().unwrap();
+        let err = crate::roles::testutil::rt()
+            .block_on(discover_ca_waiting(&url, &wrong_secret, &hash, quick(), &mut |_| {}))
+            .unwrap_err();
+        assert!(matches!(err, JoinError::BadSignature), "{err}");
+    }
+
+    #[test]
+    fn a_worker_gives_up_on_an_unreachable_master_naming_why() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let patience = Patience {
+            timeout: Duration::from_millis(600),
+            ..quick()
+        };
+        let err = crate::roles::testutil::rt()
+            .block_on(discover_ca_waiting(
+                &format!("https://127.0.0.1:{port}"),
+                &token(),
+                "sha256:00",
+                patience,
+                &mut |_| {},
+            ))
+            .unwrap_err();
+        let chain = crate::base::error::chain(&err);
+        assert!(matches!(err, JoinError::GaveUp { .. }), "{chain}");
+        assert!(chain.contains("gave up after waiting") && chain.contains("fetch cluster-info"), "{chain}");
     }
 }
