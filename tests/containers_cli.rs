@@ -10,17 +10,20 @@ use crate::containers_support::{
 };
 
 const PLAIN: (&str, &str) = ("KBOOT_TEST_ONLY_PLAIN_PROCESS", "1");
+/// The supervisor's safety-net tick stretched to an hour: every start, stop, restart,
+/// adoption and probe below must reach it as an event (src/supervisor/daemon.rs).
+const NO_IDLE_TICK: (&str, &str) = ("KBOOT_TEST_ONLY_IDLE_TICK_MS", "3600000");
 
 fn kb(d: &Dir) -> std::process::Command {
     let mut c = d.kboot();
-    c.env(PLAIN.0, PLAIN.1);
+    c.env(PLAIN.0, PLAIN.1).env(NO_IDLE_TICK.0, NO_IDLE_TICK.1);
     c
 }
 
 fn guard(d: &Dir) -> Down<'_> {
     Down {
         dir: d,
-        env: vec![PLAIN],
+        env: vec![PLAIN, NO_IDLE_TICK],
     }
 }
 
@@ -445,26 +448,51 @@ fn containers_logs_follow_prints_new_lines_until_the_container_exits() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
 }
 
+/// `run -d` of `db` (running `db_command`) and `app`, which depends on it; `run`'s output.
+fn run_db_and_app(d: &Dir, rootfs: &std::path::Path, db_command: &str) -> std::process::Output {
+    let plan = write_plan(
+        d,
+        &format!(
+            "services:\n  db:\n    image: dir:{r}\n    command: {db_command}\n  app:\n    image: dir:{r}\n    command: /bin/sleep 1000\n    depends_on: [db]\n",
+            r = rootfs.display()
+        ),
+    );
+    kb(d).args(["run", "-d", "-f"]).arg(&plan).output().unwrap()
+}
+
 #[test]
 fn containers_run_detach_reports_a_dependent_of_a_failed_service_as_blocked() {
     let d = Dir::new();
     let _down = guard(&d);
     let rootfs = busybox_rootfs(d.path());
-    let plan = write_plan(
-        &d,
-        &format!(
-            "services:\n  db:\n    image: dir:{r}\n    command: /bin/sh -c 'exit 2'\n  app:\n    image: dir:{r}\n    command: /bin/sleep 1000\n    depends_on: [db]\n",
-            r = rootfs.display()
-        ),
-    );
-    let out = kb(&d).args(["run", "-d", "-f"]).arg(&plan).output().unwrap();
+    // In the image but not on the host: the plan's entrypoint check passes, and the
+    // test-only plain process (a host process) cannot start, so `db` never runs.
+    let db = rootfs.join("bin/kboot-test-db-only-in-the-image");
+    std::fs::write(&db, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = run_db_and_app(&d, &rootfs, "/bin/kboot-test-db-only-in-the-image");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("exit code 2"), "{text}");
+    assert!(text.contains("db") && text.contains("failed"), "{text}");
     assert!(
         text.contains("blocked") && text.contains("dependency `db` is not running"),
         "{text}"
     );
+}
+
+/// `depends_on` waits until the dependency has started, as compose's short form does: a
+/// dependency that starts and then exits does not hold its dependent back (the supervisor
+/// hears of the start at once, from the shim's start notice).
+#[test]
+fn containers_a_dependent_starts_once_its_dependency_has_started() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let out = run_db_and_app(&d, &rootfs, "/bin/sh -c 'exit 2'");
+    assert_eq!(out.status.code(), Some(1), "db failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit code 2"), "{text}");
+    assert_eq!(find(&ps(&mut kb(&d)), "app")["status"], "running", "{text}");
 }
 
 #[test]

@@ -12,7 +12,6 @@
 //! restart of the server. Events are built only while someone subscribes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kboot_cri::v1::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::{broadcast, mpsc};
@@ -25,9 +24,6 @@ use crate::shim::record::ShimRecord;
 /// containerd drops events past its 1000-event queue the same way). 110 pods starting at
 /// once make about 450 events.
 const BACKLOG: usize = 2048;
-
-/// Where a shim's end is polled when the kernel has no pidfd (Linux < 5.3).
-const POLL_WITHOUT_PIDFD: Duration = Duration::from_secs(1);
 
 pub(crate) type EventStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ContainerEventResponse, tonic::Status>> + Send>>;
@@ -72,38 +68,9 @@ impl Events {
     pub fn watch_exit(&self, id: String, shim: ShimRecord) {
         let exits = self.exits.clone();
         tokio::spawn(async move {
-            shim_ended(&shim).await;
+            shim.ended().await;
             let _ = exits.send(id);
         });
-    }
-}
-
-/// Waits for the shim to end: readable pidfd, or a slow poll without one.
-async fn shim_ended(shim: &ShimRecord) {
-    let Some(pid) = rustix::process::Pid::from_raw(shim.shim_pid) else {
-        return;
-    };
-    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        // The pidfd pins the process it names: if that is still our shim (start time), its
-        // end makes the descriptor readable. Anything else means the shim already ended.
-        Ok(fd) if shim.is_alive() => {
-            // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and names
-            // the same pidfd for the AsyncFd's whole life (tokio's condition).
-            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
-                Ok(fd) => {
-                    let _ = fd.readable().await;
-                }
-                Err(_) => poll_until_dead(shim).await,
-            }
-        }
-        Ok(_) | Err(rustix::io::Errno::SRCH) => {}
-        Err(_) => poll_until_dead(shim).await,
-    }
-}
-
-async fn poll_until_dead(shim: &ShimRecord) {
-    while shim.is_alive() {
-        tokio::time::sleep(POLL_WITHOUT_PIDFD).await;
     }
 }
 

@@ -55,7 +55,8 @@ pub struct Service {
     pub devices: Vec<Device>,
     #[serde(default)]
     pub restart: RestartPolicy,
-    /// Names of services that must be running first.
+    /// Names of services that must have started first (compose's short form: started, not
+    /// healthy); a dependency that never starts leaves its dependents `blocked`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

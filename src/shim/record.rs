@@ -145,6 +145,37 @@ impl ShimRecord {
     pub fn is_alive(&self) -> bool {
         matches!(proc::stat(self.shim_pid), Some((start, state)) if start == self.shim_start_ticks && state != 'Z' && state != 'X')
     }
+
+    /// Resolves when the shim has ended: its pidfd turns readable, so whoever waits (the
+    /// CRI's exit watcher, the supervisor for a shim it adopted) reads no file meanwhile.
+    /// Polled every second where the kernel has no pidfd (Linux < 5.3).
+    pub async fn ended(&self) {
+        let Some(pid) = rustix::process::Pid::from_raw(self.shim_pid) else {
+            return;
+        };
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            // The pidfd pins the process it names: if that is still our shim (start time),
+            // its end makes the descriptor readable. Anything else means the shim already ended.
+            Ok(fd) if self.is_alive() => {
+                // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and names
+                // the same pidfd for the AsyncFd's whole life (tokio's condition).
+                match unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) } {
+                    Ok(fd) => {
+                        let _ = fd.readable().await;
+                    }
+                    Err(_) => self.poll_until_dead().await,
+                }
+            }
+            Ok(_) | Err(rustix::io::Errno::SRCH) => {}
+            Err(_) => self.poll_until_dead().await,
+        }
+    }
+
+    async fn poll_until_dead(&self) {
+        while self.is_alive() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -210,6 +210,11 @@ impl Paths {
     pub fn supervisor_pid(&self) -> PathBuf {
         self.state.join("supervisor.pid")
     }
+    /// `supervisor.wake`: the running supervisor's datagram socket; a datagram on it means
+    /// "what is wanted changed, reconcile now".
+    pub fn supervisor_wake(&self) -> PathBuf {
+        self.state.join("supervisor.wake")
+    }
     /// `supervisor.lock`: held (flock) by the one running supervisor.
     pub fn supervisor_lock(&self) -> PathBuf {
         self.state.join("supervisor.lock")

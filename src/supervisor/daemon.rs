@@ -1,8 +1,14 @@
 //! The supervisor loop (tokio): level-triggered reconciliation of every
-//! container directory against the shims that run. It wakes on a shim it
-//! started exiting, and on a short tick for everything else (adopted shims,
-//! `kboot start`, due restarts). A crash-looping container only ever sets its
-//! own restart time, so it cannot starve the others.
+//! container directory against the shims that run. A crash-looping container only
+//! ever sets its own restart time, so it cannot starve the others.
+//!
+//! It reconciles when something happened, not on a fast tick: a shim it started or
+//! adopted ended (its child, or a pidfd), a healthcheck probe finished, a command
+//! changed what is wanted (`kboot run`, `start`, `stop`, `rm` send a datagram to
+//! `Paths::supervisor_wake`, [`wake`]), or a time it computed came (a due restart, a
+//! due probe). Only a container waiting for a dependency's init is polled, briefly. A
+//! slow idle tick stays as a safety net. Reconciling every 100 ms read five records per
+//! container and was the busiest process of a master under TCG (docs/hosts.md).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -31,8 +37,12 @@ use crate::state::Paths;
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     pub backoff: Backoff,
-    /// How often records are re-read (adopted shims, `kboot start`, due restarts).
-    pub tick: Duration,
+    /// Longest time between two reconciles when nothing happens: a safety net only, since
+    /// every change the supervisor must act on wakes it (module docs).
+    pub idle_tick: Duration,
+    /// How often a container waiting for a dependency's init is looked at again (the
+    /// dependency's shim records its init and tells nobody).
+    pub dependency_poll: Duration,
     pub log_max_bytes: u64,
     /// SIGTERM → SIGKILL grace when the supervisor stops its containers.
     pub stop_timeout: Duration,
@@ -47,7 +57,8 @@ impl Default for SupervisorOptions {
     fn default() -> Self {
         Self {
             backoff: Backoff::default(),
-            tick: Duration::from_millis(100),
+            idle_tick: idle_tick(),
+            dependency_poll: Duration::from_millis(100),
             log_max_bytes: crate::shim::log::DEFAULT_MAX_BYTES,
             stop_timeout: Duration::from_secs(10),
             exit_when_idle: None,
@@ -55,6 +66,21 @@ impl Default for SupervisorOptions {
         }
     }
 }
+
+/// The safety-net tick: 2 s. The tests of the supervisor's behaviour stretch it to an
+/// hour (`KBOOT_TEST_ONLY_IDLE_TICK_MS`, in what `cargo test` builds only), so a change
+/// that reaches the supervisor by no event fails them instead of waiting for the tick.
+fn idle_tick() -> Duration {
+    #[cfg(feature = "test-plain-process")]
+    if let Some(ms) = std::env::var(TEST_ONLY_IDLE_TICK_ENV).ok().and_then(|v| v.parse().ok()) {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(2)
+}
+
+/// See [`idle_tick`].
+#[cfg(feature = "test-plain-process")]
+pub const TEST_ONLY_IDLE_TICK_ENV: &str = "KBOOT_TEST_ONLY_IDLE_TICK_MS";
 
 /// How a supervisor is asked to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +119,34 @@ pub fn running_supervisor(paths: &Paths) -> Option<i32> {
     }
 }
 
+/// Tells the running supervisor, if any, that what is wanted changed, so it reconciles
+/// now rather than at its idle tick. Nobody listening is no error: a supervisor that
+/// starts later reads every record anyway.
+pub fn wake(paths: &Paths) {
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = sock.set_nonblocking(true);
+        let _ = sock.send_to(b"w", paths.supervisor_wake());
+    }
+}
+
+/// The socket [`wake`] writes to, bound while the supervisor holds its lock (a stale one
+/// from a killed supervisor is replaced), readable by root only.
+fn bind_wake(paths: &Paths) -> Result<tokio::net::UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = paths.supervisor_wake();
+    let io = |step| {
+        let path = path.clone();
+        move |source| SupervisorError::Io(PathIo { step, path, source })
+    };
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove the stale wake socket")(e)),
+        _ => {}
+    }
+    let sock = tokio::net::UnixDatagram::bind(&path).map_err(io("bind the wake socket"))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("restrict the wake socket"))?;
+    Ok(sock)
+}
+
 /// Holds the supervisor lock for the life of the loop.
 fn lock(paths: &Paths) -> Result<Flock<File>> {
     let io = |step, path: PathBuf| move |source| SupervisorError::Io(PathIo { step, path, source });
@@ -122,17 +176,23 @@ pub async fn supervise(
     shutdown: impl Future<Output = Shutdown>,
 ) -> Result<()> {
     let _lock = lock(paths)?;
+    let wake = bind_wake(paths)?;
     restart_always_on_start(paths);
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (adopted_tx, mut adopted_rx) = mpsc::unbounded_channel::<String>();
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<ProbeResult>();
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<()>();
     let mut sup = Supervisor {
         paths: paths.clone(),
         opts: opts.clone(),
         own: HashSet::new(),
         adopted: HashSet::new(),
         probing: HashSet::new(),
+        next_due_ms: None,
         tx,
+        adopted_tx,
         health_tx,
+        started_tx,
     };
     tracing::info!(root = %paths.root().display(), pid = std::process::id(), "supervisor started");
     // The CRI server runs beside the reconcile loop. A failure to serve it is logged, not
@@ -149,9 +209,9 @@ pub async fn supervise(
             }
         })
     });
-    let mut tick = tokio::time::interval(opts.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut wake_buf = [0u8; 16];
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
             how = &mut shutdown => {
@@ -162,10 +222,19 @@ pub async fn supervise(
                 break;
             }
             Some(name) = rx.recv() => { sup.own.remove(&name); }
+            Some(name) = adopted_rx.recv() => { sup.adopted.remove(&name); }
             Some(probe) = health_rx.recv() => sup.record_probe(probe),
-            _ = tick.tick() => {}
+            Some(()) = started_rx.recv() => {}
+            _ = wake.recv(&mut wake_buf) => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
-        sup.reconcile(now_ms());
+        let now = now_ms();
+        sup.reconcile(now);
+        let wait = sup
+            .next_due_ms
+            .map_or(opts.idle_tick, |due| Duration::from_millis(due.saturating_sub(now)))
+            .min(opts.idle_tick);
+        next = tokio::time::Instant::now() + wait;
         if let Some(names) = &opts.exit_when_idle {
             if names.iter().all(|n| sup.settled(n)) {
                 break;
@@ -217,8 +286,17 @@ struct Supervisor {
     adopted: HashSet<String>,
     /// Containers with a healthcheck probe in flight.
     probing: HashSet<String>,
+    /// The earliest time (Unix ms) the last reconcile found something due: a restart, a
+    /// probe, a dependency to look at again.
+    next_due_ms: Option<u64>,
+    /// Shims this supervisor started, by name, when they end.
     tx: mpsc::UnboundedSender<String>,
+    /// Adopted shims, by name, when they end (apart from `tx`: the end of an adopted shim
+    /// must not clear a shim of the same name this supervisor started since).
+    adopted_tx: mpsc::UnboundedSender<String>,
     health_tx: mpsc::UnboundedSender<ProbeResult>,
+    /// A shim this supervisor started reported how its start went.
+    started_tx: mpsc::UnboundedSender<()>,
 }
 
 /// The outcome of one healthcheck probe.
@@ -235,8 +313,14 @@ impl Supervisor {
         self.own.contains(name) || shim::running(&self.paths, name).is_some()
     }
 
+    /// Something is due at `at_ms`: the loop wakes by then.
+    fn due_at(&mut self, at_ms: u64) {
+        self.next_due_ms = Some(self.next_due_ms.map_or(at_ms, |t| t.min(at_ms)));
+    }
+
     /// Brings every container toward its desired state; never blocks on one.
     fn reconcile(&mut self, now: u64) {
+        self.next_due_ms = None;
         for name in records::container_names(&self.paths) {
             if let Err(err) = self.reconcile_one(&name, now) {
                 tracing::error!(container = %name, err = %err, "reconcile failed");
@@ -259,10 +343,14 @@ impl Supervisor {
         if let Some(rec) = running {
             if self.adopted.insert(name.to_owned()) {
                 tracing::info!(container = %name, shim = rec.shim_pid, pid = ?rec.init_pid, "adopted running container");
+                let (tx, name) = (self.adopted_tx.clone(), name.to_owned());
+                tokio::spawn(async move {
+                    rec.ended().await;
+                    let _ = tx.send(name);
+                });
             }
             return Ok(());
         }
-        self.adopted.remove(name);
         if desired.state == DesiredState::Stopped {
             return Ok(());
         }
@@ -274,6 +362,8 @@ impl Supervisor {
                 status.spawned_at_ms = now;
                 write_status(&self.paths, name, &status)?;
                 self.spawn(name)?;
+            } else {
+                self.due_at(now + self.dependency_poll_ms());
             }
             return Ok(());
         };
@@ -299,13 +389,22 @@ impl Supervisor {
             tracing::info!(container = %name, code = exit.exit_code, ?decision, restarts = status.restart.restarts, "container exited");
             write_status(&self.paths, name, &status)?;
         }
-        if status.restart_at_ms.is_some_and(|t| now >= t) && self.deps_ready(&desired.service.depends_on) {
-            status.restart_at_ms = None;
-            status.spawned_at_ms = now;
-            write_status(&self.paths, name, &status)?;
-            self.spawn(name)?;
+        match status.restart_at_ms {
+            Some(t) if now < t => self.due_at(t),
+            Some(_) if self.deps_ready(&desired.service.depends_on) => {
+                status.restart_at_ms = None;
+                status.spawned_at_ms = now;
+                write_status(&self.paths, name, &status)?;
+                self.spawn(name)?;
+            }
+            Some(_) => self.due_at(now + self.dependency_poll_ms()),
+            None => {}
         }
         Ok(())
+    }
+
+    fn dependency_poll_ms(&self) -> u64 {
+        u64::try_from(self.opts.dependency_poll.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Starts a healthcheck probe (`kboot exec NAME -- TEST…`) when one is due.
@@ -316,7 +415,9 @@ impl Supervisor {
         let rec = read_health(&self.paths, name)
             .filter(|h| h.run_started_at_ms == run_started_at_ms)
             .unwrap_or_else(|| HealthRecord::new(run_started_at_ms));
-        if now < rec.next_check_ms(check) {
+        let due = rec.next_check_ms(check);
+        if now < due {
+            self.due_at(due);
             return;
         }
         let exec = Internal::Exec(ExecArgs {
@@ -368,8 +469,7 @@ impl Supervisor {
     }
 
     fn deps_ready(&self, deps: &[String]) -> bool {
-        deps.iter()
-            .all(|d| shim::running(&self.paths, d).is_some_and(|r| r.init_pid.is_some()))
+        deps.iter().all(|d| records::started_since_requested(&self.paths, d))
     }
 
     /// True when the container runs no more and will not be restarted.
@@ -399,21 +499,26 @@ impl Supervisor {
             .open(&shim_log)
             .map_err(io("open", shim_log.clone()))?;
         let log2 = log.try_clone().map_err(io("open", shim_log))?;
-        let shim = Internal::Shim(ShimArgs::service(
-            name,
-            self.paths.container(name).bundle(),
-            self.opts.log_max_bytes,
-        ));
-        let mut cmd = tokio::process::Command::from(shim.command(&self.paths));
+        // The start notice tells the loop when the shim's records say how the start went
+        // (init runs: dependents may start, probes count from then).
+        let args = ShimArgs::service(name, self.paths.container(name).bundle(), self.opts.log_max_bytes);
+        let (command, notice) = Internal::shim_with_start_notice(args, &self.paths)
+            .map_err(io("create the start notice pipe for the shim logging to", dir.shim_log()))?;
         // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
-        cmd.env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
+        let mut child = tokio::process::Command::from(command)
+            .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .kill_on_drop(false);
-        let mut child = cmd
+            .kill_on_drop(false)
             .spawn()
             .map_err(io("start the shim", PathBuf::from(launch::SELF_EXE)))?;
+        // (The command, and with it this process's copy of the notice pipe's write end, is gone.)
+        let started = self.started_tx.clone();
+        tokio::spawn(async move {
+            let _ = notice.wait().await;
+            let _ = started.send(());
+        });
         tracing::info!(container = %name, shim = ?child.id(), "starting");
         self.own.insert(name.to_owned());
         let tx = self.tx.clone();

@@ -122,6 +122,7 @@ pub async fn run_plan(paths: &Paths, plan: &Plan, opts: &RunOptions) -> Result<R
             })
         })??;
     if opts.detach || daemon::running_supervisor(paths).is_some() {
+        daemon::wake(paths);
         ensure_daemon(paths)?;
         return wait_ready(paths, &names, opts.ready_timeout).await;
     }
@@ -293,9 +294,12 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
             let fresh = desired.as_ref().map(|d| d.requested_at_ms).unwrap_or(0);
             let exit = shim::record::read_exit(paths, &v.name);
             // An exit counts once the supervisor applied the policy to it (restart or not).
-            let handled = exit.is_some_and(|e| {
+            let handled = exit.as_ref().is_some_and(|e| {
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
             });
+            // A dependency that started and ended still lets its dependents start
+            // (`records::started_since_requested`); one that never started blocks them.
+            let never_started = !records::started_since_requested(paths, &v.name);
             let blocked_by = desired
                 .iter()
                 .flat_map(|d| d.service.depends_on.iter())
@@ -304,7 +308,7 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
             let done = match v.status.as_str() {
                 "running" | "stopped" => true,
                 "failed" | "exited" => {
-                    if handled {
+                    if handled && never_started {
                         down_for_good.push(v.name.clone());
                     }
                     handled
@@ -434,6 +438,7 @@ pub async fn start(paths: &Paths, names: &[String], timeout: Duration) -> Result
         desired.requested_at_ms = now_ms();
         write_desired(paths, &desired)?;
     }
+    daemon::wake(paths);
     ensure_daemon(paths)?;
     wait_ready(paths, names, timeout).await
 }

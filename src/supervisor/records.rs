@@ -66,6 +66,20 @@ pub fn write_status(paths: &Paths, name: &str, rec: &StatusRecord) -> Result<(),
     write_json(&paths.container(name).status(), rec, Durability::Volatile)
 }
 
+/// Whether `name` has started since it was last asked to run: its init runs, or its last
+/// exit ends a run that started after the request. `depends_on` waits for this (compose's
+/// "started"): a check at one instant would miss a dependency that starts and exits at once.
+pub fn started_since_requested(paths: &Paths, name: &str) -> bool {
+    if crate::shim::running(paths, name).is_some_and(|r| r.init_pid.is_some()) {
+        return true;
+    }
+    let Some(desired) = read_desired(paths, name) else {
+        return false;
+    };
+    crate::shim::record::read_exit(paths, name)
+        .is_some_and(|e| e.started_at_ms.is_some() && e.finished_at_ms >= desired.requested_at_ms)
+}
+
 /// Names of every container kboot manages (directories with a desired record), sorted.
 pub fn container_names(paths: &Paths) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(paths.containers())
