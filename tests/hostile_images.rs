@@ -188,6 +188,8 @@ fn hostile_shim_exe_is_a_sealed_copy() {
 /// within seconds, with kboot's memory bounded, and `HOME` falls back to `/`.
 #[test]
 #[ignore = "privileged: run as root with --include-ignored (scripts/test.sh)"]
+// The time and RSS of each case are printed for the record (`--nocapture`).
+#[allow(clippy::print_stderr)]
 fn hostile_passwd_made_by_the_running_container_does_not_stall_kboot_exec() {
     require_root();
     let shadow = host_shadow();

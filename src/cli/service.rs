@@ -21,7 +21,7 @@ pub struct ServiceArgs {
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Write a systemd unit that runs `kboot run ROLE` (the command `kboot plan` shows) at boot.
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Disable and remove the unit (the containers keep running: `kboot down` stops them).
     Uninstall(UninstallArgs),
 }
@@ -56,7 +56,7 @@ pub struct UninstallArgs {
 
 pub fn service(ctx: &Context, args: ServiceArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        ServiceCommand::Install(a) => install(ctx, a),
+        ServiceCommand::Install(a) => install(ctx, *a),
         ServiceCommand::Uninstall(a) => uninstall(ctx, a),
     }
 }
