@@ -94,7 +94,11 @@ fn etcd(ctx: &Ctx) -> Service {
         flag("peer-trusted-ca-file", &etcd_ca),
         "--peer-client-cert-auth=true".into(),
     ];
-    let retries = (ctx.cfg.timeout_for_services.as_secs() / 2).max(1);
+    // Every 10 s, as kubeadm probes its etcd: each check starts `kboot exec` and etcdctl (a
+    // Go binary), which every 2 s was a steady load on small and emulated hosts, and nothing
+    // waits on etcd's health but `kboot ps`.
+    let interval = Duration::from_secs(10);
+    let retries = (ctx.cfg.timeout_for_services.as_secs() / interval.as_secs()).max(1);
     Service {
         name: "etcd".into(),
         image: ctx.images.etcd.clone(),
@@ -114,7 +118,7 @@ fn etcd(ctx: &Ctx) -> Service {
                 "endpoint".into(),
                 "health".into(),
             ],
-            interval: Duration::from_secs(2),
+            interval,
             timeout: Duration::from_secs(5),
             retries: u32::try_from(retries).unwrap_or(u32::MAX),
             start_period: Duration::ZERO,
