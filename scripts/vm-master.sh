@@ -90,7 +90,8 @@ if [ \$rc != 0 ]; then
 fi
 exit \$rc"
 
-# The checks, in the guest.
+# The checks, in the guest. A failed check still lets the reboot test run (more from one boot).
+checks_rc=0
 scripts/vm.sh exec -t 1800 -- "set -eu
 KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 kboot kubeconfig > /root/admin.conf
@@ -116,7 +117,19 @@ echo \"pod's /sys/fs/cgroup/memory.max: \$limit\"
 check 'the pod sees its 64Mi limit in /sys/fs/cgroup/memory.max' [ \"\$limit\" = 67108864 ]
 echo \"pod's /sys/fs/cgroup/cpu.max: \$(kc exec \"\$pod\" -- cat /sys/fs/cgroup/cpu.max || true)\"
 svc=\$(kc get svc e2e-web -o jsonpath='{.spec.clusterIP}')
-wait_for 120 \"ClusterIP \$svc answers\" sh -c \"busybox wget -qO- -T 3 http://\$svc/ | grep -q hello-from-\$pod\"
+# bash's /dev/tcp, not busybox wget: Debian's busybox 1.35 wget segfaults when a connection fails.
+get() { timeout 5 bash -c \"exec 3<>/dev/tcp/\$1/\$2 && printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' >&3 && cat <&3\"; }
+podip=\$(kc get pod \"\$pod\" -o jsonpath='{.status.podIP}')
+svc_answers() { get \"\$svc\" 80 | grep -q \"hello-from-\$pod\"; }
+wait_for 300 \"ClusterIP \$svc answers\" svc_answers
+if ! svc_answers; then
+  echo \"--- ClusterIP diagnostics: the pod \$podip:8080 directly: \$(get \"\$podip\" 8080 | tail -1 || echo no answer)\"
+  kc get endpointslices -l kubernetes.io/service-name=e2e-web -o wide || true
+  kc -n kube-system get pods -o wide || true
+  kc -n kube-system logs \"kube-proxy-\$(kc get nodes -o jsonpath='{.items[0].metadata.name}')\" --tail 25 2>&1 | cut -c1-300 || true
+  iptables-save -t nat 2>&1 | grep -E 'e2e-web|^:KUBE|KUBE-SERVICES -d' | head -20 || true
+  ip route || true
+fi
 check 'pods under /sys/fs/cgroup/kubepods.slice' sh -c \"find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | grep -q .\"
 find /sys/fs/cgroup/kubepods.slice -name 'kboot-*.scope' | head -5
 systemd-cgls --no-pager -u kubepods.slice | head -20
@@ -125,7 +138,7 @@ echo \"vm-master: checks took \$(( \$(date +%s) - start )) s (guest clock)\"
 echo 'CPU time of the busiest processes:'; ps -eo time,comm --sort=-time | head -6
 [ \"${KBOOT_VM_REBOOT:-0}\" = 1 ] && exit \$failed
 start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
-exit \$failed"
+exit \$failed" || checks_rc=$?
 
 if [ "${KBOOT_VM_REBOOT:-0}" = 1 ]; then
   scripts/vm.sh exec -t 600 -- "set -eu
@@ -167,3 +180,4 @@ start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(
 exit \$failed"
 fi
 echo "vm-master.sh: done in $(( $(date +%s) - t0 )) s wall"
+[ "$checks_rc" = 0 ] || { echo "vm-master.sh: a check in the guest failed (FAIL lines above)" >&2; exit 1; }

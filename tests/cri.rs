@@ -85,9 +85,13 @@ async fn cri_version_status_and_runtime_config_match_what_the_kubelet_requires()
         .await
         .unwrap()
         .into_inner();
-    // No choice recorded: the default, cgroupfs on every host (`Driver::DEFAULT`).
-    assert_eq!(kboot::cgroups::Driver::DEFAULT, kboot::cgroups::Driver::Cgroupfs);
-    assert_eq!(rc.linux.unwrap().cgroup_driver, cri::CgroupDriver::Cgroupfs as i32);
+    // No choice recorded: the driver detected on this host (systemd only where it is PID 1
+    // on cgroup v2).
+    let detected = match kboot::cgroups::Driver::detect(kboot::cgroups::HostCgroups::probe()) {
+        kboot::cgroups::Driver::Systemd => cri::CgroupDriver::Systemd,
+        kboot::cgroups::Driver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+    };
+    assert_eq!(rc.linux.unwrap().cgroup_driver, detected as i32);
     // The choice `kboot run` recorded (`--cgroup-driver`) is what the kubelet is told.
     let paths = kboot::state::Paths::under(dir.path());
     std::fs::write(paths.cgroup_driver_file(), "systemd").unwrap();

@@ -70,18 +70,26 @@ impl Driver {
         }
     }
 
-    /// The driver kboot uses when none is asked for: cgroupfs on every host, for now.
+    /// The driver kboot uses when none is asked for, as runc and kubeadm choose: systemd
+    /// where it is PID 1 on a unified host, cgroupfs elsewhere (no systemd, or cgroup v1
+    /// hierarchies, where libcontainer's systemd manager cannot work).
     ///
-    /// runc and kubeadm pick systemd where it is PID 1 on a unified host, and [`Self::check`]
-    /// accepts it there (`--cgroup-driver systemd`). It is not the default yet because the
-    /// whole role has not been shown to work with it: in the Debian 12 guest (v2 + systemd)
-    /// the container and CRI tests pass with systemd, but `kboot run master` did not reach
-    /// Ready within 36 min, nor within 31 min once CRI containers became scopes of the pod
-    /// slices (`under_parent`), where cgroupfs did in 25 in an earlier run (docs/hosts.md). A default must be the
-    /// one that brings a node up; switch once `scripts/vm-master.sh` passes with systemd.
-    /// Being the same on every host, it needs no probe of the host (the CRI falls back to it
-    /// on every container it creates when no choice is recorded).
-    pub const DEFAULT: Driver = Driver::Cgroupfs;
+    /// In the Debian 12 guest (v2 + systemd) `kboot run master` reaches Ready with either
+    /// driver (docs/hosts.md); systemd is the one that keeps the host's cgroup tree systemd's.
+    pub fn detect(host: HostCgroups) -> Driver {
+        if host.systemd && host.unified {
+            Driver::Systemd
+        } else {
+            Driver::Cgroupfs
+        }
+    }
+
+    /// [`Self::detect`] on this host, probed once per process: the CRI falls back to it on
+    /// every container it creates when no choice is recorded (a standalone `kboot cri`).
+    pub fn detected() -> Driver {
+        static DETECTED: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Self::detect(HostCgroups::probe()))
+    }
 
     /// `self` if `host` can use it: systemd needs systemd as PID 1 and cgroup v2.
     pub fn check(self, host: HostCgroups) -> Result<Self, DriverError> {
@@ -93,12 +101,12 @@ impl Driver {
     }
 
     /// The recorded choice of the installation (`file`, written by `kboot run`), else
-    /// [`Self::DEFAULT`]: what the supervisor and the CRI use.
+    /// [`Self::detected`]: what the supervisor and the CRI use.
     pub fn load(file: &Path) -> Self {
         std::fs::read_to_string(file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(Self::DEFAULT)
+            .unwrap_or_else(Self::detected)
     }
 
     /// The OCI `cgroupsPath` of one of kboot's own containers whose cgroupfs path is
@@ -236,12 +244,15 @@ mod tests {
     };
 
     #[test]
-    fn cgroupfs_is_the_default_and_systemd_is_accepted_on_unified_systemd_hosts() {
-        assert_eq!(Driver::DEFAULT, Driver::Cgroupfs);
-        for host in [SYSTEMD_V2, SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
-            assert!(Driver::DEFAULT.check(host).is_ok(), "{host:?}");
+    fn systemd_is_detected_only_where_it_is_pid_1_on_a_unified_host() {
+        assert_eq!(Driver::detect(SYSTEMD_V2), Driver::Systemd);
+        for host in [SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
+            assert_eq!(Driver::detect(host), Driver::Cgroupfs, "{host:?}");
         }
-        assert!(Driver::Systemd.check(SYSTEMD_V2).is_ok());
+        // Whatever is detected works where it is detected.
+        for host in [SYSTEMD_V2, SYSTEMD_V1, PLAIN_V1, PLAIN_V2] {
+            assert!(Driver::detect(host).check(host).is_ok(), "{host:?}");
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct RoleFlags {
     #[arg(long, value_name = "SECONDS")]
     pub timeout_for_services: Option<String>,
     /// cgroup driver of kboot's containers and the kubelet: cgroupfs or systemd
-    /// [env KBOOT_CGROUP_DRIVER; default cgroupfs; systemd needs it as PID 1 on a cgroup v2 host].
+    /// [env KBOOT_CGROUP_DRIVER; default: systemd where it is PID 1 on a cgroup v2 host, else cgroupfs].
     #[arg(long, value_name = "DRIVER")]
     pub cgroup_driver: Option<String>,
     /// Worker: the bootstrap token printed by the master [env KBOOT_TOKEN].

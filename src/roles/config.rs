@@ -481,7 +481,7 @@ pub fn resolve(
         .raw(Key::EtcdVersion)
         .unwrap_or_else(|| default_etcd_version(&k8s_version, &arch).to_string());
     let network = resolve_network(&picked)?;
-    let runtime = resolve_runtime(&mut picked, &k8s_version, family)?;
+    let runtime = resolve_runtime(&mut picked, &k8s_version, family, host)?;
     let (ip_address, master_ip) = resolve_addresses(&mut picked, role, host)?;
     let mut sources = picked.sources;
     for key in Key::ALL {
@@ -628,7 +628,12 @@ struct Runtime {
     cgroup_driver: Driver,
 }
 
-fn resolve_runtime(picked: &mut Picked, k8s_version: &KubeVersion, family: Family) -> Result<Runtime, ConfigError> {
+fn resolve_runtime(
+    picked: &mut Picked,
+    k8s_version: &KubeVersion,
+    family: Family,
+    host: &dyn HostFacts,
+) -> Result<Runtime, ConfigError> {
     let restart = picked
         .parsed(Key::RestartPolicy, |s| s.parse::<RestartPolicy>())?
         .unwrap_or(RestartPolicy::UnlessStopped);
@@ -651,8 +656,8 @@ fn resolve_runtime(picked: &mut Picked, k8s_version: &KubeVersion, family: Famil
     let cgroup_driver = match picked.parsed(Key::CgroupDriver, |s| s.parse::<Driver>().map_err(|e| e.to_string()))? {
         Some(d) => d,
         None => {
-            picked.sources.insert(Key::CgroupDriver, Source::Default);
-            Driver::DEFAULT
+            picked.sources.insert(Key::CgroupDriver, Source::Detected);
+            Driver::detect(host.cgroups())
         }
     };
     Ok(Runtime {
@@ -769,7 +774,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_cgroup_driver_defaults_to_cgroupfs_is_overridable_and_checked_against_the_host() {
+    fn the_cgroup_driver_is_detected_overridable_and_checked_against_the_host() {
         let systemd_v2 = FakeHost {
             cgroups: HostCgroups {
                 systemd: true,
@@ -781,14 +786,21 @@ pub(crate) mod tests {
         let c = resolve(Role::Master, &none, &none, &none, &systemd_v2).unwrap();
         assert_eq!(
             (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
-            (Driver::Cgroupfs, Source::Default)
+            (Driver::Systemd, Source::Detected)
         );
-        let flags = layer(&[(Key::CgroupDriver, "systemd")]);
-        let c = resolve(Role::Master, &flags, &none, &none, &systemd_v2).unwrap();
-        assert_eq!(c.cgroup_driver, Driver::Systemd);
         verify_cgroup_driver(&c, &systemd_v2).unwrap();
+        let flags = layer(&[(Key::CgroupDriver, "cgroupfs")]);
+        let c = resolve(Role::Master, &flags, &none, &none, &systemd_v2).unwrap();
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Cgroupfs, Source::Flag)
+        );
         let c = resolve(Role::Master, &none, &none, &none, &host()).unwrap();
-        assert_eq!(c.cgroup_driver, Driver::Cgroupfs, "no systemd on the host");
+        assert_eq!(
+            (c.cgroup_driver, c.sources[&Key::CgroupDriver]),
+            (Driver::Cgroupfs, Source::Detected),
+            "no systemd on the host"
+        );
         verify_cgroup_driver(&c, &host()).unwrap();
 
         let file = layer(&[(Key::CgroupDriver, "cgroupfs")]);
