@@ -18,10 +18,9 @@
 # reaches as 10.0.2.2:$PORT (qemu user networking) through registries.toml mirrors.
 # Environment: K8S_VERSION, KBOOT_VM_REGISTRY_PORT (5077), READY_TIMEOUT (40m, TCG is slow),
 # KBOOT_VM_MASTER_ARGS (extra `kboot run master` flags, e.g. --cgroup-driver cgroupfs),
-# KBOOT_VM_PROFILE (cargo profile of the kboot put in the guest: release, the default, or dev).
-# Release: what a node runs. (The supervisor was the guest's busiest process with either
-# build: 11 min of CPU in 30 debug, 10 min in 31 release; docs/hosts.md.)
-# KBOOT_VM_REBOOT=1 is written but has not been run yet.
+# KBOOT_VM_PROFILE (cargo profile of the kboot put in the guest: release, the default, or dev),
+# KBOOT_VM_BIN (a kboot binary to put in the guest instead of building one).
+# Release: what a node runs. Results and their times: docs/hosts.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "vm-master.sh: run as root" >&2; exit 2; }
@@ -38,8 +37,12 @@ RUN=${KBOOT_VM_DIR:-/tmp/kboot-vm}
 [ -x "$CACHE/k8s-$K8S_VERSION/bin/kubectl" ] || { echo "vm-master.sh: no kubectl in $CACHE/k8s-$K8S_VERSION/bin" >&2; exit 1; }
 PROFILE=${KBOOT_VM_PROFILE:-release}
 t0=$(date +%s)
-cargo build --quiet --profile "$PROFILE" --bin kboot
-bin=$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/kboot
+if [ -n "${KBOOT_VM_BIN:-}" ]; then
+  bin=$KBOOT_VM_BIN   # another kboot, e.g. an older build to compare with
+else
+  cargo build --quiet --profile "$PROFILE" --bin kboot
+  bin=$TARGET/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/kboot
+fi
 
 # A read-only registry over the shared data: the e2e helpers' own registry may come and go.
 mkdir -p "$RUN"
