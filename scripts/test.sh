@@ -135,7 +135,7 @@ fi
 
 # The cgroup v2 + systemd tier (this host is cgroup v1; the guest is what current
 # distributions are). The tests whose behaviour depends on the cgroup layout.
-VM_TESTS=(containers_unprivileged_cannot_open containers_see_their_own_cgroup containers_busybox_runs
+VM_TESTS=(containers_unprivileged_cannot_open containers_see_their_own_cgroup containers_busybox_runs containers_oom_kill
   cri_update_container_resources cri_crictl_pod_network)
 if [ "${KBOOT_VM:-auto}" != 0 ]; then
   ls /var/cache/kboot-build/vm-*/disk.raw >/dev/null 2>&1 && vm_cost=660 || vm_cost=960

@@ -34,13 +34,14 @@ DISK_GB=${KBOOT_VM_DISK_GB:-16}
 BOOT_TIMEOUT=${KBOOT_VM_BOOT_TIMEOUT:-300}
 
 # What the guest is made of. kboot's runtime needs (iptables, the CNI plugins, libseccomp, mount
-# tools), what its privileged tests use (busybox-static, docker-registry, etcd) and dbus for
+# tools), what its privileged tests use (busybox-static, docker-registry, etcd; skopeo for
+# scripts/vm-critest.sh's image pushes) and dbus for
 # systemd's cgroup API.
 PACKAGES=(
   systemd systemd-sysv udev dbus kmod linux-image-amd64
   iproute2 iptables conntrack ethtool socat containernetworking-plugins ca-certificates
   procps util-linux mount e2fsprogs libseccomp2
-  busybox-static docker-registry etcd-server etcd-client
+  busybox-static docker-registry etcd-server etcd-client skopeo
 )
 
 # The agent: mounts the shares, then runs each steps/NNN.sh once, in order, writing NNN.log,

@@ -32,6 +32,7 @@ pub mod attach;
 mod exec;
 pub mod launch;
 pub mod log;
+mod oom;
 mod pages;
 pub mod record;
 
@@ -206,13 +207,18 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     pages::trim_heap();
     tracing::debug!(container = %cfg.id, kib = dropped / 1024, "dropped start-up mappings");
 
-    let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw, &mut attach);
+    let cgroup_dir = spec
+        .as_ref()
+        .and_then(cgroups_path_of)
+        .and_then(|p| crate::cgroups::driver::fs_path(&p).ok());
+    let mut oom = oom::OomWatch::new(cgroup_dir.as_deref());
+    let status = supervise(pid, &sfd, &out_r, &err_r, &mut logw, &mut attach, &mut oom);
     drain(&out_r, Stream::Stdout, &mut logw, &mut attach);
     drain(&err_r, Stream::Stderr, &mut logw, &mut attach);
     let _ = logw.flush_partial();
     // Attached clients see end of file only once the last output went out.
     drop(attach);
-    record_exit(cfg, &rec, status, container, spec.as_ref())
+    record_exit(cfg, &rec, status, container, oom.oom_kills())
 }
 
 /// The shim's own session (a SIGKILL'd or restarted supervisor, or its terminal, takes
@@ -290,7 +296,7 @@ fn record_exit(
     rec: &ShimRecord,
     status: WaitStatus,
     container: Option<Container>,
-    spec: Option<&Spec>,
+    oom_kills: u64,
 ) -> Result<ExitRecord> {
     let mut exit = ExitRecord {
         started_at_ms: rec.started_at_ms,
@@ -305,9 +311,7 @@ fn record_exit(
         }
         _ => {}
     }
-    if let Some(spec) = spec {
-        exit.oom_killed = oom_kills(spec) > 0;
-    }
+    exit.oom_killed = oom_kills > 0;
     if let Some(mut c) = container {
         if let Err(err) = c.delete(true) {
             tracing::warn!(container = %cfg.id, %err, "delete the stopped container");
@@ -564,9 +568,12 @@ fn supervise(
     err_r: &OwnedFd,
     logw: &mut LogWriter,
     attach: &mut Option<Attach>,
+    oom: &mut oom::OomWatch,
 ) -> WaitStatus {
     let mut open = [true, true];
     loop {
+        // Count an OOM kill before reaping its victim (oom.rs: the cgroup may go with it).
+        oom.update();
         // Reap first: SIGCHLD may have arrived before the signalfd existed.
         if let Some(status) = reap(pid) {
             return status;
@@ -579,6 +586,10 @@ fn supervise(
         let attach_fds = attach.as_ref().map(Attach::poll_fds).unwrap_or_default();
         let slots: Vec<attach::Slot> = attach_fds.iter().map(|(s, _)| *s).collect();
         fds.extend(attach_fds.into_iter().map(|(_, fd)| fd));
+        // Last, so the indexes above stay as they are; its readiness is read by `update`.
+        if let Some(fd) = oom.fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(err) => {
@@ -704,29 +715,6 @@ fn systemd_scope_devices(spec: &Spec) -> std::result::Result<(), String> {
 fn cgroups_path_of(spec: &Spec) -> Option<String> {
     let p = spec.linux().as_ref()?.cgroups_path().clone()?;
     Some(p.to_string_lossy().into_owned())
-}
-
-/// OOM kills recorded by the container's memory cgroup (v1 `memory.oom_control`,
-/// v2 `memory.events`). Read before `delete` removes the cgroup.
-fn oom_kills(spec: &Spec) -> u64 {
-    let Some(cg) = cgroups_path_of(spec).and_then(|p| crate::cgroups::driver::fs_path(&p).ok()) else {
-        return 0;
-    };
-    let rel = cg.trim_start_matches('/');
-    let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()))
-                .collect::<Vec<_>>()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// `kboot exec`: runs `args` inside the running container `id` (its namespaces,

@@ -1,0 +1,110 @@
+//! OOM kills of a container, counted while it runs.
+//!
+//! The kernel counts them in the container's memory cgroup (v2 `memory.events`, v1
+//! `memory.oom_control`, line `oom_kill N`). Reading that once after init exits is too late
+//! with the systemd driver: the container is a transient scope, and systemd removes a scope's
+//! cgroup as soon as its last process is gone, often before the shim has reaped init (critest's
+//! OOMKilled spec failed that way in the cgroup v2 guest). So, as containerd's shims do, the
+//! shim watches `memory.events` with inotify (the kernel signals a change of the file) from the
+//! start and keeps the highest count it read; the read after exit still covers cgroupfs and v1,
+//! where the directory stays until the shim deletes the container.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+pub(super) struct OomWatch {
+    /// The counter files that exist for this container's cgroup (v1 and/or v2 paths).
+    files: Vec<PathBuf>,
+    inotify: Option<Inotify>,
+    seen: u64,
+}
+
+impl OomWatch {
+    /// Watches the memory cgroup at `cgroup_dir` (relative to the cgroup root, as
+    /// `cgroups::driver::fs_path` gives it); `None` watches nothing and counts nothing.
+    pub fn new(cgroup_dir: Option<&str>) -> Self {
+        let Some(rel) = cgroup_dir.map(|d| d.trim_start_matches('/')) else {
+            return Self {
+                files: Vec::new(),
+                inotify: None,
+                seen: 0,
+            };
+        };
+        let root = Path::new(crate::cgroups::ROOT);
+        let files = vec![
+            root.join("memory").join(rel).join("memory.oom_control"),
+            root.join(rel).join("memory.events"),
+        ];
+        // Best effort: without the watch the count after exit is all there is, as before.
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok().filter(|i| {
+            files
+                .iter()
+                .filter(|f| f.ends_with("memory.events"))
+                .any(|f| i.add_watch(f.as_path(), AddWatchFlags::IN_MODIFY).is_ok())
+        });
+        let mut watch = Self {
+            files,
+            inotify,
+            seen: 0,
+        };
+        watch.read();
+        watch
+    }
+
+    /// The descriptor to poll: readable when `memory.events` changed.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inotify.as_ref().map(|i| i.as_fd())
+    }
+
+    /// Reads the counters again if `memory.events` changed since the last look (a
+    /// non-blocking read of the inotify queue otherwise): called on every turn of the
+    /// shim's loop, before it reaps, so a kill is counted while its cgroup still exists.
+    pub fn update(&mut self) {
+        let Some(i) = &self.inotify else { return };
+        let mut changed = false;
+        while matches!(i.read_events(), Ok(events) if !events.is_empty()) {
+            changed = true;
+        }
+        if changed {
+            self.read();
+        }
+    }
+
+    fn read(&mut self) {
+        let now = self.files.iter().filter_map(|f| read_oom_kills(f)).max().unwrap_or(0);
+        self.seen = self.seen.max(now);
+    }
+
+    /// The highest count seen, the cgroup read once more first (it may be gone by now).
+    pub fn oom_kills(&mut self) -> u64 {
+        self.update();
+        self.read();
+        self.seen
+    }
+}
+
+/// The `oom_kill N` line of a memory cgroup file, if the file is there.
+fn read_oom_kills(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_reads_the_oom_kill_line_and_a_missing_cgroup_counts_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("memory.events");
+        std::fs::write(&f, "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n").unwrap();
+        assert_eq!(read_oom_kills(&f), Some(2));
+        assert_eq!(read_oom_kills(&d.path().join("gone")), None);
+        let mut w = OomWatch::new(None);
+        assert_eq!(w.oom_kills(), 0);
+        assert!(w.fd().is_none());
+    }
+}
