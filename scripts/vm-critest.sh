@@ -29,6 +29,10 @@ echo "vm-critest.sh: built and booted in $(( $(date +%s) - t0 )) s"
 scripts/vm.sh exec -t 5400 -- "set -e
 stat -fc 'guest cgroup fs: %T' /sys/fs/cgroup; echo \"PID 1: \$(cat /proc/1/comm)\"
 mkdir -p /var/tmp/kboot-critest
+rc=0
 cd /mnt/host/repo && KBOOT=/mnt/host/bin/kboot ROOTFS_TOOLS=/mnt/host/bin/rootfs-tools OUT=/var/tmp/kboot-critest \
-  scripts/critest.sh $*"
+  scripts/critest.sh $* || rc=\$?
+# The guest's disk goes with it: a failed spec's own lines come back here.
+[ \$rc = 0 ] || grep -m3 -A30 '\[FAILED\]' /var/tmp/kboot-critest/critest.log | cut -c1-300 | head -80
+exit \$rc"
 echo "vm-critest.sh: done in $(( $(date +%s) - t0 )) s wall"

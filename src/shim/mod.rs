@@ -218,7 +218,8 @@ pub fn run(cfg: &ShimConfig) -> Result<ExitRecord> {
     let _ = logw.flush_partial();
     // Attached clients see end of file only once the last output went out.
     drop(attach);
-    record_exit(cfg, &rec, status, container, oom.oom_kills())
+    let sigkill = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
+    record_exit(cfg, &rec, status, container, oom.oom_killed(sigkill))
 }
 
 /// The shim's own session (a SIGKILL'd or restarted supervisor, or its terminal, takes
@@ -296,7 +297,7 @@ fn record_exit(
     rec: &ShimRecord,
     status: WaitStatus,
     container: Option<Container>,
-    oom_kills: u64,
+    oom_killed: bool,
 ) -> Result<ExitRecord> {
     let mut exit = ExitRecord {
         started_at_ms: rec.started_at_ms,
@@ -311,7 +312,7 @@ fn record_exit(
         }
         _ => {}
     }
-    exit.oom_killed = oom_kills > 0;
+    exit.oom_killed = oom_killed;
     if let Some(mut c) = container {
         if let Err(err) = c.delete(true) {
             tracing::warn!(container = %cfg.id, %err, "delete the stopped container");

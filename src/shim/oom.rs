@@ -19,6 +19,9 @@ pub(super) struct OomWatch {
     files: Vec<PathBuf>,
     inotify: Option<Inotify>,
     seen: u64,
+    /// v2: the parent's `memory.events` and its count at the start. Its `oom_kill` is
+    /// hierarchical, so it still shows a kill in a scope systemd has already removed.
+    parent: Option<(PathBuf, u64)>,
 }
 
 impl OomWatch {
@@ -30,6 +33,7 @@ impl OomWatch {
                 files: Vec::new(),
                 inotify: None,
                 seen: 0,
+                parent: None,
             };
         };
         let root = Path::new(crate::cgroups::ROOT);
@@ -44,10 +48,15 @@ impl OomWatch {
                 .filter(|f| f.ends_with("memory.events"))
                 .any(|f| i.add_watch(f.as_path(), AddWatchFlags::IN_MODIFY).is_ok())
         });
+        let parent = Path::new(rel)
+            .parent()
+            .map(|p| root.join(p).join("memory.events"))
+            .and_then(|f| read_oom_kills(&f).map(|n| (f, n)));
         let mut watch = Self {
             files,
             inotify,
             seen: 0,
+            parent,
         };
         watch.read();
         watch
@@ -77,11 +86,24 @@ impl OomWatch {
         self.seen = self.seen.max(now);
     }
 
-    /// The highest count seen, the cgroup read once more first (it may be gone by now).
-    pub fn oom_kills(&mut self) -> u64 {
+    /// Whether the OOM killer killed in the container: the highest count seen, the cgroup
+    /// read once more first. When the cgroup is gone by now (systemd removed the scope) and
+    /// nothing was seen, a container killed by SIGKILL counts as OOM-killed if its parent's
+    /// hierarchical count rose since the start; a sibling's kill at the same moment is the
+    /// one case this gets wrong.
+    pub fn oom_killed(&mut self, killed_by_sigkill: bool) -> bool {
         self.update();
         self.read();
-        self.seen
+        if self.seen > 0 {
+            return true;
+        }
+        let gone = !self.files.iter().any(|f| f.exists());
+        killed_by_sigkill
+            && gone
+            && self
+                .parent
+                .as_ref()
+                .is_some_and(|(f, before)| read_oom_kills(f).is_some_and(|now| now > *before))
     }
 }
 
@@ -104,7 +126,7 @@ mod tests {
         assert_eq!(read_oom_kills(&f), Some(2));
         assert_eq!(read_oom_kills(&d.path().join("gone")), None);
         let mut w = OomWatch::new(None);
-        assert_eq!(w.oom_kills(), 0);
+        assert!(!w.oom_killed(true));
         assert!(w.fd().is_none());
     }
 }
