@@ -112,8 +112,14 @@ pub async fn discover_ca_waiting(
             Ok(ca) => return Ok(ca),
             Err(e) => e,
         };
-        let new_token = matches!(err, JoinError::NotSigned { others_signed: true, .. })
-            && unsigned_since.get_or_insert_with(tokio::time::Instant::now).elapsed() < patience.new_token_grace;
+        let new_token = matches!(
+            err,
+            JoinError::NotSigned {
+                others_signed: true,
+                ..
+            }
+        ) && unsigned_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+            < patience.new_token_grace;
         if !(err.master_may_be_starting() || new_token) {
             return Err(err);
         }
@@ -337,7 +343,9 @@ mod tests {
         };
         let mut reasons = Vec::new();
         let got = crate::roles::testutil::rt()
-            .block_on(discover_ca_waiting(&url, &t, &hash, quick(), &mut |e| reasons.push(e.to_string())))
+            .block_on(discover_ca_waiting(&url, &t, &hash, quick(), &mut |e| {
+                reasons.push(e.to_string())
+            }))
             .unwrap();
         signer.join().unwrap();
         assert_eq!(got, ca);
@@ -351,7 +359,13 @@ mod tests {
             .block_on(discover_ca_waiting(&url, &unknown, &hash, quick(), &mut |_| {}))
             .unwrap_err();
         assert!(
-            matches!(err, JoinError::NotSigned { others_signed: true, .. }),
+            matches!(
+                err,
+                JoinError::NotSigned {
+                    others_signed: true,
+                    ..
+                }
+            ),
             "{}",
             crate::base::error::chain(&err)
         );
@@ -368,7 +382,11 @@ mod tests {
 
     #[test]
     fn a_worker_gives_up_on_an_unreachable_master_naming_why() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let patience = Patience {
             timeout: Duration::from_millis(600),
             ..quick()
@@ -384,6 +402,9 @@ mod tests {
             .unwrap_err();
         let chain = crate::base::error::chain(&err);
         assert!(matches!(err, JoinError::GaveUp { .. }), "{chain}");
-        assert!(chain.contains("gave up after waiting") && chain.contains("fetch cluster-info"), "{chain}");
+        assert!(
+            chain.contains("gave up after waiting") && chain.contains("fetch cluster-info"),
+            "{chain}"
+        );
     }
 }

@@ -42,12 +42,14 @@ impl OomWatch {
             root.join(rel).join("memory.events"),
         ];
         // Best effort: without the watch the count after exit is all there is, as before.
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok().filter(|i| {
-            files
-                .iter()
-                .filter(|f| f.ends_with("memory.events"))
-                .any(|f| i.add_watch(f.as_path(), AddWatchFlags::IN_MODIFY).is_ok())
-        });
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .ok()
+            .filter(|i| {
+                files
+                    .iter()
+                    .filter(|f| f.ends_with("memory.events"))
+                    .any(|f| i.add_watch(f.as_path(), AddWatchFlags::IN_MODIFY).is_ok())
+            });
         let parent = Path::new(rel)
             .parent()
             .map(|p| root.join(p).join("memory.events"))

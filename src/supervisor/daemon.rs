@@ -502,8 +502,10 @@ impl Supervisor {
         // The start notice tells the loop when the shim's records say how the start went
         // (init runs: dependents may start, probes count from then).
         let args = ShimArgs::service(name, self.paths.container(name).bundle(), self.opts.log_max_bytes);
-        let (command, notice) = Internal::shim_with_start_notice(args, &self.paths)
-            .map_err(io("create the start notice pipe for the shim logging to", dir.shim_log()))?;
+        let (command, notice) = Internal::shim_with_start_notice(args, &self.paths).map_err(io(
+            "create the start notice pipe for the shim logging to",
+            dir.shim_log(),
+        ))?;
         // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
         let mut child = tokio::process::Command::from(command)
             .env("KBOOT_LOG", "warn,libcontainer=off,libcgroups=off")
