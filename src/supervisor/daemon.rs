@@ -3,10 +3,10 @@
 //! ever sets its own restart time, so it cannot starve the others.
 //!
 //! It reconciles when something happened, not on a fast tick: a shim it started or
-//! adopted ended (its child, or a pidfd), a healthcheck probe finished, a command
-//! changed what is wanted (`kboot run`, `start`, `stop`, `rm` send a datagram to
-//! `Paths::supervisor_wake`, [`wake`]), or a time it computed came (a due restart, a
-//! due probe). Only a container waiting for a dependency's init is polled, briefly. A
+//! adopted ended (its child, or a pidfd; `kboot stop` and `rm` end shims this way), a
+//! shim reported its start, a healthcheck probe finished, a command asked for a container
+//! to run (`kboot run` and `start` send a datagram to `Paths::supervisor_wake`, [`wake`]),
+//! or a time it computed came (a due restart, a due probe). Only a container waiting for a dependency's init is polled, briefly. A
 //! slow idle tick stays as a safety net. Reconciling every 100 ms read five records per
 //! container and was the busiest process of a master under TCG (docs/hosts.md).
 
