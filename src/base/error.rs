@@ -13,6 +13,15 @@ pub struct PathIo {
     pub source: std::io::Error,
 }
 
+impl PathIo {
+    /// The error of `step` on `path`, for `map_err`: `.map_err(PathIo::at("create", dir))?`
+    /// (a module error that wraps it `#[from]` takes it through `?`).
+    pub fn at(step: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PathIo {
+        let path = path.into();
+        move |source| PathIo { step, path, source }
+    }
+}
+
 /// The error and all its causes, `: `-separated, for logs, records and gRPC
 /// messages that must show the cause (`{err:#}` does this only for anyhow).
 pub fn chain(err: &dyn std::error::Error) -> String {
@@ -40,11 +49,8 @@ mod tests {
 
     #[test]
     fn path_io_names_the_step_and_the_path() {
-        let err = super::PathIo {
-            step: "create",
-            path: "/var/lib/kboot".into(),
-            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        };
+        let err =
+            super::PathIo::at("create", "/var/lib/kboot")(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
         assert_eq!(super::chain(&err), "create /var/lib/kboot: permission denied");
     }
 }

@@ -223,13 +223,8 @@ pub fn environment_text(vars: &[(&str, &str)]) -> String {
 /// Writes a file atomically (temp, fsync, rename, fsync the directory).
 pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
     use crate::base::fs::{write_atomic, Durability};
-    write_atomic(path, text.as_bytes(), Durability::Durable, Some(mode)).map_err(|source| {
-        ServiceError::Io(PathIo {
-            step: "write",
-            path: path.to_path_buf(),
-            source,
-        })
-    })
+    write_atomic(path, text.as_bytes(), Durability::Durable, Some(mode)).map_err(PathIo::at("write", path))?;
+    Ok(())
 }
 
 /// Removes a file; true when it existed.
@@ -237,11 +232,7 @@ pub fn remove_file(path: &Path) -> Result<bool> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(ServiceError::Io(PathIo {
-            step: "remove",
-            path: path.to_path_buf(),
-            source,
-        })),
+        Err(source) => Err(PathIo::at("remove", path)(source).into()),
     }
 }
 

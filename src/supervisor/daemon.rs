@@ -13,7 +13,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::future::Future;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -134,36 +133,35 @@ pub fn wake(paths: &Paths) {
 fn bind_wake(paths: &Paths) -> Result<tokio::net::UnixDatagram> {
     use std::os::unix::fs::PermissionsExt;
     let path = paths.supervisor_wake();
-    let io = |step| {
-        let path = path.clone();
-        move |source| SupervisorError::Io(PathIo { step, path, source })
-    };
     match fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove the stale wake socket")(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PathIo::at("remove the stale wake socket", &path)(e).into())
+        }
         _ => {}
     }
-    let sock = tokio::net::UnixDatagram::bind(&path).map_err(io("bind the wake socket"))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io("restrict the wake socket"))?;
+    let sock = tokio::net::UnixDatagram::bind(&path).map_err(PathIo::at("bind the wake socket", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .map_err(PathIo::at("restrict the wake socket", &path))?;
     Ok(sock)
 }
 
 /// Holds the supervisor lock for the life of the loop.
 fn lock(paths: &Paths) -> Result<Flock<File>> {
-    let io = |step, path: PathBuf| move |source| SupervisorError::Io(PathIo { step, path, source });
-    fs::create_dir_all(paths.state()).map_err(io("create", paths.state().to_owned()))?;
+    fs::create_dir_all(paths.state()).map_err(PathIo::at("create", paths.state()))?;
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(paths.supervisor_lock())
-        .map_err(io("open", paths.supervisor_lock()))?;
+        .map_err(PathIo::at("open", paths.supervisor_lock()))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| SupervisorError::AlreadyRunning {
         pid: fs::read_to_string(paths.supervisor_pid())
             .ok()
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(0),
     })?;
-    fs::write(paths.supervisor_pid(), std::process::id().to_string()).map_err(io("write", paths.supervisor_pid()))?;
+    fs::write(paths.supervisor_pid(), std::process::id().to_string())
+        .map_err(PathIo::at("write", paths.supervisor_pid()))?;
     Ok(lock)
 }
 
@@ -491,20 +489,19 @@ impl Supervisor {
 
     fn spawn(&mut self, name: &str) -> Result<()> {
         let dir = self.paths.container(name);
-        let io = |step, path: PathBuf| move |source| SupervisorError::Io(PathIo { step, path, source });
         let shim_log = dir.shim_log();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&shim_log)
-            .map_err(io("open", shim_log.clone()))?;
-        let log2 = log.try_clone().map_err(io("open", shim_log))?;
+            .map_err(PathIo::at("open", &shim_log))?;
+        let log2 = log.try_clone().map_err(PathIo::at("open", &shim_log))?;
         // The start notice tells the loop when the shim's records say how the start went
         // (init runs: dependents may start, probes count from then).
         let args = ShimArgs::service(name, self.paths.container(name).bundle(), self.opts.log_max_bytes);
-        let (command, notice) = Internal::shim_with_start_notice(args, &self.paths).map_err(io(
+        let (command, notice) = Internal::shim_with_start_notice(args, &self.paths).map_err(PathIo::at(
             "create the start notice pipe for the shim logging to",
-            dir.shim_log(),
+            &shim_log,
         ))?;
         // libcontainer's own log lines, emitted inside init, would land in the container's stderr (P9).
         let mut child = tokio::process::Command::from(command)
@@ -514,7 +511,7 @@ impl Supervisor {
             .stderr(log2)
             .kill_on_drop(false)
             .spawn()
-            .map_err(io("start the shim", PathBuf::from(launch::SELF_EXE)))?;
+            .map_err(PathIo::at("start the shim", launch::SELF_EXE))?;
         // (The command, and with it this process's copy of the notice pipe's write end, is gone.)
         let started = self.started_tx.clone();
         tokio::spawn(async move {

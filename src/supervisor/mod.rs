@@ -115,11 +115,7 @@ pub async fn run_plan(paths: &Paths, plan: &Plan, opts: &RunOptions) -> Result<R
     let names = tokio::task::spawn_blocking(move || apply(&p, &pl, &LocalImages { paths: p.clone() }))
         .await
         .map_err(|e| {
-            SupervisorError::Io(PathIo {
-                step: "prepare the plan's containers under",
-                path: paths.containers(),
-                source: std::io::Error::other(e),
-            })
+            PathIo::at("prepare the plan's containers under", paths.containers())(std::io::Error::other(e))
         })??;
     if opts.detach || daemon::running_supervisor(paths).is_some() {
         daemon::wake(paths);
@@ -183,13 +179,9 @@ pub fn apply(paths: &Paths, plan: &Plan, images: &dyn ImageSource) -> Result<Vec
 
 fn write_plan_file(f: &PlanFile) -> Result<()> {
     use crate::base::fs::{write_atomic, Durability};
-    write_atomic(&f.path, f.content.as_bytes(), Durability::Synced, Some(f.mode)).map_err(|source| {
-        SupervisorError::Io(PathIo {
-            step: "write",
-            path: f.path.clone(),
-            source,
-        })
-    })
+    write_atomic(&f.path, f.content.as_bytes(), Durability::Synced, Some(f.mode))
+        .map_err(PathIo::at("write", &f.path))?;
+    Ok(())
 }
 
 /// One row of `kboot ps`.
@@ -348,24 +340,12 @@ pub fn ensure_daemon(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
-    fs::create_dir_all(paths.root()).map_err(|source| {
-        SupervisorError::Io(PathIo {
-            step: "create",
-            path: paths.root().to_owned(),
-            source,
-        })
-    })?;
+    fs::create_dir_all(paths.root()).map_err(PathIo::at("create", paths.root()))?;
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(paths.supervisor_log())
-        .map_err(|source| {
-            SupervisorError::Io(PathIo {
-                step: "open",
-                path: paths.supervisor_log(),
-                source,
-            })
-        })?;
+        .map_err(PathIo::at("open", paths.supervisor_log()))?;
     let log2 = log.try_clone().map_err(SupervisorError::SpawnDaemon)?;
     let mut cmd = Internal::Supervise(SuperviseArgs {}).command(paths);
     cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
@@ -457,13 +437,8 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
     let dir = paths.container(name);
     images.release(&dir);
     let _ = fs::remove_file(paths.shim_record(name));
-    fs::remove_dir_all(&dir).map_err(|source| {
-        SupervisorError::Io(PathIo {
-            step: "remove container directory",
-            path: dir.path().to_path_buf(),
-            source,
-        })
-    })
+    fs::remove_dir_all(&dir).map_err(PathIo::at("remove container directory", dir.path()))?;
+    Ok(())
 }
 
 /// `kboot down`: stops the supervisor, then stops and removes every container,
@@ -498,13 +473,7 @@ pub fn purge(paths: &Paths) -> Result<()> {
         } else {
             fs::remove_file(&path)
         };
-        res.map_err(|source| {
-            SupervisorError::Io(PathIo {
-                step: "remove",
-                path,
-                source,
-            })
-        })?;
+        res.map_err(PathIo::at("remove", path))?;
     }
     Ok(())
 }
