@@ -37,19 +37,12 @@ impl OomWatch {
             };
         };
         let root = Path::new(crate::cgroups::ROOT);
-        let files = vec![
-            root.join("memory").join(rel).join("memory.oom_control"),
-            root.join(rel).join("memory.events"),
-        ];
+        let events = root.join(rel).join("memory.events");
         // Best effort: without the watch the count after exit is all there is, as before.
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .ok()
-            .filter(|i| {
-                files
-                    .iter()
-                    .filter(|f| f.ends_with("memory.events"))
-                    .any(|f| i.add_watch(f.as_path(), AddWatchFlags::IN_MODIFY).is_ok())
-            });
+            .filter(|i| i.add_watch(&events, AddWatchFlags::IN_MODIFY).is_ok());
+        let files = vec![root.join("memory").join(rel).join("memory.oom_control"), events];
         let parent = Path::new(rel)
             .parent()
             .map(|p| root.join(p).join("memory.events"))
@@ -94,7 +87,7 @@ impl OomWatch {
     /// hierarchical count rose since the start; a sibling's kill at the same moment is the
     /// one case this gets wrong.
     pub fn oom_killed(&mut self, killed_by_sigkill: bool) -> bool {
-        self.update();
+        // Pending change notices need no draining now: the counters are read regardless.
         self.read();
         if self.seen > 0 {
             return true;

@@ -6,9 +6,10 @@
 //! adopted ended (its child, or a pidfd; `kboot stop` and `rm` end shims this way), a
 //! shim reported its start, a healthcheck probe finished, a command asked for a container
 //! to run (`kboot run` and `start` send a datagram to `Paths::supervisor_wake`, [`wake`]),
-//! or a time it computed came (a due restart, a due probe). Only a container waiting for a dependency's init is polled, briefly. A
-//! slow idle tick stays as a safety net. Reconciling every 100 ms read five records per
-//! container and was the busiest process of a master under TCG (docs/hosts.md).
+//! or a time it computed came (a due restart, a due probe). Only a container waiting for
+//! a dependency's init is polled, briefly. A slow idle tick stays as a safety net.
+//! Reconciling every 100 ms read five records per container and was the busiest process
+//! of a master under TCG (docs/hosts.md).
 
 use std::collections::HashSet;
 use std::fs::{self, File};

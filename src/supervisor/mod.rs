@@ -290,8 +290,9 @@ pub async fn wait_ready(paths: &Paths, names: &[String], timeout: Duration) -> R
                 e.finished_at_ms >= fresh && read_status(paths, &v.name).handled_exit_ms >= e.finished_at_ms
             });
             // A dependency that started and ended still lets its dependents start
-            // (`records::started_since_requested`); one that never started blocks them.
-            let never_started = !records::started_since_requested(paths, &v.name);
+            // (`records::started_since_requested`; with no shim running, that is its exit);
+            // one that never started blocks them.
+            let never_started = !(desired.is_some() && exit.as_ref().is_some_and(|e| records::ran_since(e, fresh)));
             let blocked_by = desired
                 .iter()
                 .flat_map(|d| d.service.depends_on.iter())

@@ -76,8 +76,12 @@ pub fn started_since_requested(paths: &Paths, name: &str) -> bool {
     let Some(desired) = read_desired(paths, name) else {
         return false;
     };
-    crate::shim::record::read_exit(paths, name)
-        .is_some_and(|e| e.started_at_ms.is_some() && e.finished_at_ms >= desired.requested_at_ms)
+    crate::shim::record::read_exit(paths, name).is_some_and(|e| ran_since(&e, desired.requested_at_ms))
+}
+
+/// Whether `exit` ends a run that started (its init ran) after the request at `requested_at_ms`.
+pub fn ran_since(exit: &crate::shim::record::ExitRecord, requested_at_ms: u64) -> bool {
+    exit.started_at_ms.is_some() && exit.finished_at_ms >= requested_at_ms
 }
 
 /// Names of every container kboot manages (directories with a desired record), sorted.
