@@ -362,12 +362,18 @@ fn etcd_pid(d: &Dir) -> Option<i64> {
         .and_then(|c| c["pid"].as_i64())
 }
 
-fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+fn wait_for(what: &str, timeout: std::time::Duration, ok: impl FnMut() -> bool) {
+    wait_for_or(what, timeout, ok, String::new)
+}
+
+/// `wait_for` that adds `diagnose()` (the node's log and containers) to the timeout's message.
+fn wait_for_or(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool, diagnose: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + timeout;
     while !ok() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            diagnose()
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
@@ -405,17 +411,39 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
         .map(String::from)
         .collect();
     let log = d.path().join("service.log");
-    let up = |d: &Dir| {
-        wait_for("etcd over TLS", std::time::Duration::from_secs(90), || {
-            etcdctl(&paths.pki(), true).status.success()
-        });
+    let diagnose = || {
+        let ps = d.kboot().arg("ps").output().unwrap();
+        format!(
+            "--- the unit's log ({}):\n{}\n--- kboot ps:\n{}{}",
+            log.display(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            String::from_utf8_lossy(&ps.stdout),
+            String::from_utf8_lossy(&ps.stderr)
+        )
+    };
+    // The unit's process exiting (a preflight failure, say) ends the wait at once, with its log.
+    let up = |d: &Dir, sup: &mut std::process::Child| {
+        wait_for_or(
+            "etcd over TLS",
+            std::time::Duration::from_secs(90),
+            || {
+                if let Some(status) = sup.try_wait().unwrap() {
+                    panic!(
+                        "the unit's command exited ({status}) before etcd came up\n{}",
+                        diagnose()
+                    );
+                }
+                etcdctl(&paths.pki(), true).status.success()
+            },
+            diagnose,
+        );
         wait_for("etcd in ps", std::time::Duration::from_secs(10), || {
             etcd_pid(d).is_some()
         });
     };
     let pki = paths.pki();
     let mut sup = start_as_systemd(&exec, &log);
-    up(&d);
+    up(&d, &mut sup);
     crate::common::run_ok(etcdctl_cmd(&pki, true).args(["put", "issue-15", "kept across the reboot"]));
     let layout = PkiLayout::new(&pki);
     let ca = std::fs::read(layout.ca_key(Authority::Kubernetes)).unwrap();
@@ -446,7 +474,7 @@ fn boot_service_brings_the_master_back_after_a_reboot_with_the_same_pki_and_etcd
     assert!(!etcdctl(&pki, true).status.success(), "etcd is down");
 
     let mut sup = start_as_systemd(&exec, &log);
-    up(&d);
+    up(&d, &mut sup);
     let got = crate::common::run_ok(etcdctl_cmd(&pki, true).args(["get", "issue-15", "--print-value-only"]));
     assert_eq!(
         String::from_utf8_lossy(&got.stdout).trim(),
