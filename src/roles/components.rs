@@ -175,15 +175,13 @@ fn kubelet_volumes(ctx: &Ctx) -> Vec<Volume> {
 
 fn kubelet_config(ctx: &Ctx) -> Value {
     let cri = format!("unix://{}", ctx.paths.cri_socket().display());
-    json!({
+    let mut config = json!({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "containerRuntimeEndpoint": cri,
         "imageServiceEndpoint": cri,
         "staticPodPath": ctx.dirs.manifests(),
         "cgroupDriver": ctx.cfg.cgroup_driver.as_str(),
-        // Kubelets from v1.35 refuse cgroup v1 hosts unless told otherwise.
-        "failCgroupV1": false,
         "clusterDNS": [CLUSTER_DNS.to_string()],
         "clusterDomain": CLUSTER_DOMAIN,
         "authentication": {
@@ -203,7 +201,13 @@ fn kubelet_config(ctx: &Ctx) -> Value {
         "imageGCHighThresholdPercent": 100,
         "evictionHard": {"memory.available": "0%", "nodefs.available": "0%", "imagefs.available": "0%"},
         "localStorageCapacityIsolation": false,
-    })
+    });
+    // Kubelets from v1.35 refuse cgroup v1 unless told otherwise; on a v2 host the kubelet
+    // keeps its own default, so a later kubelet's stricter checks are not silenced.
+    if !ctx.cfg.cgroup_unified {
+        config["failCgroupV1"] = json!(false);
+    }
+    config
 }
 
 /// kubelet flags for the hyperkube family, translated per version (kube-deploy.md §10).
@@ -799,21 +803,41 @@ mod tests {
         assert!(manifest_args(&plan, "kube-controller-manager").contains("--node-cidr-mask-size=26"));
     }
 
+    fn kubelet_config_of(plan: &crate::roles::RolePlan, dirs: &KubeDirs) -> serde_norway::Value {
+        let f = plan
+            .plan
+            .files
+            .iter()
+            .find(|f| f.path == dirs.kubelet_config())
+            .unwrap();
+        serde_norway::from_str(&f.content).unwrap()
+    }
+
     #[test]
     fn the_kubelet_uses_the_nodes_cgroup_driver() {
-        let file = |plan: &crate::roles::RolePlan, dirs: &KubeDirs| {
-            let f = plan
-                .plan
-                .files
-                .iter()
-                .find(|f| f.path == dirs.kubelet_config())
-                .unwrap();
-            serde_norway::from_str::<serde_norway::Value>(&f.content).unwrap()["cgroupDriver"].clone()
-        };
         let (p, dirs) = plan(&[]);
-        assert_eq!(file(&p, &dirs), "cgroupfs", "the test host has no systemd");
+        assert_eq!(
+            kubelet_config_of(&p, &dirs)["cgroupDriver"],
+            "cgroupfs",
+            "the test host has no systemd"
+        );
         let (p, dirs) = plan(&[(Key::CgroupDriver, "systemd")]);
-        assert_eq!(file(&p, &dirs), "systemd");
+        assert_eq!(kubelet_config_of(&p, &dirs)["cgroupDriver"], "systemd");
+    }
+
+    #[test]
+    fn the_kubelet_is_told_to_accept_cgroup_v1_only_on_a_v1_host() {
+        let (p, dirs) = plan(&[]);
+        assert_eq!(
+            kubelet_config_of(&p, &dirs)["failCgroupV1"],
+            false,
+            "the test host is hybrid v1"
+        );
+        let mut cfg = config(Role::Master, &[]);
+        cfg.cgroup_unified = true;
+        let p = crate::roles::build(&cfg, &Paths::under("/tmp/kb"), &dirs).unwrap();
+        let kubelet = kubelet_config_of(&p, &dirs);
+        assert!(kubelet.get("failCgroupV1").is_none(), "{kubelet:?}");
     }
 
     #[test]

@@ -356,6 +356,9 @@ pub struct NodeConfig {
     /// Who creates the containers' cgroups, kboot's and the kubelet's alike.
     #[serde(serialize_with = "ser_display")]
     pub cgroup_driver: Driver,
+    /// The host has cgroup v2 only (detected; `plan` describes a node on a host like this
+    /// one). On v1 and hybrid hosts the kubelet is told to accept cgroup v1.
+    pub cgroup_unified: bool,
     /// Where every value came from.
     pub sources: BTreeMap<Key, Source>,
 }
@@ -504,6 +507,7 @@ pub fn resolve(
         arch,
         timeout_for_services: runtime.timeout_for_services,
         cgroup_driver: runtime.cgroup_driver,
+        cgroup_unified: runtime.cgroup_unified,
         sources,
     })
 }
@@ -626,6 +630,7 @@ struct Runtime {
     use_containerized: bool,
     timeout_for_services: Duration,
     cgroup_driver: Driver,
+    cgroup_unified: bool,
 }
 
 fn resolve_runtime(
@@ -653,11 +658,12 @@ fn resolve_runtime(
                 .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
         })?
         .unwrap_or(Duration::from_secs(20));
+    let cgroups = host.cgroups();
     let cgroup_driver = match picked.parsed(Key::CgroupDriver, |s| s.parse::<Driver>().map_err(|e| e.to_string()))? {
         Some(d) => d,
         None => {
             picked.sources.insert(Key::CgroupDriver, Source::Detected);
-            Driver::detect(host.cgroups())
+            Driver::detect(cgroups)
         }
     };
     Ok(Runtime {
@@ -666,6 +672,7 @@ fn resolve_runtime(
         use_containerized,
         timeout_for_services,
         cgroup_driver,
+        cgroup_unified: cgroups.unified,
     })
 }
 
