@@ -4,7 +4,7 @@
 # a ClusterIP Service, pods under kubepods.slice, and a pod that reads its own memory limit at
 # /sys/fs/cgroup/memory.max. Then `kboot down` and power-off. Prints each step's time.
 #
-#   sudo scripts/vm-master.sh            # K8S_VERSION (v1.34.4) picks the component cache
+#   sudo scripts/vm-master.sh            # K8S_VERSION (v1.34.4): the guest's config.toml and the component cache
 #   sudo KBOOT_VM_REBOOT=1 scripts/vm-master.sh   # then the reboot test, below
 #
 # The reboot test (KBOOT_VM_REBOOT=1): after the checks, a ConfigMap is created and
@@ -78,8 +78,12 @@ mkdir -p /etc/kboot
   done
   printf '[[registry]]\nhost = \"10.0.2.2:$PORT\"\ninsecure = true\n'
 } > /etc/kboot/registries.toml
+# The version as a user pins it: run, plan and the boot unit all read config.toml.
+echo 'k8s_version = \"$K8S_VERSION\"' > /etc/kboot/config.toml
 stat -fc 'cgroup fs: %T' /sys/fs/cgroup; echo \"PID 1: \$(cat /proc/1/comm)\"
-kboot plan master | grep -A1 -i 'cgroup_driver\|CGROUP_DRIVER' | head -4"
+kboot plan master > /root/plan.yaml
+grep -A1 -i 'k8s_version:\|cgroup_driver\|cgroup_unified\|CGROUP_DRIVER' /root/plan.yaml | head -8
+echo \"failCgroupV1 in the kubelet's configuration: \$(grep -c failCgroupV1 /root/plan.yaml || true)\""
 
 # The run: a step of its own, so its time is the guest's.
 scripts/vm.sh exec -t 3600 -- "start=\$(date +%s); rc=0
@@ -110,6 +114,8 @@ wait_for() { # SECS WHAT CMD...
 start=\$(date +%s)
 echo \"kubelet cgroupDriver: \$(grep cgroupDriver /etc/kubernetes/kubelet-config.yaml /var/lib/kubelet/config.yaml 2>/dev/null | head -1)\"
 kc get nodes -o wide || true
+kubelet_version=\$(kc get nodes -o jsonpath='{.items[0].status.nodeInfo.kubeletVersion}' || true)
+check \"the kubelet is $K8S_VERSION (\$kubelet_version)\" [ \"\$kubelet_version\" = $K8S_VERSION ]
 kc apply -f /mnt/host/e2e-web.yaml
 wait_for 900 'busybox Deployment available' sh -c \"\$KC --kubeconfig /root/admin.conf get deploy e2e-web -o jsonpath='{.status.availableReplicas}' | grep -qx 1\"
 pod=\$(kc get pod -l app=e2e-web -o jsonpath='{.items[0].metadata.name}')
@@ -156,8 +162,11 @@ grep '^ExecStart' /etc/systemd/system/kboot.service"
     *) ready_secs=$READY_TIMEOUT ;;
   esac
   t1=$(date +%s)
-  scripts/vm.sh reboot
+  # A clean shutdown, not a power cut: systemd gives each container scope up to 90 s.
+  KBOOT_VM_STOP_WAIT=${KBOOT_VM_STOP_WAIT:-240} scripts/vm.sh reboot
   echo "vm-master.sh: guest rebooted in $(( $(date +%s) - t1 )) s wall"
+  echo "--- the shutdown's slow stop jobs (console):"
+  grep -a -o -E "A stop job is running for [^(]*|Failed to stop [^.]*|[^]]*timed out[^.]*|Killing process [0-9]+ \([^)]*\)" "$RUN/console.prev.log" | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -15 || true
   scripts/vm.sh exec -t 3600 -- "set -eu
 KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 kc() { \$KC --request-timeout 20s --kubeconfig /root/admin.conf \"\$@\"; }
@@ -178,6 +187,11 @@ until kc get deploy e2e-web -o jsonpath='{.status.availableReplicas}' 2>/dev/nul
   [ \$(date +%s) -lt \$end ] || { echo 'FAIL: the Deployment did not come back'; failed=1; break; }; sleep 5; done
 [ \$failed = 1 ] || echo \"ok: the Deployment's pod runs again \$(( \$(date +%s) - boot )) s after boot\"
 kboot ps
+# Why a container restarted after the boot: kboot's own start failures and the last lines before each exit.
+for c in \$(kboot ps --format json | grep -o '\"name\": *\"[^\"]*\"' | cut -d'\"' -f4); do
+  echo \"--- \$c: start failures since boot\"; kboot logs \$c 2>&1 | grep '^kboot:' | tail -4 | cut -c1-400 || true
+done
+journalctl -b -u kboot.service --no-pager 2>/dev/null | tail -15 | cut -c1-300 || true
 kboot service uninstall
 start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
 exit \$failed"

@@ -21,7 +21,8 @@
 #
 # Environment: KBOOT_VM_DIR (default /tmp/kboot-vm: share, overlay disk, console log, qemu pid),
 # KBOOT_VM_MEM (MiB, 4096), KBOOT_VM_SMP (2), KBOOT_VM_DISK_GB (16, sparse),
-# KBOOT_VM_BOOT_TIMEOUT (300 s). Uses /dev/kvm only when KBOOT_VM_KVM=1 (it does not work on
+# KBOOT_VM_BOOT_TIMEOUT (300 s), KBOOT_VM_STOP_WAIT (60 s: how long `stop` and `reboot` wait for
+# the guest to power off before killing qemu; a reboot keeps that console as console.prev.log). Uses /dev/kvm only when KBOOT_VM_KVM=1 (it does not work on
 # these machines: the notes in docs/hosts.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -195,10 +196,12 @@ cmd_start() {
   [ "${KBOOT_VM_KVM:-0}" = 1 ] && accel=(-accel kvm -cpu host)
   local t0
   t0=$(now)
+  # A reboot keeps the shutdown's console (systemd's stop jobs) as console.prev.log.
+  if [ "$reuse" = 1 ] && [ -f "$RUN/console.log" ]; then mv "$RUN/console.log" "$RUN/console.prev.log"; fi
   : > "$RUN/console.log"
   nice -n "${KBOOT_VM_NICE:-10}" qemu-system-x86_64 "${accel[@]}" -smp "$SMP" -m "$MEM" \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
-    -append "console=ttyS0 root=/dev/vda rw systemd.show_status=false" \
+    -append "console=ttyS0 root=/dev/vda rw systemd.show_status=auto" \
     -drive "file=$RUN/disk.qcow2,format=qcow2,if=virtio,cache=unsafe,discard=unmap" \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
     -virtfs "local,path=$SHARE,mount_tag=kboot,security_model=passthrough,id=kboot" \
@@ -271,9 +274,10 @@ cmd_stop() {
     pid=$(cat "$RUN/qemu.pid")
     t0=$(now)
     : > "$SHARE/poweroff"
-    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
+    local wait_s=${KBOOT_VM_STOP_WAIT:-60}
+    for _ in $(seq $(( wait_s * 10 / 3 ))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.3; done
     if kill -0 "$pid" 2>/dev/null; then
-      log "the guest did not power off within 60 s: killing qemu ($pid)"
+      log "the guest did not power off within $wait_s s: killing qemu ($pid)"
       kill "$pid"
     else
       log "guest powered off in $(secs "$t0" "$(now)") s"

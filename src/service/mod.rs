@@ -136,7 +136,10 @@ pub fn unit_text(spec: &UnitSpec) -> String {
         &format!("Description=kboot {}: Kubernetes node supervisor", spec.role.as_str()),
     );
     line(&mut u, "Wants=network-online.target");
-    line(&mut u, "After=network-online.target");
+    // dbus.service as containerd's unit has it: with the systemd cgroup driver every container
+    // is created over D-Bus, and at boot the bus can still be coming up (in the cgroup v2 guest
+    // the kubelet's first two creates failed with ECONNRESET and ECONNREFUSED from the bus).
+    line(&mut u, "After=network-online.target dbus.service");
     line(&mut u, "");
     line(&mut u, "[Service]");
     line(&mut u, "Type=simple");
