@@ -8,3 +8,4 @@ pub mod fs;
 pub mod mountinfo;
 pub mod proc;
 pub mod record;
+pub mod systemd;

@@ -137,8 +137,9 @@ pub fn unit_text(spec: &UnitSpec) -> String {
     );
     line(&mut u, "Wants=network-online.target");
     // dbus.service as containerd's unit has it: with the systemd cgroup driver every container
-    // is created over D-Bus, and at boot the bus can still be coming up (in the cgroup v2 guest
-    // the kubelet's first two creates failed with ECONNRESET and ECONNREFUSED from the bus).
+    // is created over D-Bus, so the supervisor starts after the bus and, at shutdown, stops
+    // before it (in the cgroup v2 guest a restart during shutdown met a bus already gone:
+    // ECONNRESET, ECONNREFUSED; base::systemd holds such restarts back now).
     line(&mut u, "After=network-online.target dbus.service");
     line(&mut u, "");
     line(&mut u, "[Service]");

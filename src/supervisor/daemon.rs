@@ -82,6 +82,10 @@ fn idle_tick() -> Duration {
 #[cfg(feature = "test-plain-process")]
 pub const TEST_ONLY_IDLE_TICK_ENV: &str = "KBOOT_TEST_ONLY_IDLE_TICK_MS";
 
+/// While the host shuts down, a due restart is asked about again this often (the boot unit's
+/// SIGQUIT normally ends the supervisor first).
+const SHUTDOWN_RECHECK_MS: u64 = 5_000;
+
 /// How a supervisor is asked to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
@@ -390,6 +394,12 @@ impl Supervisor {
         }
         match status.restart_at_ms {
             Some(t) if now < t => self.due_at(t),
+            Some(_) if crate::base::systemd::system_stopping() => {
+                // The host is shutting down (base::systemd): the scope would be refused and
+                // the container recorded as failed; the supervisor is stopped next anyway.
+                tracing::info!(container = %name, "the host is shutting down: restart held back");
+                self.due_at(now + SHUTDOWN_RECHECK_MS);
+            }
             Some(_) if self.deps_ready(&desired.service.depends_on) => {
                 status.restart_at_ms = None;
                 status.spawned_at_ms = now;
