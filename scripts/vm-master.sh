@@ -8,7 +8,8 @@
 #   sudo KBOOT_VM_REBOOT=1 scripts/vm-master.sh   # then the reboot test, below
 #
 # The reboot test (KBOOT_VM_REBOOT=1): after the checks, a ConfigMap is created and
-# `kboot service install master` writes and enables the boot unit; the guest reboots on the
+# `kboot service install master --now` writes, enables and starts the boot unit (the detached
+# supervisor hands the running containers over to the unit's); the guest reboots cleanly on the
 # same disk (`vm.sh reboot`: the qcow2 overlay is kept, the share is fresh), and the node must
 # post a Ready heartbeat newer than the boot with the ConfigMap still in etcd and the
 # Deployment's pod running again. Then `kboot service uninstall` and `kboot down`.
@@ -153,7 +154,17 @@ if [ "${KBOOT_VM_REBOOT:-0}" = 1 ]; then
   scripts/vm.sh exec -t 600 -- "set -eu
 KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 \$KC --kubeconfig /root/admin.conf create configmap before-reboot --from-literal=written=\$(date +%s)
-kboot service install master ${KBOOT_VM_MASTER_ARGS:-}
+etcd_before=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*')
+# --now, as a user moving a running node to the boot unit: the detached supervisor hands over.
+kboot service install master --now ${KBOOT_VM_MASTER_ARGS:-}
+sleep 5
+etcd_after=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*')
+echo \"kboot.service: \$(systemctl is-active kboot.service); etcd \$etcd_before before, \$etcd_after after (adopted, not restarted)\"
+[ \"\$(systemctl is-active kboot.service)\" = active ] && [ -n \"\$etcd_before\" ] && [ \"\$etcd_before\" = \"\$etcd_after\" ]
+# For the record of the shutdown and the boot: the supervisor logs at info, the journal persists.
+mkdir -p /etc/systemd/system/kboot.service.d /var/log/journal
+printf '[Service]\\nEnvironment=KBOOT_LOG=info\\n' > /etc/systemd/system/kboot.service.d/log.conf
+systemctl daemon-reload; systemd-tmpfiles --create --prefix /var/log/journal; journalctl --flush
 systemctl is-enabled kboot.service
 grep '^ExecStart' /etc/systemd/system/kboot.service"
   case $READY_TIMEOUT in
@@ -193,7 +204,13 @@ for c in \$(kboot ps --format json | grep -o '\"name\": *\"[^\"]*\"' | cut -d'\"
     echo \"FAIL: \$c failed to start (above)\"; failed=1
   fi
 done
-journalctl -b -u kboot.service --no-pager 2>/dev/null | tail -15 | cut -c1-300 || true
+echo \"--- boot at \$boot; the containers' last exits (finished_at_ms):\"
+for c in etcd kubelet; do echo \"\$c: \$(cat /var/lib/kboot/containers/\$c/exit.json 2>/dev/null)\"; done
+echo '--- the supervisor during the shutdown (previous boot), then this boot:'
+journalctl -b -1 -u kboot.service --no-pager 2>/dev/null | grep -vE 'pod namespace is gone' | tail -25 | cut -c1-300 || true
+journalctl -b -1 --no-pager 2>/dev/null | grep -E 'dbus|kboot-(etcd|kubelet)\\.scope|kboot\\.slice|Reached target' | tail -25 | cut -c1-250 || true
+journalctl -b -u kboot.service --no-pager 2>/dev/null | grep -vE 'pod namespace is gone' | head -30 | cut -c1-300 || true
+rm -rf /etc/systemd/system/kboot.service.d
 kboot service uninstall
 start=\$(date +%s); kboot down >/dev/null; echo \"vm-master: kboot down took \$(( \$(date +%s) - start )) s\"
 exit \$failed"

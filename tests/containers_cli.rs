@@ -398,6 +398,41 @@ fn containers_foreground_run_leaves_containers_on_sigquit_and_the_next_run_adopt
     );
 }
 
+/// `kboot service install --now` on a node started with `run --detach`: the detached
+/// supervisor hands over (exits on SIGQUIT, containers left running) so the unit's can adopt.
+#[test]
+fn containers_detached_supervisor_hands_over_and_leaves_its_containers_running() {
+    let d = Dir::new();
+    let _down = guard(&d);
+    let rootfs = busybox_rootfs(d.path());
+    let plan = sleepers_plan(&d, &rootfs, &["svc"], "/bin/sleep 1000");
+    run_ok(kb(&d).args(["run", "-d", "-f"]).arg(&plan));
+    let paths = kboot::state::Paths::under(d.path());
+    let pid = find(&ps(&mut kb(&d)), "svc")["pid"].as_i64().unwrap();
+    let supervisor = std::fs::read_to_string(d.path().join("state/supervisor.pid")).unwrap();
+    let handed = kboot::supervisor::hand_over(&paths, Duration::from_secs(10)).unwrap();
+    assert_eq!(handed.map(|p| p.to_string()), Some(supervisor.trim().to_string()));
+    assert!(!pid_alive(supervisor.trim().parse().unwrap()), "the supervisor is gone");
+    assert!(pid_alive(pid), "its container still runs");
+    assert_eq!(
+        kboot::supervisor::hand_over(&paths, Duration::from_secs(1)).unwrap(),
+        None
+    );
+
+    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
+    let pid_file = d.path().join("state/supervisor.pid");
+    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        find(&ps(&mut kb(&d)), "svc")["pid"].as_i64(),
+        Some(pid),
+        "adopted, not started again"
+    );
+    // SAFETY: kill(2) on the foreground supervisor this test started.
+    assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
+    assert!(fg.wait().unwrap().success());
+}
+
 #[test]
 fn containers_healthcheck_reports_unhealthy_then_healthy_in_ps() {
     let d = Dir::new();

@@ -121,6 +121,20 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
     service::systemctl(&["daemon-reload"])?;
     let mut enable = vec!["enable"];
     if args.now {
+        // A node started by `kboot run … --detach` has a supervisor outside the unit: the
+        // unit's `kboot run` would only converge through it and exit, and systemd would start
+        // it again every 5 s. So that supervisor hands its containers over (SIGQUIT leaves
+        // them running) and the unit's adopts them. A supervisor the unit runs already stays.
+        if service::systemctl(&["is-active", "--quiet", &name]).is_err() {
+            if let Some(pid) = crate::supervisor::hand_over(&ctx.paths, std::time::Duration::from_secs(30))
+                .context("hand the running node over to the unit")?
+            {
+                writeln!(
+                    out,
+                    "the supervisor started outside the unit (pid {pid}) left the containers running for {name} to adopt"
+                )?;
+            }
+        }
         enable.push("--now");
     }
     enable.push(&name);

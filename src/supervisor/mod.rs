@@ -56,6 +56,10 @@ pub enum SupervisorError {
     NotFound { name: String },
     #[error("a supervisor is already running for this root (pid {pid})")]
     AlreadyRunning { pid: i32 },
+    #[error(
+        "the running supervisor (pid {pid}) did not exit after SIGQUIT; stop it (`kill -QUIT {pid}`) and try again"
+    )]
+    HandOver { pid: i32 },
     #[error(transparent)]
     Io(#[from] PathIo),
     #[error("start the background supervisor")]
@@ -440,6 +444,24 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
     let _ = fs::remove_file(paths.shim_record(name));
     fs::remove_dir_all(&dir).map_err(PathIo::at("remove container directory", dir.path()))?;
     Ok(())
+}
+
+/// Asks the running supervisor, if any, to exit and leave the containers running (SIGQUIT,
+/// as the boot unit's stop does), so another one (the boot unit's) can adopt them; waits up
+/// to `timeout` for it to go. Returns its pid.
+pub fn hand_over(paths: &Paths, timeout: Duration) -> Result<Option<i32>> {
+    let Some(pid) = daemon::running_supervisor(paths) else {
+        return Ok(None);
+    };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+    let deadline = Instant::now() + timeout;
+    while daemon::running_supervisor(paths).is_some() {
+        if Instant::now() >= deadline {
+            return Err(SupervisorError::HandOver { pid });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(pid))
 }
 
 /// `kboot down`: stops the supervisor, then stops and removes every container,
