@@ -159,8 +159,13 @@ etcd_before=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\
 kboot service install master --now ${KBOOT_VM_MASTER_ARGS:-}
 sleep 5
 etcd_after=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*')
-echo \"kboot.service: \$(systemctl is-active kboot.service); etcd \$etcd_before before, \$etcd_after after (adopted, not restarted)\"
-[ \"\$(systemctl is-active kboot.service)\" = active ] && [ -n \"\$etcd_before\" ] && [ \"\$etcd_before\" = \"\$etcd_after\" ]
+unit=\$(systemctl is-active kboot.service || true)
+if [ \"\$unit\" = active ] && [ -n \"\$etcd_before\" ] && [ \"\$etcd_before\" = \"\$etcd_after\" ]; then
+  echo \"ok: kboot.service took the running node over: active, etcd \$etcd_after adopted, not restarted\"
+else
+  echo \"FAIL: kboot.service \$unit, etcd \$etcd_before before and \$etcd_after after the hand-over\"
+  journalctl -u kboot.service --no-pager | tail -15; exit 1
+fi
 # For the record of the shutdown and the boot: the supervisor logs at info, the journal persists.
 mkdir -p /etc/systemd/system/kboot.service.d /var/log/journal
 printf '[Service]\\nEnvironment=KBOOT_LOG=info\\n' > /etc/systemd/system/kboot.service.d/log.conf

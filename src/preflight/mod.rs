@@ -20,6 +20,9 @@ pub struct Host {
     /// cgroup path prefixes of processes kboot started (its containers, the pods its CRI
     /// runs): ports they hold are not conflicts, so a second `run` converges.
     pub own_cgroups: Vec<String>,
+    /// Slices whose `kboot-*.scope` children are kboot's containers with the systemd driver
+    /// (`/kboot.slice`, or `/kboot.slice/kboot-<hash>.slice` for another root).
+    pub own_scopes_in: Vec<String>,
 }
 
 impl Default for Host {
@@ -30,6 +33,7 @@ impl Default for Host {
             dev: "/dev".into(),
             euid: nix::unistd::geteuid().as_raw(),
             own_cgroups: vec!["/kboot/".into(), "/kubepods".into()],
+            own_scopes_in: vec!["/kboot.slice".into()],
         }
     }
 }
@@ -39,8 +43,12 @@ impl Host {
     pub fn for_paths(paths: &crate::state::Paths) -> Self {
         let mine = paths.cgroup("x");
         let prefix = mine.strip_suffix('x').unwrap_or(&mine).to_string();
+        // The same containers under the systemd driver: scopes in the root's slice.
+        let scope = crate::cgroups::Driver::Systemd.fs_dir(&mine);
+        let slice = scope.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string());
         Self {
             own_cgroups: vec![prefix, "/kubepods".into()],
+            own_scopes_in: vec![slice],
             ..Self::default()
         }
     }
@@ -180,11 +188,21 @@ pub fn socket_owner(proc: &Path, inodes: &BTreeSet<u64>) -> Option<(u32, String)
 fn started_by_kboot(host: &Host, pid: u32) -> bool {
     fs::read_to_string(host.proc.join(pid.to_string()).join("cgroup"))
         .map(|c| {
-            c.lines()
-                .filter_map(|l| l.splitn(3, ':').nth(2))
-                .any(|path| host.own_cgroups.iter().any(|p| path.starts_with(p.as_str())))
+            c.lines().filter_map(|l| l.splitn(3, ':').nth(2)).any(|path| {
+                host.own_cgroups.iter().any(|p| path.starts_with(p.as_str()))
+                    || host.own_scopes_in.iter().any(|slice| is_own_scope(path, slice))
+            })
         })
         .unwrap_or(false)
+}
+
+/// `path` is in (or below) a `kboot-*.scope` directly in `slice`; a nested slice there is
+/// another root's.
+fn is_own_scope(path: &str, slice: &str) -> bool {
+    path.strip_prefix(slice)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|unit| unit.starts_with("kboot-") && unit.ends_with(".scope"))
 }
 
 pub fn check_ports(host: &Host, ports: &[u16]) -> Vec<Problem> {

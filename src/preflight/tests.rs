@@ -13,6 +13,7 @@ fn healthy() -> (tempfile::TempDir, Host) {
         dev: tmp.path().join("dev"),
         euid: 0,
         own_cgroups: vec!["/kboot/".into(), "/kubepods".into()],
+        own_scopes_in: vec!["/kboot.slice".into()],
     };
     let w = |rel: &str, text: &str| {
         let path = tmp.path().join(rel);
@@ -125,6 +126,51 @@ fn check_ports_accepts_kboots_own_processes_so_a_second_run_converges() {
         ..host.clone()
     };
     assert_eq!(check_ports(&other, role_ports(Role::Master)).len(), 2);
+}
+
+#[test]
+fn check_ports_accepts_kboots_own_systemd_scopes_and_not_another_roots() {
+    let (_t, host) = healthy();
+    // The default root, systemd driver: its containers are scopes directly in kboot.slice.
+    let host = Host {
+        own_scopes_in: Host::for_paths(&crate::state::Paths::default()).own_scopes_in,
+        ..host
+    };
+    assert_eq!(host.own_scopes_in, ["/kboot.slice"]);
+    listen(&host, 2379, 5151, 77, "etcd", "0::/kboot.slice/kboot-etcd.scope\n");
+    listen(
+        &host,
+        10250,
+        5152,
+        78,
+        "kubelet",
+        "0::/kboot.slice/kboot-kubelet.scope\n",
+    );
+    listen(
+        &host,
+        6443,
+        5153,
+        79,
+        "kube-apiserver",
+        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/kboot-c1.scope\n",
+    );
+    assert!(check_ports(&host, role_ports(Role::Master)).is_empty());
+    // Another root's scopes sit in a nested slice: conflicts.
+    listen(
+        &host,
+        2380,
+        5154,
+        80,
+        "etcd",
+        "0::/kboot.slice/kboot-0123456789ab.slice/kboot-etcd.scope\n",
+    );
+    assert_eq!(check_ports(&host, role_ports(Role::Master)).len(), 1);
+    let other = Host::for_paths(&crate::state::Paths::under("/elsewhere"));
+    assert!(
+        other.own_scopes_in[0].starts_with("/kboot.slice/kboot-"),
+        "{:?}",
+        other.own_scopes_in
+    );
 }
 
 #[test]
