@@ -41,7 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["base", "bundle", "cgroups", "cri", "plan", "shim", "state"],
     ),
     ("roles", &["base", "cgroups", "pki", "plan", "state"]),
-    ("preflight", &["roles", "state"]),
+    ("preflight", &["cgroups", "roles", "state"]),
     ("service", &["base", "roles", "state"]),
     (
         "node",
