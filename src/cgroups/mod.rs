@@ -18,6 +18,20 @@ use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 /// Where the host's cgroup filesystems are mounted.
 pub const ROOT: &str = "/sys/fs/cgroup";
 
+/// A single-value cgroup file (`memory.current`, v1 `memory.usage_in_bytes`), if it is there.
+pub fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` lines: v2 `cpu.stat`,
+/// `memory.stat`, `memory.events`; v1 `memory.stat`, `memory.oom_control`), if it is there.
+pub fn keyed(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 /// The host's cgroup layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

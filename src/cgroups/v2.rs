@@ -7,6 +7,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::{keyed, read_u64};
+
 /// A failed cgroup v2 read or write, naming the file and the value.
 #[derive(Debug, thiserror::Error)]
 pub enum V2Error {
@@ -40,18 +42,6 @@ pub struct Usage {
     pub working_set_bytes: Option<u64>,
     /// `pids.current`.
     pub pids: Option<u64>,
-}
-
-fn read_u64(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// The value of `key` in a flat-keyed file (`cpu.stat`, `memory.stat`: `key value` lines).
-fn keyed(path: &Path, key: &str) -> Option<u64> {
-    fs::read_to_string(path).ok()?.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 /// Reads the usage of the cgroup at `dir`.

@@ -1,7 +1,6 @@
 //! `ContainerStats`: CPU and memory from the container's cgroup files (v1 here, v2 through
 //! [`crate::cgroups::v2`]).
 
-use std::fs;
 use std::path::Path;
 
 use super::record::CriContainer;
@@ -23,21 +22,9 @@ impl CriContainer {
             )
         } else {
             let v1 = |ctrl: &str| root.join(ctrl).join(self.record.cgroup.trim_start_matches('/'));
-            let read = |ctrl: &str, file: &str| -> u64 {
-                fs::read_to_string(v1(ctrl).join(file))
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(0)
-            };
-            let inactive_file = fs::read_to_string(v1("memory").join("memory.stat"))
-                .ok()
-                .and_then(|t| {
-                    t.lines().find_map(|l| {
-                        l.strip_prefix("total_inactive_file ")
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                    })
-                })
-                .unwrap_or(0);
+            let read = |ctrl: &str, file: &str| crate::cgroups::read_u64(&v1(ctrl).join(file)).unwrap_or(0);
+            let inactive_file =
+                crate::cgroups::keyed(&v1("memory").join("memory.stat"), "total_inactive_file").unwrap_or(0);
             let usage = read("memory", "memory.usage_in_bytes");
             (
                 read("cpuacct", "cpuacct.usage"),

@@ -104,9 +104,7 @@ impl OomWatch {
 
 /// The `oom_kill N` line of a memory cgroup file, if the file is there.
 fn read_oom_kills(file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+    crate::cgroups::keyed(file, "oom_kill")
 }
 
 #[cfg(test)]
