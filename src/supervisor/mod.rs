@@ -450,30 +450,36 @@ pub fn remove(paths: &Paths, name: &str, images: &dyn ImageSource, timeout: Dura
 /// as the boot unit's stop does), so another one (the boot unit's) can adopt them; waits up
 /// to `timeout` for it to go. Returns its pid.
 pub fn hand_over(paths: &Paths, timeout: Duration) -> Result<Option<i32>> {
-    let Some(pid) = daemon::running_supervisor(paths) else {
-        return Ok(None);
-    };
-    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+    match signal_and_wait(paths, Signal::SIGQUIT, timeout) {
+        None => Ok(None),
+        Some((pid, true)) => Ok(Some(pid)),
+        Some((pid, false)) => Err(SupervisorError::HandOver { pid }),
+    }
+}
+
+/// Sends `signal` to the running supervisor, if any, and waits up to `timeout` for it to
+/// go: its pid and whether it went.
+fn signal_and_wait(paths: &Paths, signal: Signal, timeout: Duration) -> Option<(i32, bool)> {
+    let pid = daemon::running_supervisor(paths)?;
+    let _ = kill(Pid::from_raw(pid), signal);
     let deadline = Instant::now() + timeout;
-    while daemon::running_supervisor(paths).is_some() {
+    loop {
+        if daemon::running_supervisor(paths).is_none() {
+            return Some((pid, true));
+        }
         if Instant::now() >= deadline {
-            return Err(SupervisorError::HandOver { pid });
+            return Some((pid, false));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Some(pid))
 }
 
 /// `kboot down`: stops the supervisor, then stops and removes every container,
 /// then the (now empty) kboot cgroups. Volume data, images and PKI stay.
 pub fn down(paths: &Paths, images: &dyn ImageSource, timeout: Duration) -> Result<Vec<String>> {
-    if let Some(pid) = daemon::running_supervisor(paths) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        let deadline = Instant::now() + timeout + Duration::from_secs(5);
-        while daemon::running_supervisor(paths).is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    // SIGTERM: the supervisor stops its containers; one still there after that is left to
+    // the removals below.
+    let _ = signal_and_wait(paths, Signal::SIGTERM, timeout + Duration::from_secs(5));
     let names = records::container_names(paths);
     for name in &names {
         remove(paths, name, images, timeout)?;
