@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("base", &[]),
     ("logging", &[]),
     ("inroot", &[]),
-    ("cgroups", &[]),
+    ("cgroups", &["base"]),
     ("seal", &[]),
     ("layering", &[]),
     ("state", &[]),

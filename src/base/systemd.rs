@@ -19,9 +19,15 @@ use std::time::{Duration, Instant};
 /// systemd must not hold a restart back forever).
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// True when systemd is the running init system (sd_booted(3): `/run/systemd/system`, the
+/// test runc, kubeadm and libcontainer make).
+pub fn booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
 /// True when systemd is PID 1 and says the system is stopping (shutdown or reboot).
 pub fn system_stopping() -> bool {
-    if !Path::new("/run/systemd/system").is_dir() {
+    if !booted() {
         return false;
     }
     let Ok(mut child) = Command::new("systemctl")
@@ -33,6 +39,8 @@ pub fn system_stopping() -> bool {
     else {
         return false;
     };
+    // Polled, not the `wait-timeout` crate (in the lock file): that one installs a
+    // process-wide SIGCHLD handler, and the supervisor that asks runs tokio's beside it.
     let deadline = Instant::now() + ASK_TIMEOUT;
     loop {
         match child.try_wait() {

@@ -56,7 +56,7 @@ pub struct HostCgroups {
 impl HostCgroups {
     pub fn probe() -> Self {
         Self {
-            systemd: Path::new("/run/systemd/system").is_dir(),
+            systemd: crate::base::systemd::booted(),
             unified: Layout::probe().is_unified(),
         }
     }

@@ -106,7 +106,7 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
     out.write_all(text.as_bytes())?;
     writeln!(out)?;
     let name = unit_name(&args.unit_file)?;
-    if !service::systemd_running() {
+    if !crate::base::systemd::booted() {
         writeln!(
             out,
             "systemd is not running on this host: nothing enabled. Run this at boot instead \
@@ -154,7 +154,7 @@ fn install(ctx: &Context, args: InstallArgs) -> anyhow::Result<ExitCode> {
 fn uninstall(ctx: &Context, args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let name = unit_name(&args.unit_file)?;
-    if service::systemd_running() && args.unit_file.exists() {
+    if crate::base::systemd::booted() && args.unit_file.exists() {
         // Stopping the unit leaves the containers running (SIGQUIT), unless it was installed
         // with --down-on-stop.
         service::systemctl(&["disable", "--now", &name])?;
@@ -165,7 +165,7 @@ fn uninstall(ctx: &Context, args: UninstallArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "removed {}", path.display())?;
         }
     }
-    if service::systemd_running() {
+    if crate::base::systemd::booted() {
         service::systemctl(&["daemon-reload"])?;
     }
     writeln!(

@@ -240,11 +240,6 @@ pub fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
-/// True when systemd is the running init system (sd_booted(3): `/run/systemd/system`).
-pub fn systemd_running() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
-
 /// Runs `systemctl ARGS`.
 pub fn systemctl(args: &[&str]) -> Result<()> {
     let owned = || args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
