@@ -356,6 +356,25 @@ fn containers_foreground_run_stops_everything_on_sigint_and_down_purge_clears_th
     assert_eq!(std::fs::read_dir(d.path().join("root")).unwrap().count(), 0);
 }
 
+/// Starts a foreground `run -f PLAN` and asserts that its supervisor adopted `name`'s running
+/// container (the same pid) instead of starting a second; returns the run for the caller to stop.
+fn foreground_run_adopting(d: &Dir, plan: &std::path::Path, name: &str, pid: i64) -> std::process::Child {
+    let fg = kb(d).args(["run", "-f"]).arg(plan).spawn().unwrap();
+    let pid_file = d.path().join("state/supervisor.pid");
+    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    let running = ps(&mut kb(d))
+        .iter()
+        .find(|c| c["name"] == name && c["status"] == "running")
+        .and_then(|c| c["pid"].as_i64());
+    assert_eq!(
+        running,
+        Some(pid),
+        "the next supervisor adopts the container, never starts a second"
+    );
+    fg
+}
+
 /// The boot service's stop and restart (`KillSignal=SIGQUIT`, `KillMode=process`): the
 /// supervisor exits, its containers keep running, and the next foreground run adopts them.
 #[test]
@@ -380,15 +399,7 @@ fn containers_foreground_run_leaves_containers_on_sigquit_and_the_next_run_adopt
     assert!(pid_alive(pid), "SIGQUIT leaves the container running");
     assert_eq!(running_pid(&d), Some(pid));
 
-    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
-    let pid_file = d.path().join("state/supervisor.pid");
-    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        running_pid(&d),
-        Some(pid),
-        "the next supervisor adopts the container, never starts a second"
-    );
+    let mut fg = foreground_run_adopting(&d, &plan, "svc", pid);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
     assert!(fg.wait().unwrap().success());
@@ -419,15 +430,7 @@ fn containers_detached_supervisor_hands_over_and_leaves_its_containers_running()
         None
     );
 
-    let mut fg = kb(&d).args(["run", "-f"]).arg(&plan).spawn().unwrap();
-    let pid_file = d.path().join("state/supervisor.pid");
-    assert!(wait_until(Duration::from_secs(5), || pid_file.exists()));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        find(&ps(&mut kb(&d)), "svc")["pid"].as_i64(),
-        Some(pid),
-        "adopted, not started again"
-    );
+    let mut fg = foreground_run_adopting(&d, &plan, "svc", pid);
     // SAFETY: kill(2) on the foreground supervisor this test started.
     assert_eq!(unsafe { libc::kill(fg.id() as i32, libc::SIGINT) }, 0);
     assert!(fg.wait().unwrap().success());
