@@ -154,11 +154,12 @@ if [ "${KBOOT_VM_REBOOT:-0}" = 1 ]; then
   scripts/vm.sh exec -t 600 -- "set -eu
 KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 \$KC --kubeconfig /root/admin.conf create configmap before-reboot --from-literal=written=\$(date +%s)
-etcd_before=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*')
+etcd_pid() { kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*'; }
+etcd_before=\$(etcd_pid)
 # --now, as a user moving a running node to the boot unit: the detached supervisor hands over.
 kboot service install master --now ${KBOOT_VM_MASTER_ARGS:-}
 sleep 5
-etcd_after=\$(kboot ps --format json | tr -d ' \\n' | grep -o '\"name\":\"etcd\"[^}]*' | grep -o '\"pid\":[0-9]*')
+etcd_after=\$(etcd_pid)
 unit=\$(systemctl is-active kboot.service || true)
 if [ \"\$unit\" = active ] && [ -n \"\$etcd_before\" ] && [ \"\$etcd_before\" = \"\$etcd_after\" ]; then
   echo \"ok: kboot.service took the running node over: active, etcd \$etcd_after adopted, not restarted\"
@@ -181,8 +182,10 @@ grep '^ExecStart' /etc/systemd/system/kboot.service"
   # A clean shutdown, not a power cut: systemd gives each container scope up to 90 s.
   KBOOT_VM_STOP_WAIT=${KBOOT_VM_STOP_WAIT:-240} scripts/vm.sh reboot
   echo "vm-master.sh: guest rebooted in $(( $(date +%s) - t1 )) s wall"
-  echo "--- the shutdown's slow stop jobs (console):"
-  grep -a -o -E "A stop job is running for [^(]*|Failed to stop [^.]*|[^]]*timed out[^.]*|Killing process [0-9]+ \([^)]*\)" "$RUN/console.prev.log" | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -15 || true
+  # What the shutdown waited for: slow stop jobs, and the processes systemd-shutdown waited
+  # on before its SIGKILL (in the runs so far, pod processes that ignore SIGTERM).
+  echo "--- what the shutdown waited for (console):"
+  grep -a -o -E "A stop job is running for [^(]*|Failed to stop [^.]*|Waiting for process: [^\r]*|Sending SIGKILL to PID [0-9]+ \([^)]*\)" "$RUN/console.prev.log" | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -15 || true
   scripts/vm.sh exec -t 3600 -- "set -eu
 KC=$CACHE/k8s-$K8S_VERSION/bin/kubectl
 kc() { \$KC --request-timeout 20s --kubeconfig /root/admin.conf \"\$@\"; }
