@@ -326,8 +326,8 @@ async fn wait_ready(
 /// about a second before it exits).
 const STEADY: Duration = Duration::from_secs(5);
 
-/// Waits until each named container has run for [`STEADY`] without restarting; returns the
-/// ones that did not by `deadline`.
+/// Waits until each named container has run for [`STEADY`] without restarting, or finished
+/// (exited 0 for good); returns the ones that did neither by `deadline`.
 async fn wait_steadily_running(paths: &Paths, names: &[String], deadline: Instant) -> Vec<String> {
     let mut since: HashMap<&str, (u32, Instant)> = HashMap::new();
     loop {
@@ -336,6 +336,13 @@ async fn wait_steadily_running(paths: &Paths, names: &[String], deadline: Instan
             .iter()
             .filter(|n| {
                 let v = supervisor::inspect(paths, n);
+                // A job that finished (kube-bootstrap once the apiserver answered): exited 0
+                // and not restarting. It never runs again, so waiting for it to run is the
+                // whole timeout (the flannel e2e failed so after 5 min of a Ready node).
+                if v.status == "exited" && !v.failed() {
+                    since.remove(n.as_str());
+                    return false;
+                }
                 if v.status != "running" {
                     since.remove(n.as_str());
                     return true;
@@ -352,5 +359,45 @@ async fn wait_steadily_running(paths: &Paths, names: &[String], deadline: Instan
             return pending;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::record::{write_exit, ExitRecord};
+    use crate::supervisor::records::{write_desired, DesiredRecord, DesiredState};
+
+    #[test]
+    fn a_finished_job_counts_as_up_and_a_failed_one_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::under(d.path());
+        for (name, code) in [("job", 0), ("crash", 1)] {
+            let mut desired = DesiredRecord {
+                service: Default::default(),
+                state: DesiredState::Running,
+                stopped_by_user: false,
+                requested_at_ms: 1,
+            };
+            desired.service.name = name.into();
+            desired.service.image = "img".into();
+            write_desired(&paths, &desired).unwrap();
+            let exit = ExitRecord {
+                exit_code: code,
+                started_at_ms: Some(2),
+                finished_at_ms: 3,
+                ..Default::default()
+            };
+            write_exit(&paths, name, &exit).unwrap();
+        }
+        assert_eq!(supervisor::inspect(&paths, "job").status, "exited");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let names = ["job".to_string(), "crash".to_string()];
+        let started = Instant::now();
+        let still = rt.block_on(wait_steadily_running(&paths, &names, started + Duration::from_secs(1)));
+        assert_eq!(still, ["crash"]);
     }
 }
